@@ -1,0 +1,3 @@
+from disco_bench.cli import main
+
+raise SystemExit(main())

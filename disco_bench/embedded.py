@@ -1,0 +1,178 @@
+"""The embedded dataset: procedurally drawn images whose classes differ in shape and structure.
+
+Each class is a spatial pattern (stripes at a fixed orientation, checkerboard, rings, dot grid,
+filled disc, square, cross, triangle, ...) drawn with random foreground/background colours,
+frequency, phase, position, size and pixel noise. Colour carries no class information, so the
+classes stay learnable without labels under aug+ (colour jitter, grayscale, crops, flips): what
+survives the augmentation is exactly the structure that defines the class. Horizontal flips map
+every class onto itself (diagonal stripes come in both directions). The same seed always gives
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from pretrain.checkpoint import atomic_write_text
+from pretrain.errors import InputError
+
+
+@dataclass
+class EmbeddedConfig:
+    classes: int = 10
+    train_per_class: int = 60
+    val_per_class: int = 20
+    image_size: int = 32
+    noise: float = 0.08  # std of Gaussian pixel noise (difficulty knob)
+    seed: int = 0
+
+
+def _coords(n: int, rng: np.random.Generator, angle_jitter: float = 0.0):
+    y, x = np.mgrid[0:n, 0:n].astype(np.float64) / n
+    theta = rng.uniform(-angle_jitter, angle_jitter)
+    xr = x * np.cos(theta) - y * np.sin(theta)
+    yr = x * np.sin(theta) + y * np.cos(theta)
+    return x, y, xr, yr
+
+
+def _stripes(n, rng, angle):
+    x, y, _, _ = _coords(n, rng)
+    theta = np.deg2rad(angle + rng.uniform(-8, 8))
+    f = rng.uniform(3, 6)
+    return np.sin(2 * np.pi * f * (x * np.cos(theta) + y * np.sin(theta)) + rng.uniform(0, 2 * np.pi)) > 0
+
+
+def _diagonal(n, rng):
+    return _stripes(n, rng, 45 if rng.random() < 0.5 else 135)
+
+
+def _checker(n, rng):
+    _, _, xr, yr = _coords(n, rng, 0.15)
+    f = rng.uniform(2.5, 4.5)
+    return np.sin(2 * np.pi * f * xr + rng.uniform(0, 6.3)) * np.sin(2 * np.pi * f * yr + rng.uniform(0, 6.3)) > 0
+
+
+def _rings(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    cx, cy = rng.uniform(0.3, 0.7, 2)
+    r = np.hypot(x - cx, y - cy)
+    return np.sin(2 * np.pi * rng.uniform(4, 7) * r + rng.uniform(0, 6.3)) > 0
+
+
+def _dots(n, rng):
+    _, _, xr, yr = _coords(n, rng, 0.3)
+    f = rng.uniform(3, 5)
+    u, v = (xr * f + rng.uniform(0, 1)) % 1 - 0.5, (yr * f + rng.uniform(0, 1)) % 1 - 0.5
+    return u**2 + v**2 < rng.uniform(0.18, 0.28) ** 2
+
+
+def _centre_size(rng):
+    return rng.uniform(0.35, 0.65, 2), rng.uniform(0.22, 0.38)
+
+
+def _disc(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    (cx, cy), r = _centre_size(rng)
+    return np.hypot(x - cx, y - cy) < r
+
+
+def _square(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    (cx, cy), r = _centre_size(rng)
+    t = rng.uniform(-0.3, 0.3)
+    dx, dy = x - cx, y - cy
+    u, v = dx * np.cos(t) - dy * np.sin(t), dx * np.sin(t) + dy * np.cos(t)
+    return np.maximum(np.abs(u), np.abs(v)) < r * 0.85
+
+
+def _cross(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    (cx, cy), r = _centre_size(rng)
+    w = r * rng.uniform(0.25, 0.4)
+    dx, dy = np.abs(x - cx), np.abs(y - cy)
+    return ((dx < w) & (dy < r)) | ((dy < w) & (dx < r))
+
+
+def _triangle(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    (cx, cy), r = _centre_size(rng)
+    t = rng.uniform(-0.3, 0.3)
+    pts = [(cx + r * np.sin(t + a), cy - r * np.cos(t + a)) for a in (0, 2 * np.pi / 3, 4 * np.pi / 3)]
+
+    def side(p, q):
+        return (x - q[0]) * (p[1] - q[1]) - (p[0] - q[0]) * (y - q[1])
+
+    s = [side(pts[i], pts[(i + 1) % 3]) for i in range(3)]
+    return ((s[0] < 0) & (s[1] < 0) & (s[2] < 0)) | ((s[0] > 0) & (s[1] > 0) & (s[2] > 0))
+
+
+def _zigzag(n, rng):
+    x, y, _, _ = _coords(n, rng)
+    f, a = rng.uniform(3, 5), rng.uniform(0.04, 0.08)
+    return np.sin(2 * np.pi * f * (y + a * np.abs(((x * 6) % 2) - 1)) + rng.uniform(0, 6.3)) > 0
+
+
+PATTERNS = {
+    "hstripes": lambda n, rng: _stripes(n, rng, 90),
+    "vstripes": lambda n, rng: _stripes(n, rng, 0),
+    "checker": _checker,
+    "rings": _rings,
+    "dots": _dots,
+    "disc": _disc,
+    "square": _square,
+    "cross": _cross,
+    "triangle": _triangle,
+    "diagonal": _diagonal,
+    "zigzag": _zigzag,
+}
+
+
+def _colour_pair(rng):
+    while True:
+        bg, fg = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        if abs(fg.mean() - bg.mean()) > 0.25:
+            return fg, bg
+
+
+def draw(pattern: str, size: int, noise: float, rng: np.random.Generator) -> np.ndarray:
+    """One RGB uint8 image of ``pattern``, rendered at 4x and box-filtered for smooth edges."""
+    mask = PATTERNS[pattern](size * 4, rng).astype(np.float64)
+    mask = mask.reshape(size, 4, size, 4).mean(axis=(1, 3))[..., None]
+    fg, bg = _colour_pair(rng)
+    img = bg * (1 - mask) + fg * mask + rng.normal(0, noise, (size, size, 3))
+    return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
+
+
+def make_embedded(out: str | Path, cfg: EmbeddedConfig, progress: bool = True) -> Path:
+    """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png``; reuse an identical set."""
+    out = Path(out)
+    if not 2 <= cfg.classes <= len(PATTERNS):
+        raise InputError(f"classes={cfg.classes}: the embedded dataset has between 2 and {len(PATTERNS)} classes")
+    manifest = out / "dataset.json"
+    spec = {"kind": "disco-bench-embedded", "version": 1, **asdict(cfg)}
+    if manifest.exists() and json.loads(manifest.read_text()) == spec:
+        return out
+    if out.exists() and any(out.iterdir()):
+        if not manifest.exists():
+            raise InputError(f"{out} exists and is not an embedded dataset; choose an empty folder")
+        shutil.rmtree(out)
+    names = list(PATTERNS)[: cfg.classes]
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    jobs = [(split, c, i) for split, per in (("train", cfg.train_per_class), ("val", cfg.val_per_class))
+            for c in range(cfg.classes) for i in range(per)]
+    for split, c, i in tqdm(jobs, desc="embedded data", disable=not progress, leave=False):
+        rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, c, i])
+        folder = tmp / split / names[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(draw(names[c], cfg.image_size, cfg.noise, rng)).save(folder / f"{i:05d}.png", optimize=False)
+    atomic_write_text(tmp / "dataset.json", json.dumps(spec, indent=1))
+    tmp.rename(out)
+    return out

@@ -1,0 +1,108 @@
+"""Result records (DESIGN.md contract): one JSON object per measured number in ``results.jsonl``.
+
+Appends rewrite the file atomically (temp file + rename), so a crash never leaves a partial line,
+and a record whose id is already present replaces the old one, so a redone step never duplicates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from disco_bench import __version__
+from downstream.result import TaskResult
+from pretrain.checkpoint import atomic_write_text
+from pretrain.errors import InputError
+
+REQUIRED_FIELDS = (
+    "task", "metric", "value", "student", "teacher", "method", "dataset", "split", "seed", "protocol",
+    "config_hash", "checkpoint_sha256", "code_version", "started_at", "finished_at", "hardware",
+)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=5).stdout.strip()
+        return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+@lru_cache(maxsize=1)
+def hardware() -> str:
+    if torch.cuda.is_available():
+        names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
+        gpus = f"{torch.cuda.device_count()}x {'/'.join(sorted(names))}"
+    else:
+        gpus = "no GPU"
+    return f"{platform.machine()} {os.cpu_count()} CPUs, {gpus}, torch {torch.__version__}"
+
+
+def record_id(rec: dict) -> str:
+    key = {k: rec.get(k) for k in ("step", "config_hash", "task", "metric", "dataset", "split", "seed", "extra")}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def make_records(result: TaskResult, *, student: str, teacher: str | None, method: str | None, seed: int, protocol: dict,
+                 config_hash: str, checkpoint_sha256: str | None, started_at: str, finished_at: str, step: str | None = None,
+                 label: str | None = None) -> list[dict]:
+    records = []
+    for m in result.measurements:
+        rec = {
+            "task": result.task, "metric": m.metric, "value": float(m.value), "student": student, "teacher": teacher,
+            "method": method, "dataset": m.dataset, "split": m.split, "seed": seed, "protocol": protocol,
+            "config_hash": config_hash, "checkpoint_sha256": checkpoint_sha256, "code_version": code_version(),
+            "started_at": started_at, "finished_at": finished_at, "hardware": hardware(), "step": step, "label": label,
+            "extra": m.extra or None, "artifacts": result.artifacts or None,
+        }
+        rec["id"] = record_id(rec)
+        records.append(rec)
+    return records
+
+
+def read_records(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    records = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{n} is not valid JSON ({exc.msg}); expected one record per line") from exc
+        missing = [f for f in REQUIRED_FIELDS if f not in rec]
+        if missing:
+            raise InputError(f"{path}:{n} record lacks fields: {', '.join(missing)}")
+        records.append(rec)
+    return records
+
+
+def append_records(path: str | Path, new: list[dict]) -> None:
+    """Add ``new`` to ``path`` atomically; a record with an id already present replaces it."""
+    existing = read_records(path)
+    ids = {r["id"] for r in new}
+    kept = [r for r in existing if r.get("id") not in ids]
+    atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + new))

@@ -1,0 +1,1 @@
+"""Pre-training: backbones and heads, teacher loading, methods, and the training loop."""

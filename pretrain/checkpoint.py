@@ -1,0 +1,123 @@
+"""Atomic writes and safe, strict checkpoint loading.
+
+Every file this project writes goes to a temporary sibling first and is renamed into place, so a
+reader never sees a truncated checkpoint or record. Every load uses ``weights_only=True`` so a
+checkpoint cannot run code, and every state-dict load reports missing/unexpected keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pretrain.errors import InputError
+
+CHECKPOINT_FORMAT = "disco-bench/1"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
+    """Call ``write(fileobj)`` on a temp file beside ``path``, fsync, then rename over ``path``.
+
+    On any failure (disk full, read-only folder, exception in ``write``) the temp file is removed
+    and the previous ``path`` is left untouched.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, mode) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if isinstance(exc, OSError):
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda handle: handle.write(text), mode="w")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
+    """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} not found: {path} (expected a file written by torch.save)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{what} {path} was refused by the safe loader (weights_only=True): {first[:200]}; "
+            "only tensors and plain containers are accepted"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{what} {path} is not a readable torch checkpoint: {first[:200]}") from exc
+
+
+def _fmt_keys(keys: Iterable[str], limit: int = 8) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys)} in all)" if len(keys) > limit else "")
+
+
+def load_state_strict(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    source: str,
+    allowed_missing: Iterable[str] = (),
+) -> None:
+    """Load ``state`` into ``module``; any missing/unexpected key or shape mismatch is an InputError.
+
+    ``allowed_missing`` lists key prefixes that may be absent (e.g. a head the file never had).
+    """
+    own = module.state_dict()
+    allowed = tuple(allowed_missing)
+    missing = [k for k in own if k not in state and not k.startswith(allowed)]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in state
+        if k in own and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_fmt_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_fmt_keys(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches (file vs model): {_fmt_keys(mismatched, 4)}")
+    if problems:
+        raise InputError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
+    module.load_state_dict(state, strict=False)

@@ -1,0 +1,105 @@
+"""ImageFolder reading with clear errors, deterministic multi-view augmentation and a resumable
+epoch sampler. Augmentation randomness is a function of (seed, epoch, index), so a run resumed
+mid-epoch, or run with any number of workers or ranks, sees exactly the same views."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset, Sampler
+from torchvision.datasets import ImageFolder
+
+from pretrain.errors import InputError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
+
+
+def pil_loader(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"corrupt or unreadable image {path}: {exc}") from exc
+
+
+def check_image_folder(root: str | Path) -> list[str]:
+    """The class names under ``root`` (an ImageFolder split); one clear error for what is wrong."""
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(f"dataset folder not found: {root} (expected an ImageFolder split: {root}/<class>/<image>)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise InputError(f"no class folders in {root} (expected {root}/<class>/<image>)")
+    for name in classes:
+        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in (root / name).iterdir() if f.is_file()):
+            raise InputError(f"empty class folder {root / name}: expected at least one image ({', '.join(IMAGE_EXTENSIONS)})")
+    return classes
+
+
+def image_folder(root: str | Path, transform: Callable | None = None) -> ImageFolder:
+    check_image_folder(root)
+    return ImageFolder(str(root), transform=transform, loader=pil_loader)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + index) % (2**63 - 1)
+
+
+class MultiViewDataset(Dataset):
+    """``num_views`` independently augmented views of each image, deterministic per (seed, epoch, index)."""
+
+    def __init__(self, base: ImageFolder, transform: Callable, num_views: int, seed: int):
+        self.base, self.transform, self.num_views, self.seed = base, transform, num_views, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, index: int):
+        path, label = self.base.samples[index]
+        img = self.base.loader(path)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
+            views = [self.transform(img) for _ in range(self.num_views)]
+        return views, label
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Batches of a per-epoch permutation, sharded over ranks, skipping the first ``start_batch``.
+
+    Drops the last partial batch (as MoCo does) so every step has the same size on every rank.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+        if batch_size > n:
+            raise InputError(f"batch size {batch_size} exceeds the {n} images of the dataset")
+        self.n, self.batch, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.n // (self.batch * self.world) - self.start_batch
+
+    def batches_per_epoch(self) -> int:
+        return self.n // (self.batch * self.world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=gen).tolist()
+        per_rank = self.batches_per_epoch() * self.batch
+        mine = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            yield mine[b * self.batch : (b + 1) * self.batch]
+
+
+def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:
+    return max(0, math.floor(n / (batch_size * world_size)))

@@ -1,0 +1,269 @@
+"""The pre-training loop: one code path for a CPU process, torchrun over gloo, and NCCL on GPUs.
+
+Checkpoints (``last.pt`` every epoch and every ``save_every_steps``; ``final.pt`` at the end) are
+written atomically and hold everything a resume needs, so a run killed at any point and started
+again with ``resume=True`` ends with the same weights as an uninterrupted run (CPU, same threads).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pretrain.augment import aug_plus
+from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_state_strict, safe_load
+from pretrain.config import PretrainConfig
+from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
+from pretrain.distributed import DistInfo, init_distributed
+from pretrain.errors import InputError
+from pretrain.methods import METHODS
+from pretrain.methods.base import FrozenTeacher
+from pretrain.models import build_backbone
+from pretrain.teachers import load_encoder
+
+
+class TrainingDiverged(InputError):
+    """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
+
+
+def pick_device(name: str, dist_info: DistInfo) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
+
+def build_method(cfg: PretrainConfig):
+    """The method module with its student and (frozen) teacher; returns (method, teacher_info)."""
+    if cfg.method not in METHODS:
+        raise InputError(f"unknown method {cfg.method!r}: expected one of {', '.join(sorted(METHODS))}")
+    cls = METHODS[cfg.method]
+    teacher, teacher_info = None, None
+    if cls.needs_teacher:
+        if not cfg.teacher_ckpt:
+            raise InputError(f"method {cfg.method!r} needs a teacher: pass --teacher-ckpt PATH")
+        encoder, teacher_info = load_encoder(cfg.teacher_ckpt, cfg.teacher)
+        if encoder.head.out_dim != cfg.dim:
+            raise InputError(
+                f"teacher embedding size {encoder.head.out_dim} (from {cfg.teacher_ckpt}) differs from the "
+                f"student's dim {cfg.dim}; set dim={encoder.head.out_dim} or use a matching teacher"
+            )
+        teacher = FrozenTeacher(encoder, cfg.teacher_bn)
+    torch.manual_seed(cfg.seed)
+    method = cls(cfg, build_backbone(cfg.student), teacher)
+    return method, teacher_info
+
+
+def method_state(method) -> dict[str, torch.Tensor]:
+    """The method's state without the frozen teacher (which is reloaded from its own file)."""
+    return {k: v for k, v in method.state_dict().items() if not k.startswith("teacher.")}
+
+
+def export_encoder(method, cfg: PretrainConfig) -> dict:
+    enc = method.student
+    return {
+        "arch": cfg.student,
+        "backbone": enc.backbone.state_dict(),
+        "head": enc.head.state_dict(),
+        "feature_dim": enc.head.in_dim,
+        "hidden": enc.head.hidden,
+        "dim": enc.head.out_dim,
+    }
+
+
+def lr_at(cfg: PretrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return cfg.lr() * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
+    if cfg.schedule == "constant":
+        return cfg.lr()
+    raise InputError(f"unknown schedule {cfg.schedule!r}: expected cosine or constant")
+
+
+def autocast_for(cfg: PretrainConfig, device: torch.device):
+    if cfg.amp == "none" or device.type != "cuda":
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    if dtype is None:
+        raise InputError(f"unknown amp {cfg.amp!r}: expected none, bf16 or fp16")
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) pre-training; returns a summary with the final checkpoint path and losses."""
+    out = Path(cfg.out)
+    final_path, last_path = out / "final.pt", out / "last.pt"
+    device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+    dist_info = init_distributed(device_type)
+    device = pick_device(cfg.device, dist_info)
+    if cfg.batch_size % dist_info.world_size:
+        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
+    local_batch = cfg.batch_size // dist_info.world_size
+
+    method, teacher_info = build_method(cfg)
+    dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), aug_plus(cfg.image_size), method.num_views, cfg.seed)
+    sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
+    per_epoch = sampler.batches_per_epoch()
+    total_steps = per_epoch * cfg.epochs
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+
+    method.to(device)
+    if cfg.channels_last:
+        method.to(memory_format=torch.channels_last)
+    params = [p for p in method.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr(), momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
+
+    step, epoch_means = 0, []
+    if resume and last_path.exists():
+        state = safe_load(last_path, "resume checkpoint")
+        if state.get("config") != _resumable(cfg):
+            raise InputError(f"{last_path} was written by a different configuration; use another --out or drop --resume")
+        load_state_strict(method, {**method_state(method), **state["method_state"]}, f"resume checkpoint {last_path}")
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        step, epoch_means = state["step"], list(state["epoch_means"])
+    elif final_path.exists() and not resume:
+        raise InputError(f"{final_path} already exists; pass --resume to reuse it or choose another --out")
+
+    model = method
+    if dist_info.enabled:
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+    model.train()
+
+    def save(kind: str) -> Path:
+        path = final_path if kind == "final" else last_path
+        if not dist_info.is_main:
+            return path
+        payload = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "pretrain",
+            "done": kind == "final",
+            "config": _resumable(cfg),
+            "protocol": cfg.protocol(),
+            "step": step,
+            "epoch": step // per_epoch,
+            "encoder": export_encoder(method, cfg),
+            "teacher": teacher_info and {"arch": teacher_info["arch"], "sha256": teacher_info["sha256"], "format": teacher_info["format"]},
+            "epoch_means": epoch_means,
+        }
+        if kind != "final":
+            payload |= {"method_state": method_state(method), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+        return atomic_torch_save(payload, path)
+
+    log = StepLog(out / "log.csv", step) if dist_info.is_main else None
+    running: dict[str, float] = {}
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and dist_info.is_main), desc=f"pretrain {cfg.method}", unit="step")
+    autocast = autocast_for(cfg, device)
+    seen, t0 = 0, time.perf_counter()
+    while step < total_steps:
+        epoch, start_batch = divmod(step, per_epoch)
+        dataset.set_epoch(epoch)
+        sampler.set_epoch(epoch, start_batch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, epoch)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+                            persistent_workers=False)
+        for views, _ in loader:
+            views = [v.to(device, non_blocking=True) for v in views]
+            if cfg.channels_last:
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            with autocast:
+                terms = model(views)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                good = last_path if last_path.exists() else None
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); last good checkpoint: {good or 'none'}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            seen += views[0].shape[0] * dist_info.world_size
+            row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+            row |= {k: float(v.detach()) for k, v in terms.items()}
+            if log:
+                log.write(row)
+            for k, v in row.items():
+                running[k] = running.get(k, 0.0) + v
+            speed = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{speed:.0f}"})
+            bar.update(1)
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                save("last")
+            if step >= total_steps:
+                break
+        if step % per_epoch == 0 or step >= total_steps:
+            n = max(1, step - epoch * per_epoch)
+            epoch_means.append({"epoch": epoch} | {k: v / n for k, v in running.items() if k.startswith("loss")})
+            running.clear()
+            save("last")
+    bar.close()
+    if log:
+        log.close()
+    path = save("final")
+    elapsed = time.perf_counter() - t0
+    last = epoch_means[-1] if epoch_means else {}
+    return {
+        "checkpoint": str(path),
+        "steps": step,
+        "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
+        "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
+        "teacher": teacher_info,
+    }
+
+
+def _resumable(cfg: PretrainConfig) -> dict:
+    """The config a resume must match (progress display and logging cadence may change)."""
+    d = dict(cfg.__dict__)
+    for k in ("log_every", "workers", "device"):
+        d.pop(k)
+    return d
+
+
+class StepLog:
+    """Per-step loss terms as CSV (and TensorBoard when installed); rows past ``start_step`` that a
+    killed run left behind are dropped on resume so the log matches the checkpoint."""
+
+    def __init__(self, path: Path, start_step: int):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if path.exists() and start_step > 0:
+            with open(path, newline="") as handle:
+                kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
+        self.handle = open(path, "w", newline="")
+        self.writer = None
+        self.pending = kept
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(path.parent / "tb"))
+        except ImportError:  # tensorboard is optional
+            self.tb = None
+
+    def write(self, row: dict) -> None:
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.handle, fieldnames=list(row), extrasaction="ignore")
+            self.writer.writeheader()
+            self.writer.writerows(self.pending)
+        self.writer.writerow(row)
+        self.handle.flush()
+        if self.tb:
+            for k, v in row.items():
+                if k not in ("step", "epoch"):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        self.handle.close()
+        if self.tb:
+            self.tb.close()
