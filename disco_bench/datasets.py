@@ -11,6 +11,10 @@ from pathlib import Path
 
 from disco_bench.config import from_dict
 from disco_bench.embedded import EmbeddedConfig, make_embedded
+from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
+from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
+from downstream.cifar import check_cifar
+from downstream.detection.data import check_coco, check_voc
 from pretrain.data import check_image_folder
 from pretrain.errors import InputError
 
@@ -20,13 +24,30 @@ def _check_imagefolder(path: Path) -> None:
         check_image_folder(path / split)
 
 
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise InputError(f"file not found: {path} (expected a checkpoint file, e.g. a published teacher)")
+
+
 def _make_imagefolder(path: Path, spec: dict, progress: bool) -> None:
     make_embedded(path, from_dict(EmbeddedConfig, spec, f"dataset {path.name} generate: "), progress)
+
+
+def _make_cifar(path: Path, spec: dict, progress: bool) -> None:
+    make_embedded_cifar(path, from_dict(EmbeddedCifarConfig, spec, f"dataset {path.name} generate: "))
+
+
+def _make_detection(path: Path, spec: dict, progress: bool) -> None:
+    make_embedded_detection(path, from_dict(EmbeddedDetectionConfig, spec, f"dataset {path.name} generate: "), progress)
 
 
 # kind -> (check(path), generate(path, spec, progress))
 DATASET_KINDS: dict[str, tuple[Callable, Callable | None]] = {
     "imagefolder": (_check_imagefolder, _make_imagefolder),
+    "file": (_check_file, None),  # one file under --data-root, e.g. teachers/moco_v2_200ep_pretrain.pth.tar
+    "cifar": (check_cifar, _make_cifar),  # official python pickles: cifar-10-batches-py/ or cifar-100-python/
+    "voc": (check_voc, _make_detection),  # VOCdevkit/VOC2007[/VOC2012]; the embedded one holds the COCO layout too
+    "coco": (check_coco, _make_detection),  # annotations/instances_{train,val}2017.json + train2017/ + val2017/
 }
 
 

@@ -1,17 +1,35 @@
-"""Run a suite as a graph of steps: skip what is done, isolate failures, report at the end."""
+"""Run a suite as a graph of steps: skip what is done, resume what was interrupted, isolate
+failures, retry, select with ``--only``, and report at the end.
+
+- Done: a step whose records carry its config hash (and, for a checkpoint-producing step, whose
+  checkpoint exists) is skipped. Hashes chain through ``@`` references, so changing a teacher
+  re-runs every student distilled from it.
+- Resume: a step without records runs again in the same folder; pre-training continues from its
+  ``last.pt`` (pretrain.train), so an interrupted step loses at most one epoch.
+- Failure: a failed step is reported with one line and its traceback in OUT/logs/ID.err; the
+  steps depending on it are skipped with the reason; the others go on. Exit code 1 if any step
+  failed or was skipped.
+- ``--only PATTERN``: the steps whose id or a tag matches, plus all their dependencies (done ones
+  are then skipped as done, undone ones run first). See suite.select_steps.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from disco_bench import results
+from disco_bench import cost, results
 from disco_bench.datasets import prepare_datasets
+from disco_bench.launchers import LocalLauncher, StepRequest, one_line, runs_distributed, with_retries
 from disco_bench.report import write_report
-from disco_bench.steps import STEP_KINDS, RunContext, step_hash
-from disco_bench.suite import Suite
+from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
+from disco_bench.suite import Step, Suite, load_suite, select_steps, used_datasets
 from pretrain.errors import InputError
+
+DATA_ROOT_PLACEHOLDER = Path("$DATA_ROOT")  # how a dry run without --data-root shows dataset paths
+CHECKPOINT_KINDS = {"pretrain", "checkpoint"}  # kinds whose output other steps read as "@id"
 
 
 @dataclass
@@ -21,14 +39,25 @@ class StepOutcome:
     detail: str = ""
 
 
-def is_done(step, ctx: RunContext, config_hash: str, records: list[dict]) -> bool:
-    have = any(r.get("step") == step.id and r.get("config_hash") == config_hash for r in records)
-    if step.kind == "pretrain":
-        return have and ctx.checkpoint(step.id).exists()
-    return have
+def restrict(suite: Suite, only: list[str] | None) -> Suite:
+    """The suite cut down to ``--only`` (with dependencies) and to the datasets its steps read."""
+    if only:
+        suite = dataclasses.replace(suite, steps=select_steps(suite.steps, only))
+    return dataclasses.replace(suite, datasets=used_datasets(suite))
 
 
-def plan(suite: Suite, ctx: RunContext) -> list[tuple]:
+def build_context(suite: Suite, out: Path, data_root: Path | None, overrides: dict, progress: bool,
+                  create: bool) -> RunContext:
+    """Resolve datasets (generating embedded ones when ``create``; checking all before anything runs)."""
+    if data_root is None and not create and any(s.get("generate") is None for s in suite.datasets.values()):
+        data_root = DATA_ROOT_PLACEHOLDER  # a dry run lists the steps without any data on disk
+    paths = prepare_datasets(suite, out, data_root, create=create, progress=progress)
+    external = {s.id: paths[s.params["data"]] for s in suite.steps if s.kind == "checkpoint" and "data" in s.params}
+    return RunContext(out=out, dataset_paths=paths, defaults=suite.defaults, overrides=overrides, progress=progress,
+                      dataset_names={k: suite.dataset_name(k) for k in suite.datasets}, external=external)
+
+
+def plan(suite: Suite, ctx: RunContext) -> list[tuple[Step, str]]:
     """(step, config hash) in order; hashes chain through @references."""
     rows = []
     for step in suite.steps:
@@ -40,54 +69,183 @@ def plan(suite: Suite, ctx: RunContext) -> list[tuple]:
     return rows
 
 
-def describe(step, ctx: RunContext) -> str:
+def is_done(step: Step, ctx: RunContext, config_hash: str, records: list[dict]) -> bool:
+    have = any(r.get("step") == step.id and r.get("config_hash") == config_hash for r in records)
+    if step.kind in CHECKPOINT_KINDS:
+        return have and ctx.checkpoint(step.id).exists()
+    return have
+
+
+# --- what a step is, needs, produces and costs (for --dry-run and progress lines) --------------
+
+
+def architectures(rows: list[tuple[Step, str]], configs: dict[str, object]) -> dict[str, str | None]:
+    """step id -> architecture of the network it produces (or, for an eval, evaluates)."""
+    arch: dict[str, str | None] = {}
+    for step, _ in rows:
+        cfg = configs[step.id]
+        if step.kind == "pretrain":
+            arch[step.id] = cfg.student
+        elif step.kind == "checkpoint":
+            arch[step.id] = cfg.arch
+        else:  # an eval: the (first) checkpoint it evaluates
+            ref = step.params.get("ckpt") or (step.params.get("ckpts") or [None])[0]
+            arch[step.id] = arch.get(ref[1:]) if isinstance(ref, str) and ref.startswith("@") else None
+    return arch
+
+
+def _teacher_arch(step: Step, cfg, arch: dict) -> str | None:
+    ref = step.params.get("teacher_ckpt")
+    if isinstance(ref, str) and ref.startswith("@"):
+        return arch.get(ref[1:])
+    return getattr(cfg, "teacher", None)
+
+
+def describe(step: Step, cfg, arch: dict) -> str:
     if step.kind == "pretrain":
-        p = step.params
-        return f"pretrain {p.get('method', '?')} {p.get('student', '?')} -> {ctx.checkpoint(step.id)}"
-    return f"eval {step.task} of {step.params.get('ckpt', '?')} -> records in {ctx.records_path}"
+        teacher = _teacher_arch(step, cfg, arch)
+        by = f" from teacher {teacher}" if teacher else (" from a teacher" if cfg.teacher_ckpt else "")
+        return f"pretrain {cfg.method} {cfg.student}{by}, {cfg.epochs} epochs"
+    if step.kind == "checkpoint":
+        return f"read {cfg.method or 'a'} {cfg.arch or ''} checkpoint {cfg.data}".replace("  ", " ")
+    if step.kind == "eval":
+        return f"eval {step.task} ({getattr(cfg, 'protocol', '?')} protocol) of {step.params.get('ckpt', '?')}"
+    return f"{step.kind} {step.task or ''}".strip()
+
+
+def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str]]:
+    needs = [f"@{d} ({ctx.checkpoint(d)})" for d in step.needs]
+    if "data" in step.params:
+        needs.append(f"data {step.params['data']} ({ctx.dataset_paths[step.params['data']]})")
+    produces = [f"checkpoint {ctx.checkpoint(step.id)}"] if step.kind in CHECKPOINT_KINDS else []
+    return needs, produces + [f"records in {ctx.records_path}"]
+
+
+def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
+    ds = step.params.get("data")
+    images = cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds)) if ds in suite.datasets else None
+    if step.kind == "checkpoint":
+        return cost.Cost(0.0, "loads a file")
+    if step.kind == "pretrain":
+        if images is None:
+            return cost.Cost(None, "size of the dataset unknown")
+        return cost.pretrain_cost(cfg.method, cfg.student, _teacher_arch(step, cfg, arch), images, cfg.epochs,
+                                  cfg.image_size)
+    if step.kind == "eval":
+        return cost.eval_cost(step.task, cfg, arch.get(step.id), images)
+    return cost.Cost(None, f"no cost rule for kind {step.kind!r}")
+
+
+def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
+    records = results.read_records(ctx.records_path)
+    configs = {s.id: step_config(s, ctx) for s, _ in rows}
+    arch = architectures(rows, configs)
+    total, unknown, todo = 0.0, 0, 0
+    for n, (step, h) in enumerate(rows, 1):
+        done = is_done(step, ctx, h, records)
+        todo += not done
+        needs, produces = needs_and_produces(step, ctx)
+        c = step_cost(step, configs[step.id], suite, arch)
+        if not done and c.gpu_hours is None:
+            unknown += 1
+        elif not done:
+            total += c.gpu_hours
+        tags = f" [{', '.join(step.tags)}]" if step.tags else ""
+        echo(f"[{n}/{len(rows)}] {step.id} [{'done' if done else 'todo'}] {describe(step, configs[step.id], arch)}{tags}")
+        echo(f"    needs: {'; '.join(needs) or 'nothing'}")
+        echo(f"    produces: {'; '.join(produces)}")
+        echo(f"    cost: {c.text()}")
+    rate = f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU"
+    echo(f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours"
+         f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})")
+    return 0
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run_request(request: StepRequest) -> list[dict]:
+    """Run one step in a fresh process (a torchrun worker or a submitit job): rebuild the plan, run it."""
+    STEP_KINDS.update(request.kinds or {})
+    suite = restrict(load_suite(request.suite), None)
+    data_root = Path(request.data_root) if request.data_root else None
+    ctx = build_context(suite, Path(request.out), data_root, request.overrides, request.progress, create=False)
+    rows = {s.id: (s, h) for s, h in plan(suite, ctx)}
+    if request.step not in rows:
+        raise InputError(f"suite {request.suite} has no step {request.step!r}")
+    step, h = rows[request.step]
+    return with_retries(lambda: STEP_KINDS[step.kind][1](step, ctx, h), request.retries, step.id, print)
+
+
+def _record_failure(out: Path, step: Step, exc: BaseException) -> str:
+    log = out / "logs" / f"{step.id}.err"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(exc)))
+    return one_line(exc)
 
 
 def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, dry_run: bool = False,
-              progress: bool = True, echo=print) -> int:
+              progress: bool = True, echo=print, only: list[str] | None = None, retries: int = 0,
+              launcher=None) -> int:
     """Run (or list) the suite's steps; returns the exit code (0 when every step passed)."""
     out = Path(out)
-    dataset_paths = prepare_datasets(suite, out, data_root, create=not dry_run, progress=progress)
-    ctx = RunContext(out=out, dataset_paths=dataset_paths, defaults=suite.defaults, overrides=overrides, progress=progress)
-    steps = plan(suite, ctx)
-    records = results.read_records(ctx.records_path)
+    suite = restrict(suite, only)
+    ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run)
+    rows = plan(suite, ctx)
     if dry_run:
-        for n, (step, h) in enumerate(steps, 1):
-            status = "done" if is_done(step, ctx, h, records) else "todo"
-            needs = f" (needs {', '.join(step.needs)})" if step.needs else ""
-            echo(f"[{n}/{len(steps)}] {step.id} [{status}] {describe(step, ctx)}{needs}")
-        return 0
+        return dry_run_listing(suite, ctx, rows, echo)
+    launcher = launcher or LocalLauncher(retries, echo)
+    request = StepRequest(suite=str(suite.path), step="", out=str(out), data_root=str(data_root) if data_root else None,
+                          overrides=overrides, retries=retries, progress=progress, kinds=dict(STEP_KINDS))
+    records = results.read_records(ctx.records_path)
     outcomes: dict[str, StepOutcome] = {}
-    for n, (step, h) in enumerate(steps, 1):
-        head = f"[{n}/{len(steps)}] {step.id}"
+    handles: dict = {}
+
+    def settle(n: int, step: Step) -> None:
+        head = f"[{n}/{len(rows)}] {step.id}"
         blocked = [d for d in step.needs if outcomes[d].status in ("failed", "skipped")]
         if blocked:
+            handles[step.id].cancel()
             outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {blocked[0]}, which did not finish")
+            echo(f"{head}: skipped ({outcomes[step.id].detail})")
+            return
+        try:
+            new = handles[step.id].result()
+        except Exception as exc:
+            outcomes[step.id] = StepOutcome(step.id, "failed", _record_failure(out, step, exc))
+            echo(f"{head}: FAILED: {outcomes[step.id].detail}")
+            return
+        results.append_records(ctx.records_path, new)
+        outcomes[step.id] = StepOutcome(step.id, "ran")
+        summary = ", ".join(f"{r['metric']}={r['value']:.4g}" for r in new[:4])
+        echo(f"{head}: finished ({summary})")
+
+    for n, (step, h) in enumerate(rows, 1):
+        head = f"[{n}/{len(rows)}] {step.id}"
+        settled_blocked = [d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")]
+        if settled_blocked:
+            outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish")
             echo(f"{head}: skipped ({outcomes[step.id].detail})")
             continue
         if is_done(step, ctx, h, records):
             outcomes[step.id] = StepOutcome(step.id, "done")
             echo(f"{head}: skipped, already done (config {h})")
             continue
-        echo(f"{head}: {describe(step, ctx)}")
-        try:
-            new = STEP_KINDS[step.kind][1](step, ctx, h)
-            results.append_records(ctx.records_path, new)
-            records = results.read_records(ctx.records_path)
-            outcomes[step.id] = StepOutcome(step.id, "ran")
-            summary = ", ".join(f"{r['metric']}={r['value']:.4g}" for r in new[:4])
-            echo(f"{head}: finished ({summary})")
-        except Exception as exc:  # one failed step must not stop the others
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            outcomes[step.id] = StepOutcome(step.id, "failed", f"{type(exc).__name__}: {first}")
-            echo(f"{head}: FAILED: {type(exc).__name__}: {first}")
-            log = out / "logs" / f"{step.id}.err"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            log.write_text(traceback.format_exc())
+        cfg = step_config(step, ctx)
+        echo(f"{head}: {describe(step, cfg, {})}")
+        handles[step.id] = launcher.submit(
+            step, lambda step=step, h=h: STEP_KINDS[step.kind][1](step, ctx, h), dataclasses.replace(request, step=step.id),
+            runs_distributed(step, cfg), [handles[d] for d in step.needs if d in handles])
+        if launcher.synchronous:
+            settle(n, step)
+    if not launcher.synchronous:
+        for n, (step, _) in enumerate(rows, 1):
+            if step.id in handles and step.id not in outcomes:
+                settle(n, step)
+    return finish(out, outcomes, echo)
+
+
+def finish(out: Path, outcomes: dict[str, StepOutcome], echo) -> int:
     board = write_report(out)
     failed = [o for o in outcomes.values() if o.status in ("failed", "skipped")]
     ran = sum(o.status == "ran" for o in outcomes.values())

@@ -26,13 +26,25 @@ class RunContext:
     overrides: dict = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # step id -> config hash
     progress: bool = True
+    dataset_names: dict[str, str] = field(default_factory=dict)  # suite dataset key -> name records carry
+    external: dict[str, Path] = field(default_factory=dict)  # checkpoint step id -> file under --data-root
 
     @property
     def records_path(self) -> Path:
         return self.out / "results.jsonl"
 
     def checkpoint(self, step_id: str) -> Path:
+        if step_id in self.external:
+            return self.external[step_id]
         return self.out / "checkpoints" / step_id / "final.pt"
+
+    def dataset_name(self, step, folder: str) -> str:
+        """The suite's name for the step's dataset (e.g. 'imagenet'), else the folder's name."""
+        return self.dataset_names.get(step.params.get("data"), folder)
+
+
+def _is_ref(value) -> bool:
+    return isinstance(value, str) and value.startswith("@")
 
 
 def _resolve(params: dict, ctx: RunContext) -> dict:
@@ -41,6 +53,8 @@ def _resolve(params: dict, ctx: RunContext) -> dict:
     for key, value in params.items():
         if isinstance(value, str) and value.startswith("@"):
             out[key] = str(ctx.checkpoint(value[1:]))
+        elif isinstance(value, list) and any(_is_ref(v) for v in value):  # ckpts: [@a, @b] (tsne, mi)
+            out[key] = [str(ctx.checkpoint(v[1:])) if _is_ref(v) else v for v in value]
         elif key == "data":
             out[key] = str(ctx.dataset_paths[value])
         else:
@@ -54,6 +68,8 @@ def _hashable(step, params: dict, ctx: RunContext, config: dict) -> dict:
     for key, value in params.items():
         if isinstance(value, str) and value.startswith("@"):
             cfg[key] = "@" + ctx.hashes.get(value[1:], value)
+        elif isinstance(value, list) and any(_is_ref(v) for v in value):
+            cfg[key] = ["@" + ctx.hashes.get(v[1:], v) if _is_ref(v) else v for v in value]
         elif key == "data":
             cfg[key] = value
     cfg.pop("out", None)
@@ -87,14 +103,16 @@ def step_hash(step, ctx: RunContext) -> str:
     return results.config_hash(_hashable(step, step.params, ctx, dataclasses.asdict(cfg)))
 
 
-def pretrain_records(cfg: PretrainConfig, summary: dict, **common) -> list[dict]:
-    ms = [Measurement(f"final_{k}", v, Path(cfg.data).name, "train") for k, v in summary["final_loss"].items()]
+def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = None, **common) -> list[dict]:
+    dataset = dataset or Path(cfg.data).name
+    ms = [Measurement(f"final_{k}", v, dataset, "train") for k, v in summary["final_loss"].items()]
     if summary.get("images_per_s"):
-        ms.append(Measurement("images_per_s", summary["images_per_s"], Path(cfg.data).name, "train"))
+        ms.append(Measurement("images_per_s", summary["images_per_s"], dataset, "train"))
     teacher = summary.get("teacher") or {}
+    protocol = summary.get("protocol") or cfg.protocol()  # resolved head width and teacher file (pretrain.train)
     return results.make_records(
-        TaskResult("pretrain", ms, cfg.protocol()), student=cfg.student, teacher=teacher.get("arch"), method=cfg.method,
-        seed=cfg.seed, protocol=cfg.protocol(), checkpoint_sha256=file_sha256(summary["checkpoint"]), **common,
+        TaskResult("pretrain", ms, protocol), student=cfg.student, teacher=teacher.get("arch"), method=cfg.method,
+        seed=cfg.seed, protocol=protocol, checkpoint_sha256=file_sha256(summary["checkpoint"]), **common,
     )
 
 
@@ -102,8 +120,8 @@ def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()
     summary = pretrain(cfg, resume=True, progress=ctx.progress)
-    return pretrain_records(cfg, summary, config_hash=config_hash, started_at=started, finished_at=results.now(),
-                            step=step.id, label=step.label)
+    return pretrain_records(cfg, summary, dataset=ctx.dataset_name(step, Path(cfg.data).name), config_hash=config_hash,
+                            started_at=started, finished_at=results.now(), step=step.id, label=step.label)
 
 
 def eval_records(cfg: EvalConfig, result: TaskResult, **common) -> list[dict]:
@@ -117,12 +135,47 @@ def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = eval_config(step, ctx)
     started = results.now()
     result = TASKS[step.task].run(cfg, progress=ctx.progress)
+    folder = Path(cfg.data).name  # tasks name their dataset by its folder (semisup: folder@1%); the suite may
+    name = ctx.dataset_name(step, folder)  # name it better, e.g. 'imagenet' for the paper's comparisons
+    result.measurements = [dataclasses.replace(m, dataset=name + m.dataset[len(folder):])
+                           if m.dataset == folder or m.dataset.startswith(folder + "@") else m for m in result.measurements]
     return eval_records(cfg, result, config_hash=config_hash, started_at=started, finished_at=results.now(), step=step.id,
                         label=step.label)
+
+
+@dataclass
+class CheckpointConfig:
+    """A checkpoint read from a file (a published teacher under --data-root) instead of trained."""
+
+    data: str = ""  # the file (a suite dataset of kind 'file')
+    arch: str | None = None  # the architecture it holds, when the file does not say
+    method: str = ""  # what trained it (moco, swav, ...): shown in listings and used to match paper rows
+
+
+def checkpoint_config(step, ctx: RunContext) -> CheckpointConfig:
+    return replace(CheckpointConfig(), _resolve(step.params, ctx), f"step {step.id}: ")
+
+
+def run_checkpoint_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
+    """Load the file strictly (every key accounted for) so a wrong file fails here, not in the students."""
+    from pretrain.teachers import load_encoder
+
+    cfg = checkpoint_config(step, ctx)
+    started = results.now()
+    encoder, info = load_encoder(cfg.data, cfg.arch)
+    params_m = sum(p.numel() for p in encoder.backbone.parameters()) / 1e6
+    name = ctx.dataset_name(step, Path(cfg.data).name)
+    result = TaskResult("checkpoint", [Measurement("backbone_params_m", params_m, name, "-")],
+                        {"format": info.get("format"), "arch": info["arch"]})
+    return results.make_records(result, student=info["arch"], teacher=info.get("teacher"),
+                                method=info.get("method") or cfg.method or None, seed=0, protocol=result.protocol,
+                                checkpoint_sha256=info["sha256"], config_hash=config_hash, started_at=started,
+                                finished_at=results.now(), step=step.id, label=step.label)
 
 
 # kind -> (config builder, runner)
 STEP_KINDS = {
     "pretrain": (pretrain_config, run_pretrain_step),
     "eval": (eval_config, run_eval_step),
+    "checkpoint": (checkpoint_config, run_checkpoint_step),
 }

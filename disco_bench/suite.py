@@ -1,13 +1,25 @@
 """Suite files (``disco_bench/suites/NAME.yaml``): datasets, per-kind defaults and a list of steps.
 
-A step is ``{id, kind, task?, label?, matrix?, with: {...}}``. In ``with``, a value ``"@ID"``
-names step ID's checkpoint (and makes this step depend on it) and ``data: NAME`` names an entry
-of ``datasets``. ``matrix: {key: [values]}`` expands a step once per combination, with
-``{key}`` substituted in its id, label and string values.
+A step is ``{id, kind, task?, label?, tags?, matrix?, with: {...}}``. In ``with``, a value
+``"@ID"`` names step ID's checkpoint (and makes this step depend on it) and ``data: NAME`` names
+an entry of ``datasets``. ``matrix: {key: [values]}`` expands a step once per combination, with
+``{key}`` substituted in its id, label, tags and string values.
+
+A dataset is ``{kind, path, name?, generate?}``: ``path`` is relative to ``--data-root`` (or to
+OUT/data for a generated one) and ``name`` is what records call it (default: the folder's name),
+which is what the paper's numbers are matched on (the paper's linear numbers are ``imagenet``).
+
+A named subset is a suite file with ``extends: BASE`` and ``select: [PATTERN, ...]``: the base
+suite's steps whose id or one of whose tags matches a pattern (shell-style, ``*`` and ``?``),
+plus every step they depend on. ``--only`` selects the same way.
+
+Method and task names are checked against the registries when a suite is loaded, so a typo or a
+method that is not implemented yet fails before anything runs.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +31,9 @@ from pretrain.errors import InputError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SUITE_KEYS = {"name", "description", "datasets", "defaults", "steps"}
-STEP_KEYS = {"id", "kind", "task", "label", "matrix", "with"}
-DATASET_KEYS = {"kind", "path", "generate"}
+SUBSET_KEYS = {"name", "description", "extends", "select"}
+STEP_KEYS = {"id", "kind", "task", "label", "tags", "matrix", "with"}
+DATASET_KEYS = {"kind", "path", "name", "generate"}
 
 
 @dataclass
@@ -31,6 +44,7 @@ class Step:
     task: str | None = None
     label: str | None = None
     needs: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +55,12 @@ class Suite:
     defaults: dict[str, dict]
     steps: list[Step]
     path: Path
+    extends: str | None = None  # a named subset: the suite it selects from
+
+    def dataset_name(self, key: str) -> str:
+        """What records call dataset ``key``: its ``name``, else the last part of its path."""
+        spec = self.datasets[key]
+        return spec.get("name") or Path(spec.get("path", key)).name
 
 
 def available_suites() -> list[str]:
@@ -89,9 +109,10 @@ def expand_steps(raw_steps: list[dict], where: str) -> list[Step]:
         for combo in itertools.product(*(matrix[k] for k in names)) if names else [()]:
             subs = dict(zip(names, combo))
             params = _substitute(dict(raw.get("with") or {}), subs)
+            tags = _substitute(list(raw.get("tags") or []), subs)
             steps.append(Step(
                 id=_substitute(raw["id"], subs), kind=raw["kind"], params=params, task=raw.get("task"),
-                label=_substitute(raw.get("label"), subs), needs=_refs(params),
+                label=_substitute(raw.get("label"), subs), needs=_refs(params), tags=[str(t) for t in tags],
             ))
     seen: set[str] = set()
     for step in steps:
@@ -104,7 +125,65 @@ def expand_steps(raw_steps: list[dict], where: str) -> list[Step]:
     return steps
 
 
-def load_suite(name_or_path: str) -> Suite:
+def matches(step: Step, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(step.id, pattern) or any(fnmatch.fnmatchcase(t, pattern) for t in step.tags)
+
+
+def select_steps(steps: list[Step], patterns: list[str], where: str = "--only") -> list[Step]:
+    """The steps matching any pattern, plus everything they depend on (done or not), in suite order.
+
+    Dependencies are always pulled in: the runner then skips those already done (same config hash)
+    and runs the others first, so a selected step never runs on a stale or missing checkpoint.
+    """
+    by_id = {s.id: s for s in steps}
+    chosen: set[str] = set()
+    for pattern in patterns:
+        hits = [s.id for s in steps if matches(s, pattern)]
+        if not hits:
+            tags = sorted({t for s in steps for t in s.tags})
+            raise InputError(f"{where} {pattern!r} matches no step id or tag; tags: {', '.join(tags) or 'none'}; "
+                             f"step ids look like {', '.join(s.id for s in steps[:3])}")
+        chosen.update(hits)
+    todo = list(chosen)
+    while todo:
+        for need in by_id[todo.pop()].needs:
+            if need not in chosen:
+                chosen.add(need)
+                todo.append(need)
+    return [s for s in steps if s.id in chosen]
+
+
+def used_datasets(suite: Suite) -> dict[str, dict]:
+    """The datasets some step of the suite reads (a subset needs only its own)."""
+    used = {s.params["data"] for s in suite.steps if "data" in s.params}
+    return {k: v for k, v in suite.datasets.items() if k in used}
+
+
+def check_registered(steps: list[Step], where: str) -> None:
+    """Every pretrain method and eval task must be registered (one line naming the step if not)."""
+    from downstream.registry import TASKS
+    from pretrain.methods import METHODS
+
+    for step in steps:
+        if step.kind == "pretrain" and "method" in step.params and step.params["method"] not in METHODS:
+            raise InputError(f"{where}: step {step.id!r} uses method {step.params['method']!r}, which is not registered; "
+                             f"methods: {', '.join(sorted(METHODS))}")
+        if step.kind == "eval" and step.task not in TASKS:
+            raise InputError(f"{where}: step {step.id!r} uses task {step.task!r}, which is not registered; "
+                             f"tasks: {', '.join(sorted(TASKS))}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a mapping of suite keys, got {type(raw).__name__}")
+    return raw
+
+
+def suite_path(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if not path.suffix:
         path = SUITES_DIR / f"{name_or_path}.yaml"
@@ -112,10 +191,28 @@ def load_suite(name_or_path: str) -> Suite:
             raise InputError(f"unknown suite {name_or_path!r}: choose from {', '.join(available_suites())}")
     if not path.exists():
         raise InputError(f"suite file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+    return path
+
+
+def _load_subset(raw: dict, path: Path, seen: tuple[Path, ...]) -> Suite:
+    _check_keys(raw, SUBSET_KEYS, f"{path} (a subset: extends + select)")
+    base_path = suite_path(str(raw["extends"]))
+    if base_path in seen:
+        raise InputError(f"{path}: extends {raw['extends']!r}, which extends it back (a cycle)")
+    base = load_suite(str(base_path), _seen=(*seen, path))
+    select = raw.get("select")
+    if not isinstance(select, list) or not select:
+        raise InputError(f"{path}: select must be a non-empty list of step id or tag patterns")
+    steps = select_steps(base.steps, [str(p) for p in select], where=f"{path} select")
+    return Suite(raw.get("name", path.stem), raw.get("description", base.description), base.datasets, base.defaults,
+                 steps, path, extends=base.name)
+
+
+def load_suite(name_or_path: str, _seen: tuple[Path, ...] = ()) -> Suite:
+    path = suite_path(name_or_path)
+    raw = _read_yaml(path)
+    if "extends" in raw:
+        return _load_subset(raw, path, _seen)
     _check_keys(raw, SUITE_KEYS, str(path))
     datasets = raw.get("datasets") or {}
     for ds_name, spec in datasets.items():
@@ -127,4 +224,5 @@ def load_suite(name_or_path: str) -> Suite:
         ds = step.params.get("data")
         if ds is not None and ds not in datasets:
             raise InputError(f"{path}: step {step.id!r} uses data {ds!r}; datasets defined: {', '.join(sorted(datasets)) or 'none'}")
+    check_registered(steps, str(path))
     return Suite(raw.get("name", path.stem), raw.get("description", ""), datasets, defaults, steps, path)

@@ -4,6 +4,23 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+# Fields that only matter to one protocol or one task: a record lists only those that shaped its number.
+PAPER_FIELDS = {"epochs", "batch_size", "lr", "lr_milestones", "weight_decay"}
+FAST_FIELDS = {"fast_weight_decays", "fast_holdout", "fast_max_iter"}
+TASK_FIELDS = {
+    "semisup": {"subset_fraction", "subset_list"},
+    "cifar": {"cifar_variant"},
+    "knn": {"knn_k", "knn_temperature"},
+    "tsne": {"classes", "per_class", "tsne_perplexity", "tsne_knn_k"},
+    "mi": {"mi_bins"},
+    "detection": {"det_dataset", "det_backend", "det_trials", "det_max_iter", "det_image_size", "det_batch_size",
+                  "det_lr", "det_norm", "det_clip_grad"},  # detection
+}
+KD_FIELDS = {"kd_teacher", "kd_alpha", "kd_temperature"}  # recorded only when KD is on
+# Where files go and how fast they are made; never part of a protocol.
+RUNTIME_FIELDS = {"ckpt", "data", "out", "workers", "device", "feature_batch_size", "amp", "channels_last", "ckpts",
+                  "ckpt_labels"}
+
 
 @dataclass
 class EvalConfig:
@@ -13,20 +30,65 @@ class EvalConfig:
     protocol: str = "paper"  # paper | fast
     epochs: int = 100
     image_size: int = 224
-    batch_size: int = 256
-    lr: float | None = None  # None: lr 3 for EfficientNet/MobileNet, 30 for ResNet (METHOD.md 5)
+    batch_size: int = 256  # global batch; split evenly over torchrun processes
+    lr: float | None = None  # None: the task's default (METHOD.md 5): linear 30 ResNet / 3 others; semisup, cifar 3
     lr_milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the epochs (60 and 80 of 100)
     weight_decay: float = 0.0
     seed: int = 0
     workers: int = 0
     device: str = "auto"
     feature_batch_size: int = 512
+    amp: str = "bf16"  # backbone forward precision on GPU: none | bf16 | fp16 (CPU always runs fp32)
+    channels_last: bool = True  # GPU only
     # fast protocol: full-batch L-BFGS on cached features, weight decay chosen on a held-out part
-    fast_weight_decays: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+    fast_weight_decays: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
     fast_holdout: float = 0.2
     fast_max_iter: int = 200
+    # semisup: a SimCLR list file (one image file name per line), or else a stratified fraction of train
+    subset_fraction: float = 0.01
+    subset_list: str = ""
+    # cifar: which pickle folder when DATA holds both (auto | cifar10 | cifar100)
+    cifar_variant: str = "auto"
+    # knn: weighted vote of the k nearest train features (k capped at the train size), InstDisc/DINO style
+    knn_k: tuple[int, ...] = (20, 200)
+    knn_temperature: float = 0.07
     extra: dict = field(default_factory=dict)  # task-specific settings
+    # analysis (tsne, mi): several checkpoints side by side
+    ckpts: list[str] = field(default_factory=list)  # checkpoints to compare; empty: just ckpt
+    ckpt_labels: list[str] = field(default_factory=list)  # legend names, one per checkpoint; empty: "method arch"
+    classes: int = 10  # t-SNE: the first CLASSES classes of val/ (sorted), PER_CLASS images each (METHOD.md 5)
+    per_class: int = 50
+    tsne_perplexity: float = 30.0  # capped at (images - 1) / 3
+    tsne_knn_k: int = 5  # t-SNE separation score: leave-one-out kNN accuracy in feature space
+    mi_bins: int = 30  # MI: equal bins on [0, 1] per softmax dimension (METHOD.md 5)
+    # detection: paper schedules (METHOD.md 5) unless shortened; None means the paper's value
+    det_dataset: str = "voc"  # detection: voc (Faster R-CNN) | coco (Mask R-CNN)
+    det_backend: str = "torchvision"  # detection: torchvision | detectron2
+    det_trials: int = 1  # detection: runs with seeds seed .. seed+N-1; records mean and std (paper VOC: 5)
+    det_max_iter: int | None = None  # detection: None = 48k VOC / 180k COCO; steps and warm-up scale with it
+    det_image_size: int | None = None  # detection: None = paper scales; else train and test at this short side
+    det_batch_size: int | None = None  # detection: None = 32; lr scales linearly with it unless det_lr is set
+    det_lr: float | None = None  # detection: None = 0.1 VOC / 0.11 COCO at batch 32
+    det_norm: str = "syncbn"  # detection: syncbn (BN on one process) | bn | frozen
+    det_clip_grad: float = 0.0  # detection: gradient-norm clipping for short runs; 0 = off (paper)
+    # kd: Hinton KD at the probe stage (linear, semisup, cifar probes); see downstream/kd.py
+    kd_teacher: str = ""  # a classifier file (backbone + trained linear head); empty: KD off
+    kd_alpha: float = 0.5  # weight of the soft (teacher) term; 1 - alpha on the labels
+    kd_temperature: float = 2.0
+    kd_save_classifier: bool = False  # write OUT/classifier.pt (this backbone + the trained head) for use as kd_teacher
 
-    def protocol_dict(self) -> dict:
-        skip = {"ckpt", "data", "out", "workers", "device", "feature_batch_size"}
+    def protocol_dict(self, task: str = "linear") -> dict:
+        """The settings that make ``task``'s numbers comparable (other tasks' and protocols' fields left out)."""
+        skip = set(RUNTIME_FIELDS) | {"kd_save_classifier"}
+        if not self.kd_teacher:
+            skip |= KD_FIELDS
+        for other, fields in TASK_FIELDS.items():
+            if other != task:
+                skip |= fields
+        if task == "knn":  # kNN trains nothing: neither probe protocol applies
+            skip |= PAPER_FIELDS | FAST_FIELDS | {"protocol"}
+        elif self.protocol == "fast":
+            skip |= PAPER_FIELDS
+        else:
+            skip |= FAST_FIELDS
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}

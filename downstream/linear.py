@@ -13,6 +13,7 @@ from downstream.probe import ProbeData, run_probe
 from downstream.result import Measurement, TaskResult
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from pretrain.data import image_folder
+from pretrain.errors import InputError
 
 
 def train_transform(image_size: int) -> v2.Compose:
@@ -31,10 +32,14 @@ def image_folder_probe_data(root: str, image_size: int) -> ProbeData:
     train_plain = image_folder(root / "train", eval_transform(image_size))
     val = image_folder(root / "val", eval_transform(image_size))
     if train_aug.classes != val.classes:
-        from pretrain.errors import InputError
-
         raise InputError(f"class folders differ between {root / 'train'} and {root / 'val'}")
     return ProbeData(train_aug, train_plain, val, len(train_aug.classes))
+
+
+def topk_result(task: str, acc: dict[int, float], dataset: str, protocol: dict, source: dict) -> TaskResult:
+    """The TaskResult of a classification probe: top-1 and top-5 on the validation split."""
+    return TaskResult(task=task, measurements=[Measurement("top1", acc[1], dataset), Measurement("top5", acc[5], dataset)],
+                      protocol=protocol, source=source)
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
@@ -42,10 +47,4 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     data = image_folder_probe_data(cfg.data, cfg.image_size)
     lr = cfg.lr if cfg.lr is not None else default_probe_lr(info["arch"])
     acc, details = run_probe(backbone, data, cfg, lr, progress)
-    dataset = Path(cfg.data).name
-    return TaskResult(
-        task="linear",
-        measurements=[Measurement("top1", acc[1], dataset), Measurement("top5", acc[5], dataset)],
-        protocol=cfg.protocol_dict() | details,
-        source=info,
-    )
+    return topk_result("linear", acc, Path(cfg.data).name, cfg.protocol_dict("linear") | details, info)

@@ -14,10 +14,10 @@ def blur_kernel(image_size: int) -> int:
     return max(3, int(0.1 * image_size) // 2 * 2 + 1)
 
 
-def aug_plus(image_size: int = 224) -> v2.Compose:
+def aug_plus(image_size: int = 224, scale: tuple[float, float] = (0.2, 1.0)) -> v2.Compose:
     return v2.Compose(
         [
-            v2.RandomResizedCrop(image_size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomResizedCrop(image_size, scale=scale, antialias=True),
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
             v2.RandomApply([v2.GaussianBlur(blur_kernel(image_size), sigma=(0.1, 2.0))], p=0.5),
@@ -27,6 +27,15 @@ def aug_plus(image_size: int = 224) -> v2.Compose:
             v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+def multi_crop(image_size: int, small_crops: int, small_size: int, large_scale: tuple[float, float],
+               small_scale: tuple[float, float]) -> list[v2.Compose]:
+    """SwAV/DINO multi-crop: 2 large crops of ``image_size`` then ``small_crops`` crops of ``small_size``,
+    each with the aug+ photometric pipeline (one transform per view, in view order)."""
+    large = aug_plus(image_size, large_scale)
+    small = aug_plus(small_size, small_scale)
+    return [large, large] + [small] * small_crops
 
 
 def eval_transform(image_size: int = 224, resize: int | None = None) -> v2.Compose:

@@ -40,6 +40,33 @@ class PretrainConfig:
     teacher_bn: str = "eval"  # eval (default, correct) | train (reference behaviour)
     seed_student_temp: float = 0.2
     seed_teacher_temp: float = 1e-4
+    # --- issue 5 methods ---
+    # at, at+disco: beta/2 with beta = 1000 (Zagoruyko & Komodakis), per stage pair; see methods/at.py
+    at_weight: float = 500.0
+    at_strides: tuple[int, ...] = (4, 8, 16, 32)  # stage outputs paired by output stride
+    # rkd, rkd+disco: Park et al.'s weights (distance 1, angle 2)
+    rkd_distance_weight: float = 1.0
+    rkd_angle_weight: float = 2.0
+    # swav, swav+disco (Caron et al. 2020 defaults)
+    swav_prototypes: int = 3000
+    swav_temperature: float = 0.1
+    swav_sinkhorn_eps: float = 0.05
+    swav_sinkhorn_iters: int = 3
+    swav_freeze_prototypes_steps: int = 313  # prototypes get no gradient for the first N steps
+    # multi-crop for swav and dino: 2 large crops (image_size) + N small ones; 0 = two aug+ views
+    multicrop_small_crops: int = 0  # 6 gives SwAV's 2x224 + 6x96 (DINO uses 10)
+    multicrop_small_size: int = 96  # side of a small crop in pixels
+    multicrop_large_scale: tuple[float, float] = (0.14, 1.0)
+    multicrop_small_scale: tuple[float, float] = (0.05, 0.14)
+    # dino, dino+disco (Caron et al. 2021 defaults; the projector bottleneck is `dim`)
+    dino_out_dim: int = 65536  # prototypes of the last (weight-normalised) layer
+    dino_student_temp: float = 0.1
+    dino_teacher_temp: float = 0.04
+    dino_warmup_teacher_temp: float = 0.04  # linear warm-up from this to dino_teacher_temp
+    dino_warmup_teacher_temp_epochs: int = 0
+    dino_center_momentum: float = 0.9
+    dino_momentum: float = 0.996  # EMA teacher momentum, cosine schedule to 1 over the run
+    dino_freeze_last_layer_epochs: int = 1
 
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
@@ -47,4 +74,10 @@ class PretrainConfig:
     def protocol(self) -> dict:
         """The settings that make a number comparable (no paths)."""
         skip = {"data", "out", "teacher_ckpt", "workers", "device", "log_every", "save_every_steps"}
+        base = self.method.split("+")[0]  # at+disco reads the at_ fields, ...
+        skip |= {k for k in asdict(self) for prefix, users in METHOD_FIELDS.items() if k.startswith(prefix) and base not in users}
         return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+# Field prefixes read by some methods only (issue 5): recorded only for those methods (and their +disco).
+METHOD_FIELDS = {"at_": ("at",), "rkd_": ("rkd",), "swav_": ("swav",), "multicrop_": ("swav", "dino"), "dino_": ("dino",)}

@@ -50,10 +50,17 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 
 
 class MultiViewDataset(Dataset):
-    """``num_views`` independently augmented views of each image, deterministic per (seed, epoch, index)."""
+    """``num_views`` independently augmented views of each image, deterministic per (seed, epoch, index).
 
-    def __init__(self, base: ImageFolder, transform: Callable, num_views: int, seed: int):
-        self.base, self.transform, self.num_views, self.seed = base, transform, num_views, seed
+    ``transform`` is one transform for every view, or a list of ``num_views`` transforms, one per
+    view (multi-crop: views of different sizes).
+    """
+
+    def __init__(self, base: ImageFolder, transform: Callable | list[Callable], num_views: int, seed: int):
+        transforms = list(transform) if isinstance(transform, list | tuple) else [transform] * num_views
+        if len(transforms) != num_views:
+            raise InputError(f"MultiViewDataset: {len(transforms)} transforms given for {num_views} views; expected one per view")
+        self.base, self.transforms, self.num_views, self.seed = base, transforms, num_views, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -67,7 +74,7 @@ class MultiViewDataset(Dataset):
         img = self.base.loader(path)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            views = [self.transform(img) for _ in range(self.num_views)]
+            views = [transform(img) for transform in self.transforms]
         return views, label
 
 

@@ -14,6 +14,7 @@ class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this process created the process group, so it tears it down
 
     @property
     def is_main(self) -> bool:
@@ -30,12 +31,20 @@ def init_distributed(device_type: str) -> DistInfo:
     if world <= 1:
         return DistInfo()
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend=backend)
-    return DistInfo(rank=rank, world_size=world, local_rank=local)
+    return DistInfo(rank=rank, world_size=world, local_rank=local, owns_group=owns)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    """Wait for every rank (rank 0 may still be writing the checkpoint), then leave the group."""
+    if info.owns_group and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def is_distributed() -> bool:

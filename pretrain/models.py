@@ -28,10 +28,24 @@ ALIASES = {
 
 
 def _resnet50w2(**kwargs) -> nn.Module:
-    """SwAV's ResNet-50 x2: every width of ResNet-50 doubled (stem 128, output 4096)."""
+    """SwAV's ResNet-50 x2: every width of ResNet-50 doubled (stem 128, bottlenecks 128..1024, output 4096).
+
+    timm's ResNet fixes a plain 7x7 stem at 64 channels, so the stem and the two layer1.0 convs
+    that read it are rebuilt at 128; the key names stay torchvision's (conv1, bn1, layer1.0.conv1,
+    layer1.0.downsample.0), which SwAV's resnet50w2 also uses.
+    """
     from timm.models.resnet import Bottleneck, ResNet
 
-    return ResNet(Bottleneck, [3, 4, 6, 3], channels=(128, 256, 512, 1024), stem_width=128, **kwargs)
+    net = ResNet(Bottleneck, [3, 4, 6, 3], channels=(128, 256, 512, 1024), **kwargs)
+    stem = 128
+    net.conv1 = nn.Conv2d(net.conv1.in_channels, stem, kernel_size=7, stride=2, padding=3, bias=False)
+    net.bn1 = nn.BatchNorm2d(stem)
+    first = net.layer1[0]
+    first.conv1 = nn.Conv2d(stem, first.conv1.out_channels, kernel_size=1, bias=False)
+    first.downsample[0] = nn.Conv2d(stem, first.downsample[0].out_channels, kernel_size=1, bias=False)
+    for conv in (net.conv1, first.conv1, first.downsample[0]):
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # as timm initialises convs
+    return net
 
 
 # Architectures timm does not name; each builder takes timm-style kwargs (num_classes, ...).
@@ -56,42 +70,98 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 
+# (block kind, blocks per stage, stem width, first bottleneck width) -> name, for torchvision-layout ResNets.
+RESNET_LAYOUTS = {
+    ("basic", (2, 2, 2, 2), 64, 64): "resnet18",
+    ("basic", (3, 4, 6, 3), 64, 64): "resnet34",
+    ("bottleneck", (3, 4, 6, 3), 64, 64): "resnet50",
+    ("bottleneck", (3, 4, 23, 3), 64, 64): "resnet101",
+    ("bottleneck", (3, 8, 36, 3), 64, 64): "resnet152",
+    ("bottleneck", (3, 4, 6, 3), 64, 128): "wide_resnet50_2",
+    ("bottleneck", (3, 4, 6, 3), 128, 128): "resnet50w2",
+}
+
+
+def infer_resnet_arch(state: dict) -> str | None:
+    """The ResNet a torchvision-layout state dict (``conv1``, ``layer1.0.conv1`` ...) belongs to, or
+    None. Lets SwAV/DINO/torchvision files, which do not name their arch, load without one."""
+    if "conv1.weight" not in state or "layer1.0.conv1.weight" not in state:
+        return None
+    blocks = tuple(len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5))
+    kind = "bottleneck" if "layer1.0.conv3.weight" in state else "basic"
+    stem = int(state["conv1.weight"].shape[0])
+    width = int(state["layer1.0.conv1.weight"].shape[0])
+    return RESNET_LAYOUTS.get((kind, blocks, stem, width))
+
+
 def feature_dim(backbone: nn.Module) -> int:
     """Width of the pooled features. MobileNet-v3 pools then widens (960 -> 1280), so timm keeps
     that in ``head_hidden_size``; elsewhere it equals ``num_features``."""
     return int(getattr(backbone, "head_hidden_size", None) or backbone.num_features)
 
 
-class ProjectionHead(nn.Module):
-    """Linear(in, hidden) -> [BN1d] -> ReLU -> Linear(hidden, out).
+def _activation(name: str) -> nn.Module:
+    return nn.ReLU(inplace=True) if name == "relu" else nn.GELU()
 
-    MoCo-v2 heads (students and teachers) have no BN; SwAV-family teacher heads have BN.
-    ``hidden=0`` means a single Linear(in, out) (the "no hidden layer" row of Tab. 4).
+
+ACTIVATIONS = ("relu", "gelu")
+
+
+class ProjectionHead(nn.Module):
+    """An MLP of ``layers`` Linear layers: Linear(in, hidden) -> [BN1d] -> act -> ... -> Linear(hidden, out).
+
+    MoCo-v2 heads (students and teachers) are 2 layers, ReLU, no BN; SwAV-family teacher heads
+    add BN; DINO heads are 3 layers with GELU (and BN for ResNet backbones). The Sequential
+    indices match those repositories' key layouts (``net.0``, ``net.2`` / ``net.0``, ``net.1``,
+    ``net.3``), so their weights load by renaming the prefix only. ``hidden=0`` means a single
+    Linear(in, out) (the "no hidden layer" row of Tab. 4).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int = 128, batchnorm: bool = False):
+    def __init__(self, in_dim: int, hidden: int, out_dim: int = 128, batchnorm: bool = False, layers: int = 2,
+                 activation: str = "relu"):
         super().__init__()
-        if hidden <= 0:
-            self.net = nn.Sequential(nn.Linear(in_dim, out_dim))
-        else:
-            layers = [nn.Linear(in_dim, hidden)]
-            if batchnorm:
-                layers.append(nn.BatchNorm1d(hidden))
-            layers += [nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)]
-            self.net = nn.Sequential(*layers)
-        self.in_dim, self.hidden, self.out_dim = in_dim, hidden, out_dim
+        if activation not in ACTIVATIONS:
+            raise InputError(f"unknown head activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        layers = 1 if hidden <= 0 else layers
+        if layers < 1:
+            raise InputError(f"a projection head needs at least 1 layer, got {layers}")
+        widths = [in_dim] + [hidden] * (layers - 1) + [out_dim]
+        modules: list[nn.Module] = []
+        for i in range(layers):
+            modules.append(nn.Linear(widths[i], widths[i + 1]))
+            if i < layers - 1:
+                if batchnorm:
+                    modules.append(nn.BatchNorm1d(widths[i + 1]))
+                modules.append(_activation(activation))
+        self.net = nn.Sequential(*modules)
+        self.in_dim, self.hidden, self.out_dim = in_dim, (hidden if layers > 1 else 0), out_dim
+        self.batchnorm, self.layers, self.activation = batchnorm, layers, activation
+
+    def spec(self) -> dict:
+        """What rebuilds this head (stored in checkpoints next to its weights)."""
+        return {"in_dim": self.in_dim, "hidden": self.hidden, "out_dim": self.out_dim, "batchnorm": self.batchnorm,
+                "layers": self.layers, "activation": self.activation}
 
     def forward(self, x):
         return self.net(x)
 
 
 class Encoder(nn.Module):
-    """Backbone + projection head, returning L2-normalised embeddings."""
+    """Backbone + projection head, returning L2-normalised embeddings.
 
-    def __init__(self, backbone: nn.Module, head: ProjectionHead):
+    ``head=None`` is a backbone-only encoder (a plain torchvision/timm state dict): it serves
+    evaluation, which drops the head anyway, but not a teacher, whose embedding is the head's.
+    """
+
+    def __init__(self, backbone: nn.Module, head: ProjectionHead | None):
         super().__init__()
         self.backbone = backbone
         self.head = head
 
+    @property
+    def out_dim(self) -> int:
+        return self.head.out_dim if self.head is not None else feature_dim(self.backbone)
+
     def forward(self, x):
-        return F.normalize(self.head(self.backbone(x)), dim=1)
+        feats = self.backbone(x)
+        return F.normalize(self.head(feats) if self.head is not None else feats, dim=1)

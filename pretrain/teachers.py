@@ -1,12 +1,30 @@
 """Load an encoder (backbone + projection head) from a checkpoint file, detecting its format.
 
-Formats: this project's own checkpoints and MoCo's ``main_moco.py`` checkpoints. Each format is
-a ``(detect, load)`` pair in FORMATS. Every key must be used or be an expected drop (momentum
-encoder, queue, ...); anything else is an InputError listing the keys.
+Formats, tried in the order of FORMATS (each a ``(detect, load)`` pair):
+
+- ``disco-bench``: this project's own checkpoints (``final.pt`` / ``last.pt``).
+- ``moco``: MoCo ``main_moco.py`` (``state_dict`` with ``module.encoder_q.*``; the MLP ``fc.0``/``fc.2``).
+  Dropped: the momentum encoder ``encoder_k.*``, ``queue``, ``queue_ptr``.
+- ``swav``: a raw state dict (``module.`` prefix) or ``{'state_dict': ...}`` with ``projection_head.*``
+  (Linear-BN-ReLU-Linear). Dropped: ``prototypes.*``. The embedding is L2-normalised as in SwAV.
+- ``dino``: ``{'teacher': ..., 'student': ...}`` (DINO's ``checkpoint.pth``; the ``teacher`` entry is
+  used, being the model DINO evaluates) or one such state dict, keys ``backbone.*`` / ``head.*``.
+  The embedding is the DINO head's MLP output (the 256-d bottleneck, L2-normalised, as DINO
+  normalises it before its last layer). Dropped: ``head.last_layer.*`` (the 65,536 prototypes,
+  like SwAV's). A DisCo student distilling from it therefore needs ``dim=256``.
+- ``plain``: a torchvision/timm backbone-only state dict (optionally under ``state_dict``/``model``,
+  optionally ``module.``-prefixed). Dropped: the classifier (``fc.*`` for ResNets). There is no
+  projection head, so the encoder has ``head=None``: it loads as a backbone for evaluation, and
+  :func:`load_teacher` refuses it with the fix.
+
+Every other missing or unexpected key is an InputError listing the keys. Architectures that the
+file does not name are inferred for torchvision-layout ResNets (``models.infer_resnet_arch``) or
+taken from ``--teacher``.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,26 +33,79 @@ import torch
 
 from pretrain.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_state_strict, safe_load
 from pretrain.errors import InputError
-from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
+from pretrain.models import ALIASES, Encoder, ProjectionHead, build_backbone, feature_dim, infer_resnet_arch
+
+Loaded = tuple[Encoder, dict]
 
 
 def _strip(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _build(arch: str, backbone_state: dict, head_state: dict | None, source: str, head_bn: bool = False) -> Encoder:
+def _without(state: dict[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in state.items() if not k.startswith(prefixes)}
+
+
+def _unwrap_ddp(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Drop the ``module.`` prefix that DistributedDataParallel adds, when every key has it."""
+    if state and all(k.startswith("module.") for k in state):
+        return _strip(state, "module.")
+    return state
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+
+
+def _same_arch(a: str, b: str) -> bool:
+    return ALIASES.get(a, a) == ALIASES.get(b, b)
+
+
+def _pick_arch(requested: str | None, named: str | None, backbone_state: dict, source: str) -> str:
+    """The requested arch (it must agree with the file's), else the file's, else the inferred ResNet."""
+    if requested and named and not _same_arch(requested, named):
+        raise InputError(f"{source} holds a {named} encoder, not the requested {requested}")
+    arch = requested or named or infer_resnet_arch(backbone_state)
+    if not arch:
+        raise InputError(
+            f"{source} does not name its architecture and its keys are not a torchvision-layout ResNet; "
+            "pass the architecture (--teacher ARCH)"
+        )
+    return arch
+
+
+def head_from_state(head_state: dict[str, torch.Tensor], in_dim: int, activation: str = "relu") -> ProjectionHead:
+    """A ProjectionHead shaped like ``head_state`` (``net.<i>.weight`` Linear layers, optional BN)."""
+    linears = sorted(
+        (int(k.split(".")[1]), v) for k, v in head_state.items() if k.endswith(".weight") and v.dim() == 2
+    )
+    if not linears:
+        raise InputError(f"projection head has no Linear weights (keys: {', '.join(sorted(head_state)[:8])})")
+    layers = len(linears)
+    hidden = int(linears[0][1].shape[0]) if layers > 1 else 0
+    out_dim = int(linears[-1][1].shape[0])
+    batchnorm = any(k.endswith(".running_mean") for k in head_state)
+    return ProjectionHead(in_dim, hidden, out_dim, batchnorm=batchnorm, layers=layers, activation=activation)
+
+
+def _build(arch: str, backbone_state: dict, head_state: dict | None, source: str, activation: str = "relu",
+           head_spec: dict | None = None) -> Encoder:
+    """Build ``arch`` and load both parts strictly; ``head_state=None`` gives a backbone-only encoder."""
     backbone = build_backbone(arch)
     load_state_strict(backbone, backbone_state, f"{source} (backbone, arch {arch})")
-    if not head_state:
-        raise InputError(f"{source} has no projection head: a teacher needs one to give embeddings")
-    first = head_state["net.0.weight"]
-    last_key = max((k for k in head_state if k.endswith(".weight")), key=lambda k: int(k.split(".")[1]))
-    single = last_key == "net.0.weight"
-    hidden = 0 if single else first.shape[0]
-    out_dim = head_state[last_key].shape[0]
-    head = ProjectionHead(feature_dim(backbone), hidden, out_dim, batchnorm=head_bn)
+    if head_state is None:
+        return Encoder(backbone, None)
+    if head_spec:
+        head = ProjectionHead(**head_spec)
+    else:
+        head = head_from_state(head_state, feature_dim(backbone), activation)
     load_state_strict(head, head_state, f"{source} (projection head)")
     return Encoder(backbone, head)
+
+
+def _info(fmt: str, encoder: Encoder, arch: str, **extra) -> dict:
+    head = encoder.head.spec() if encoder.head is not None else None
+    return {"format": fmt, "arch": arch, "method": None, "teacher": None, "head": head} | extra
 
 
 # --- this project's checkpoints -------------------------------------------------------------
@@ -44,19 +115,13 @@ def _is_own(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
-def _load_own(obj: dict, source: str, arch: str | None) -> tuple[Encoder, dict]:
+def _load_own(obj: dict, source: str, arch: str | None) -> Loaded:
     enc = obj["encoder"]
-    if arch and arch != enc["arch"]:
-        raise InputError(f"{source} holds a {enc['arch']} encoder, not the requested {arch}")
-    encoder = _build(enc["arch"], enc["backbone"], enc["head"], source, head_bn=enc.get("head_bn", False))
-    info = {
-        "format": "disco-bench",
-        "arch": enc["arch"],
-        "method": obj.get("config", {}).get("method"),
-        "teacher": (obj.get("teacher") or {}).get("arch"),
-        "protocol": obj.get("protocol", {}),
-    }
-    return encoder, info
+    arch = _pick_arch(arch, enc["arch"], enc["backbone"], source)
+    spec = enc.get("head_spec")
+    encoder = _build(arch, enc["backbone"], enc["head"], source, head_spec=spec)
+    return encoder, _info("disco-bench", encoder, enc["arch"], method=obj.get("config", {}).get("method"),
+                          teacher=(obj.get("teacher") or {}).get("arch"), protocol=obj.get("protocol", {}))
 
 
 # --- MoCo main_moco.py ------------------------------------------------------------------------
@@ -67,41 +132,164 @@ def _is_moco(obj: Any) -> bool:
     return isinstance(sd, dict) and any(k.startswith(("module.encoder_q.", "encoder_q.")) for k in sd)
 
 
-def _load_moco(obj: dict, source: str, arch: str | None) -> tuple[Encoder, dict]:
-    sd = obj["state_dict"]
-    prefix = "module.encoder_q." if any(k.startswith("module.encoder_q.") for k in sd) else "encoder_q."
-    root = prefix[: -len("encoder_q.")]
-    expected_drops = (root + "encoder_k.", root + "queue")
-    stray = [k for k in sd if not k.startswith(prefix) and not k.startswith(expected_drops)]
+def _load_moco(obj: dict, source: str, arch: str | None) -> Loaded:
+    raw = obj["state_dict"]
+    sd = _unwrap_ddp(raw)
+    root = "module." if len(sd) and next(iter(sd)) not in raw else ""
+    stray = [root + k for k in sd if not k.startswith(("encoder_q.", "encoder_k.", "queue"))]
     if stray:
         raise InputError(f"{source}: MoCo checkpoint has keys outside encoder_q/encoder_k/queue: {', '.join(sorted(stray)[:8])}")
-    q = _strip(sd, prefix)
-    arch = arch or obj.get("arch")
-    if not arch:
-        raise InputError(f"{source}: MoCo checkpoint does not name its arch; pass the teacher architecture")
-    backbone = {k: v for k, v in q.items() if not k.startswith("fc.")}
+    q = _strip(sd, "encoder_q.")
+    backbone = _without(q, ("fc.",))
     fc = _strip(q, "fc.")
-    head = {f"net.{k}": v for k, v in fc.items()}
-    if set(fc) == {"weight", "bias"}:
-        head = {"net.0.weight": fc["weight"], "net.0.bias": fc["bias"]}
-    return _build(arch, backbone, head, source), {"format": "moco", "arch": arch, "method": "moco", "teacher": None}
+    # MoCo v1 has a single Linear (fc.weight); v2 an MLP (fc.0, fc.2)
+    head = {f"net.0.{k}": v for k, v in fc.items()} if set(fc) <= {"weight", "bias"} else {f"net.{k}": v for k, v in fc.items()}
+    arch = _pick_arch(arch, obj.get("arch"), backbone, source)
+    encoder = _build(arch, backbone, head or None, source)
+    return encoder, _info("moco", encoder, arch, method="moco")
 
 
-FORMATS: dict[str, tuple[Callable[[Any], bool], Callable[..., tuple[Encoder, dict]]]] = {
+# --- SwAV -------------------------------------------------------------------------------------
+
+
+def _swav_state(obj: Any) -> dict | None:
+    sd = obj.get("state_dict") if isinstance(obj, dict) and "state_dict" in obj else obj
+    return _unwrap_ddp(sd) if _is_tensor_dict(sd) else None
+
+
+def _is_swav(obj: Any) -> bool:
+    sd = _swav_state(obj)
+    return sd is not None and any(k.startswith(("projection_head.", "prototypes.")) for k in sd)
+
+
+def _load_swav(obj: Any, source: str, arch: str | None) -> Loaded:
+    sd = _swav_state(obj)
+    proj = _strip(sd, "projection_head.")
+    # hidden_mlp=0 in SwAV makes the head one Linear (projection_head.weight)
+    head = {f"net.0.{k}": v for k, v in proj.items()} if set(proj) <= {"weight", "bias"} else {f"net.{k}": v for k, v in proj.items()}
+    backbone = _without(sd, ("projection_head.", "prototypes."))
+    arch = _pick_arch(arch, None, backbone, source)
+    encoder = _build(arch, backbone, head or None, source)
+    return encoder, _info("swav", encoder, arch, method="swav")
+
+
+# --- DINO -------------------------------------------------------------------------------------
+
+DINO_VITS = ("vit_tiny", "vit_small", "vit_base")
+
+
+def _dino_arch(args: Any) -> str | None:
+    """DINO's ``--arch`` as a timm name: ``vit_small`` + patch 16 -> ``vit_small_patch16_224``."""
+    arch = getattr(args, "arch", None)
+    if not isinstance(arch, str):
+        return None
+    if arch in DINO_VITS:
+        return f"{arch}_patch{getattr(args, 'patch_size', 16)}_224"
+    if arch.startswith("xcit_") and not arch.endswith("_224"):
+        return arch + "_224"
+    return arch
+
+
+def _dino_state(obj: Any) -> dict | None:
+    sd = obj.get("teacher") if isinstance(obj, dict) and "teacher" in obj else obj
+    if not _is_tensor_dict(sd):
+        return None
+    sd = _unwrap_ddp(sd)
+    return sd if all(k.startswith(("backbone.", "head.")) for k in sd) else None
+
+
+def _is_dino(obj: Any) -> bool:
+    return _dino_state(obj) is not None
+
+
+def _load_dino(obj: Any, source: str, arch: str | None) -> Loaded:
+    sd = _dino_state(obj)
+    backbone = _strip(sd, "backbone.")
+    mlp = _strip(sd, "head.mlp.")
+    stray = [k for k in _strip(sd, "head.") if not k.startswith(("mlp.", "last_layer."))]
+    if stray:
+        raise InputError(f"{source}: DINO head has keys outside mlp/last_layer: {', '.join(sorted(stray)[:8])}")
+    # nlayers=1 in DINOHead makes the MLP one Linear (head.mlp.weight)
+    head = {f"net.0.{k}": v for k, v in mlp.items()} if set(mlp) <= {"weight", "bias"} else {f"net.{k}": v for k, v in mlp.items()}
+    named = _dino_arch(obj.get("args")) if isinstance(obj, dict) else None
+    arch = _pick_arch(arch, named, backbone, source)
+    encoder = _build(arch, backbone, head or None, source, activation="gelu")
+    return encoder, _info("dino", encoder, arch, method="dino")
+
+
+# --- plain torchvision / timm backbone --------------------------------------------------------
+
+
+def _plain_state(obj: Any) -> dict | None:
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and key in obj and _is_tensor_dict(obj[key]):
+            return _unwrap_ddp(obj[key])
+    return _unwrap_ddp(obj) if _is_tensor_dict(obj) else None
+
+
+def _is_plain(obj: Any) -> bool:
+    return _plain_state(obj) is not None
+
+
+def _classifier_prefix(backbone: torch.nn.Module) -> str:
+    """The classifier's key prefix (``fc.`` for ResNets, ``classifier.`` for EfficientNet, ``head.`` for ViT)."""
+    model_cfg = getattr(backbone, "pretrained_cfg", None) or {}
+    return model_cfg.get("classifier", "fc") + "."
+
+
+def _load_plain(obj: Any, source: str, arch: str | None) -> Loaded:
+    sd = _plain_state(obj)
+    arch = _pick_arch(arch, None, sd, source)
+    backbone = build_backbone(arch)
+    # the file's classifier is an expected drop: the backbone is built without one (num_classes=0)
+    state = _without(sd, (_classifier_prefix(backbone),))
+    load_state_strict(backbone, state, f"{source} (backbone, arch {arch})")
+    encoder = Encoder(backbone, None)
+    return encoder, _info("plain", encoder, arch)
+
+
+FORMATS: dict[str, tuple[Callable[[Any], bool], Callable[..., Loaded]]] = {
     "disco-bench": (_is_own, _load_own),
     "moco": (_is_moco, _load_moco),
+    "swav": (_is_swav, _load_swav),
+    "dino": (_is_dino, _load_dino),
+    "plain": (_is_plain, _load_plain),  # last: any flat state dict matches
 }
 
 
-def load_encoder(path: str | Path, arch: str | None = None) -> tuple[Encoder, dict]:
-    """(encoder, info) from any supported checkpoint; info has format, arch, method, teacher, sha256."""
-    obj = safe_load(path, "checkpoint")
+def _read(path: str | Path) -> Any:
+    # DINO's checkpoint.pth stores its argparse.Namespace of options; a Namespace only holds
+    # attributes, so allowing it keeps the load free of code execution.
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        return safe_load(path, "checkpoint")
+
+
+def detect_format(obj: Any) -> str | None:
+    return next((name for name, (detect, _) in FORMATS.items() if detect(obj)), None)
+
+
+def load_encoder(path: str | Path, arch: str | None = None) -> Loaded:
+    """(encoder, info) from any supported checkpoint; info has format, arch, method, teacher, head, sha256."""
+    obj = _read(path)
     source = f"checkpoint {path}"
-    for name, (detect, load) in FORMATS.items():
-        if detect(obj):
-            encoder, info = load(obj, source, arch)
-            info["sha256"] = file_sha256(path)
-            info["path"] = str(path)
-            return encoder, info
-    keys = ", ".join(sorted(obj)[:6]) if isinstance(obj, dict) else type(obj).__name__
-    raise InputError(f"{source}: unrecognised checkpoint layout (top-level keys: {keys}); expected one of {sorted(FORMATS)}")
+    name = detect_format(obj)
+    if name is None:
+        keys = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
+        raise InputError(f"{source}: unrecognised checkpoint layout (top-level keys: {keys}); expected one of {', '.join(FORMATS)}")
+    encoder, info = FORMATS[name][1](obj, source, arch)
+    info["sha256"] = file_sha256(path)
+    info["path"] = str(path)
+    return encoder, info
+
+
+def load_teacher(path: str | Path, arch: str | None = None) -> Loaded:
+    """Like :func:`load_encoder`, but the encoder must have a projection head (a teacher's embedding)."""
+    encoder, info = load_encoder(path, arch)
+    if encoder.head is None:
+        raise InputError(
+            f"teacher checkpoint {path} is a backbone-only ({info['format']}) {info['arch']} state dict with no "
+            "projection head, so it has no embedding to distil; pass the self-supervised checkpoint that "
+            "includes the head (MoCo main_moco.py, SwAV, DINO or a disco-bench final.pt). A backbone-only file "
+            "still loads for evaluation (disco-bench eval TASK --ckpt PATH)"
+        )
+    return encoder, info

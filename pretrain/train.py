@@ -22,12 +22,12 @@ from pretrain.augment import aug_plus
 from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_state_strict, safe_load
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
-from pretrain.distributed import DistInfo, init_distributed
+from pretrain.distributed import DistInfo, init_distributed, shutdown_distributed
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.base import FrozenTeacher
 from pretrain.models import build_backbone
-from pretrain.teachers import load_encoder
+from pretrain.teachers import load_teacher
 
 
 class TrainingDiverged(InputError):
@@ -51,11 +51,11 @@ def build_method(cfg: PretrainConfig):
     if cls.needs_teacher:
         if not cfg.teacher_ckpt:
             raise InputError(f"method {cfg.method!r} needs a teacher: pass --teacher-ckpt PATH")
-        encoder, teacher_info = load_encoder(cfg.teacher_ckpt, cfg.teacher)
-        if encoder.head.out_dim != cfg.dim:
+        encoder, teacher_info = load_teacher(cfg.teacher_ckpt, cfg.teacher)
+        if encoder.out_dim != cfg.dim:
             raise InputError(
-                f"teacher embedding size {encoder.head.out_dim} (from {cfg.teacher_ckpt}) differs from the "
-                f"student's dim {cfg.dim}; set dim={encoder.head.out_dim} or use a matching teacher"
+                f"teacher embedding size {encoder.out_dim} (from {cfg.teacher_ckpt}) differs from the "
+                f"student's dim {cfg.dim}; set dim={encoder.out_dim} (--set dim={encoder.out_dim}) or use a matching teacher"
             )
         teacher = FrozenTeacher(encoder, cfg.teacher_bn)
     torch.manual_seed(cfg.seed)
@@ -77,7 +77,17 @@ def export_encoder(method, cfg: PretrainConfig) -> dict:
         "feature_dim": enc.head.in_dim,
         "hidden": enc.head.hidden,
         "dim": enc.head.out_dim,
+        "head_spec": enc.head.spec(),
     }
+
+
+def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None) -> dict:
+    """cfg.protocol() with what the config leaves implicit resolved: the student head's actual
+    hidden width (``hidden=None`` means the method's default) and which teacher file was distilled."""
+    protocol = cfg.protocol() | {"hidden": method.student.head.hidden}
+    if teacher_info:
+        protocol["teacher_ckpt"] = {k: teacher_info.get(k) for k in ("arch", "format", "sha256", "head")}
+    return protocol
 
 
 def lr_at(cfg: PretrainConfig, epoch: int) -> float:
@@ -109,9 +119,13 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     local_batch = cfg.batch_size // dist_info.world_size
 
     method, teacher_info = build_method(cfg)
-    dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), aug_plus(cfg.image_size), method.num_views, cfg.seed)
+    # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
+    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus(cfg.image_size)
+    dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), transforms, method.num_views, cfg.seed)
     sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
     per_epoch = sampler.batches_per_epoch()
+    if per_epoch == 0:
+        raise InputError(f"the {len(dataset)} images of {cfg.data}/train do not fill one global batch of {cfg.batch_size}")
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -123,15 +137,16 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     optimizer = torch.optim.SGD(params, lr=cfg.lr(), momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
 
-    step, epoch_means = 0, []
+    step, epoch_means, running = 0, [], {}
     if resume and last_path.exists():
         state = safe_load(last_path, "resume checkpoint")
         if state.get("config") != _resumable(cfg):
             raise InputError(f"{last_path} was written by a different configuration; use another --out or drop --resume")
         load_state_strict(method, {**method_state(method), **state["method_state"]}, f"resume checkpoint {last_path}")
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
-        step, epoch_means = state["step"], list(state["epoch_means"])
+        scaler.load_state_dict(state["scaler"])
+        restore_rng(state["rng"], device)
+        step, epoch_means, running = state["step"], list(state["epoch_means"]), dict(state["running"])
     elif final_path.exists() and not resume:
         raise InputError(f"{final_path} already exists; pass --resume to reuse it or choose another --out")
 
@@ -149,7 +164,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             "kind": "pretrain",
             "done": kind == "final",
             "config": _resumable(cfg),
-            "protocol": cfg.protocol(),
+            "protocol": protocol,
             "step": step,
             "epoch": step // per_epoch,
             "encoder": export_encoder(method, cfg),
@@ -157,11 +172,12 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             "epoch_means": epoch_means,
         }
         if kind != "final":
-            payload |= {"method_state": method_state(method), "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}
+            payload |= {"method_state": method_state(method), "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(), "rng": rng_state(device), "running": dict(running)}
         return atomic_torch_save(payload, path)
 
+    protocol = run_protocol(cfg, method, teacher_info)
     log = StepLog(out / "log.csv", step) if dist_info.is_main else None
-    running: dict[str, float] = {}
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and dist_info.is_main), desc=f"pretrain {cfg.method}", unit="step")
     autocast = autocast_for(cfg, device)
     seen, t0 = 0, time.perf_counter()
@@ -171,12 +187,16 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         sampler.set_epoch(epoch, start_batch)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, epoch)
+        # its own generator: a loader drawn from the global RNG would shift it on every (re)start
+        loader_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False)
+                            persistent_workers=False, generator=loader_gen)
         for views, _ in loader:
             views = [v.to(device, non_blocking=True) for v in views]
             if cfg.channels_last:
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            if hasattr(method, "on_step"):  # schedules inside a method (DINO's EMA momentum, frozen layers)
+                method.on_step(step, per_epoch * cfg.epochs, per_epoch)
             with autocast:
                 terms = model(views)
             loss = terms["loss"]
@@ -198,19 +218,20 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
             speed = seen / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{speed:.0f}"})
             bar.update(1)
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+            epoch_done = step % per_epoch == 0 or step >= total_steps
+            if epoch_done:  # close the epoch before saving, so a resume never sees a half-closed one
+                n = step - epoch * per_epoch
+                epoch_means.append({"epoch": epoch} | {k: v / n for k, v in running.items() if k.startswith("loss")})
+                running.clear()
+            if epoch_done or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
                 save("last")
             if step >= total_steps:
                 break
-        if step % per_epoch == 0 or step >= total_steps:
-            n = max(1, step - epoch * per_epoch)
-            epoch_means.append({"epoch": epoch} | {k: v / n for k, v in running.items() if k.startswith("loss")})
-            running.clear()
-            save("last")
     bar.close()
     if log:
         log.close()
     path = save("final")
+    shutdown_distributed(dist_info)
     elapsed = time.perf_counter() - t0
     last = epoch_means[-1] if epoch_means else {}
     return {
@@ -219,13 +240,28 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
         "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
         "teacher": teacher_info,
+        "protocol": protocol,
     }
+
+
+def rng_state(device: torch.device) -> dict:
+    """The global RNG states a resume restores (the CUDA one draws MoCo's shuffle-BN permutation on GPUs)."""
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def _resumable(cfg: PretrainConfig) -> dict:
     """The config a resume must match (progress display and logging cadence may change)."""
     d = dict(cfg.__dict__)
-    for k in ("log_every", "workers", "device"):
+    for k in ("log_every", "workers", "device", "save_every_steps"):
         d.pop(k)
     return d
 
@@ -241,7 +277,7 @@ class StepLog:
         if path.exists() and start_step > 0:
             with open(path, newline="") as handle:
                 kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
-        self.handle = open(path, "w", newline="")
+        self.handle = open(path, "w", newline="")  # noqa: SIM115 (open for the whole run; close() ends it)
         self.writer = None
         self.pending = kept
         try:

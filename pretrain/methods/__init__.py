@@ -3,15 +3,30 @@
 A method is an ``nn.Module`` built as ``Method(cfg, student_backbone, teacher_or_None)`` with
 class attributes ``num_views`` and ``needs_teacher``, a ``student`` property (the Encoder whose
 backbone and head are exported) and ``forward(views) -> {'loss': ..., other detached terms}``.
+Optional hooks the training loop calls when present: ``view_transforms() -> list | None`` (one
+transform per view, e.g. multi-crop; None: aug+ for every view; an instance may then set its own
+``num_views``) and ``on_step(step, total_steps, steps_per_epoch)`` before each step (schedules).
 """
 
+from pretrain.methods.at import AttentionTransfer, AttentionTransferDisCo
+from pretrain.methods.dino import DINO, DINODisCo
 from pretrain.methods.disco import DisCo, DisCoStar
 from pretrain.methods.moco import MoCo
+from pretrain.methods.rkd import RelationalKD, RelationalKDDisCo
 from pretrain.methods.seed import SEED
+from pretrain.methods.swav import SwAV, SwAVDisCo
 
 METHODS = {
     "moco": MoCo,
     "disco": DisCo,
     "disco*": DisCoStar,
     "seed": SEED,
+    "at": AttentionTransfer,
+    "at+disco": AttentionTransferDisCo,
+    "rkd": RelationalKD,
+    "rkd+disco": RelationalKDDisCo,
+    "swav": SwAV,
+    "swav+disco": SwAVDisCo,
+    "dino": DINO,
+    "dino+disco": DINODisCo,
 }

@@ -36,6 +36,14 @@ class MoCo(nn.Module):
     def default_hidden(feat: int) -> int:
         return feat
 
+    # The single-process shuffle-BN permutations come from this generator; checkpointing its
+    # state (as the module's extra state) is what makes a resumed run draw the same ones.
+    def get_extra_state(self) -> torch.Tensor:
+        return self._shuffle_gen.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self._shuffle_gen.set_state(state)
+
     @property
     def student(self) -> Encoder:
         return self.encoder_q

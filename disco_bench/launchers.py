@@ -1,0 +1,250 @@
+"""Where a suite's steps run: ``local`` (this process), ``torchrun`` (N processes per step on this
+machine) or ``slurm`` (one submitit job per step, dependencies as job dependencies).
+
+The runner is the only writer of ``results.jsonl``: every launcher hands a step's records back to
+it (a returned list, a JSON file written by rank 0, or a submitit job's result), so concurrent
+jobs never race on the records file.
+
+Retries (``--retry N``) happen where the step runs: in this process for ``local``, around the
+torchrun command for ``torchrun``, inside the job for ``slurm`` (so a retry needs no new
+submission and the dependants' job dependencies stay valid). An InputError (bad config, missing
+file) is never retried: it would fail the same way again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pretrain.errors import InputError
+
+LAUNCHERS = ("local", "torchrun", "slurm")
+# Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
+# the others would only repeat the same work in every process.
+DISTRIBUTED_TASKS = {"linear", "semisup", "cifar"}
+
+
+def runs_distributed(step, cfg) -> bool:
+    """Whether a step uses every process torchrun or a multi-task job gives it."""
+    if step.kind == "pretrain":
+        return True
+    return step.kind == "eval" and step.task in DISTRIBUTED_TASKS and getattr(cfg, "protocol", "") == "paper"
+
+
+class StepFailed(RuntimeError):
+    """A step ended without records; the message is one line saying why."""
+
+
+def one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def with_retries(run: Callable[[], list], retries: int, label: str, echo: Callable[[str], None]) -> list:
+    """``run()``, again up to ``retries`` times if it raises (not for InputError)."""
+    for attempt in range(1, retries + 2):
+        try:
+            return run()
+        except InputError:
+            raise
+        except Exception as exc:
+            if attempt > retries:
+                raise
+            echo(f"{label}: attempt {attempt}/{retries + 1} failed ({one_line(exc)}); retrying")
+    raise AssertionError("unreachable")
+
+
+@dataclass
+class StepRequest:
+    """Everything a fresh process needs to run one step of a suite on its own (picklable)."""
+
+    suite: str  # suite file path
+    step: str
+    out: str
+    data_root: str | None = None
+    overrides: dict = field(default_factory=dict)
+    retries: int = 0
+    progress: bool = False
+    kinds: dict | None = None  # the step kinds the parent planned with (tests register fake ones)
+
+    def __call__(self) -> list[dict]:
+        """Run as a submitit job: join the job's process group when it has several tasks."""
+        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export()
+        from disco_bench.runner import run_request
+
+        records = run_request(self)
+        return records if int(os.environ.get("RANK", "0")) == 0 else []
+
+
+class Handle:
+    """A submitted step: ``result()`` gives its records or raises StepFailed."""
+
+    def result(self) -> list[dict]:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """Stop a step whose dependency failed (nothing to do once it has run)."""
+
+    @property
+    def id(self) -> str:
+        return ""
+
+
+class DoneHandle(Handle):
+    def __init__(self, records: list[dict] | None = None, error: BaseException | None = None):
+        self.records, self.error = records, error
+
+    def result(self) -> list[dict]:
+        if self.error is not None:
+            raise self.error
+        return self.records or []
+
+
+class LocalLauncher:
+    """Each step in this process, one after another."""
+
+    synchronous = True
+
+    def __init__(self, retries: int = 0, echo: Callable[[str], None] = print):
+        self.retries, self.echo = retries, echo
+
+    def submit(self, step, run_here: Callable[[], list], request: StepRequest, distributed: bool, after) -> Handle:
+        try:
+            return DoneHandle(with_retries(run_here, self.retries, step.id, self.echo))
+        except Exception as exc:  # one failed step must not stop the others
+            return DoneHandle(error=exc)
+
+
+def step_command(request: StepRequest, records_file: Path) -> list[str]:
+    """``python -m disco_bench step ...``: one step of a suite, its records written to a file."""
+    cmd = ["-m", "disco_bench", "step", "--suite", request.suite, "--step", request.step, "--out", request.out,
+           "--records", str(records_file)]
+    if request.data_root:
+        cmd += ["--data-root", request.data_root]
+    if not request.progress:
+        cmd += ["--quiet"]
+    if request.overrides:
+        cmd += ["--set", *(f"{k}={json.dumps(v)}" for k, v in request.overrides.items())]
+    return cmd
+
+
+def torchrun_command(request: StepRequest, nproc: int, records_file: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            *step_command(request, records_file)]
+
+
+class TorchrunLauncher(LocalLauncher):
+    """Distributed steps as ``torchrun --nproc_per_node N``; the rest in this process."""
+
+    def __init__(self, nproc: int, retries: int = 0, echo: Callable[[str], None] = print):
+        super().__init__(retries, echo)
+        if nproc < 1:
+            raise InputError(f"--nproc {nproc}: expected at least 1 process per step")
+        self.nproc = nproc
+
+    def run_torchrun(self, request: StepRequest) -> list[dict]:
+        logs = Path(request.out) / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        records_file, log = logs / f"{request.step}.records.json", logs / f"{request.step}.torchrun.log"
+        records_file.unlink(missing_ok=True)  # a stale file must never pass for this run's records
+        with open(log, "w") as handle:
+            proc = subprocess.run(torchrun_command(request, self.nproc, records_file), stdout=handle,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode != 0 or not records_file.exists():
+            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
+            raise StepFailed(f"torchrun exited with {proc.returncode}: {why.strip()} (log: {log})")
+        return json.loads(records_file.read_text())
+
+    def submit(self, step, run_here, request, distributed, after) -> Handle:
+        if not distributed or self.nproc == 1:
+            return super().submit(step, run_here, request, distributed, after)
+        return super().submit(step, lambda: self.run_torchrun(request), request, distributed, after)
+
+
+class SubmititHandle(Handle):
+    def __init__(self, job):
+        self.job = job
+
+    @property
+    def id(self) -> str:
+        return str(self.job.job_id)
+
+    def result(self) -> list[dict]:
+        try:
+            return self.job.results()[0]
+        except Exception as exc:  # submitit wraps the job's traceback; keep its last error line
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[-1] if lines else "")
+            raise StepFailed(f"job {self.job.job_id} failed: {why}") from exc
+
+    def cancel(self) -> None:
+        if not self.job.done():
+            self.job.cancel(check=False)
+
+
+class SlurmLauncher:
+    """One submitit job per step. On SLURM, dependants are submitted at once with ``afterok``
+    dependencies (and ``kill-on-invalid-dep`` so a failure cancels them); on submitit's local
+    executor, which has no dependencies, a step is submitted once its dependencies have finished."""
+
+    synchronous = False
+
+    def __init__(self, out: Path, nproc: int = 1, options: dict | None = None, cluster: str | None = None,
+                 echo: Callable[[str], None] = print):
+        try:
+            import submitit
+        except ImportError as exc:
+            raise InputError("--launcher slurm needs submitit: pip install 'disco-bench[slurm]'") from exc
+        self.executor = submitit.AutoExecutor(folder=Path(out) / "slurm" / "%j", cluster=cluster)
+        self.is_slurm = self.executor.cluster == "slurm"
+        self.nproc, self.echo = nproc, echo
+        self.params = {"timeout_min": 60 * 24, "name": "disco-bench"} | dict(options or {})
+
+    def _parameters(self, distributed: bool, after: list[Handle]) -> dict:
+        """This step's job parameters, all set every time: the executor keeps the previous step's."""
+        params = dict(self.params)
+        tasks = self.nproc if distributed else 1
+        params.setdefault("tasks_per_node", tasks)
+        if self.is_slurm:
+            params.setdefault("gpus_per_node", tasks)
+            extra = dict(params.pop("slurm_additional_parameters", {}))
+            if after:
+                extra |= {"dependency": "afterok:" + ":".join(h.id for h in after), "kill_on_invalid_dep": "yes"}
+            params["slurm_additional_parameters"] = extra
+        return params
+
+    def submit(self, step, run_here, request: StepRequest, distributed: bool, after: list[Handle]) -> Handle:
+        if not self.is_slurm:
+            for dep in after:  # no job dependencies here: wait, and do not start after a failure
+                try:
+                    dep.result()
+                except Exception as exc:
+                    return DoneHandle(error=StepFailed(f"dependency failed: {one_line(exc)}"))
+        self.executor.update_parameters(**self._parameters(distributed, after))
+        handle = SubmititHandle(self.executor.submit(request))
+        self.echo(f"{step.id}: submitted job {handle.id}")
+        return handle
+
+
+def make_launcher(name: str, out: Path, nproc: int = 1, retries: int = 0, options: dict | None = None,
+                  echo: Callable[[str], None] = print):
+    if name == "local":
+        if nproc != 1:
+            raise InputError(f"--nproc {nproc} needs --launcher torchrun or slurm; local runs one process")
+        return LocalLauncher(retries, echo)
+    if name == "torchrun":
+        return TorchrunLauncher(nproc, retries, echo)
+    if name == "slurm":
+        options = dict(options or {})
+        cluster = options.pop("cluster", None)  # 'local' or 'debug' run submitit's executors without SLURM
+        return SlurmLauncher(out, nproc, options, cluster, echo)
+    raise InputError(f"--launcher {name!r}: choose from {', '.join(LAUNCHERS)}")

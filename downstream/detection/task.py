@@ -1,0 +1,66 @@
+"""The detection task: fine-tune a student as a detector on VOC (boxes) or COCO (boxes + masks) and
+report box AP/AP50/AP75, VOC AP50 and, with masks, mask AP/AP50/AP75 (percent).
+
+``det_trials`` N runs N fine-tunings with seeds seed..seed+N-1; each metric is then recorded as the
+mean, with ``<metric>_std`` (sample standard deviation) beside it and the per-trial values in
+``extra`` (MoCo reports VOC as the mean of 5 trials).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from downstream.config import TASK_FIELDS, EvalConfig
+from downstream.detection.data import read_train_test
+from downstream.detection.metrics import detection_metrics
+from downstream.detection.schedule import effective_schedule
+from downstream.result import Measurement, TaskResult
+
+
+def _backend(name: str):
+    # imported on demand: the detectron2 backend needs detectron2 installed, the other does not
+    if name == "detectron2":
+        from downstream.detection import detectron2_backend
+
+        return detectron2_backend
+    from downstream.detection import torchvision_backend
+
+    return torchvision_backend
+
+
+def aggregate(trials: list[dict[str, float]], dataset: str) -> list[Measurement]:
+    """One measurement per metric (mean over trials), plus ``_std`` when there is more than one."""
+    out = []
+    for metric in trials[0]:
+        values = [t[metric] for t in trials]
+        if len(values) == 1:
+            out.append(Measurement(metric, values[0], dataset, "test"))
+            continue
+        std = float(np.std(values, ddof=1))
+        out.append(Measurement(metric, float(np.mean(values)), dataset, "test",
+                               {"trials": len(values), "per_trial": values, "std": std}))
+        out.append(Measurement(f"{metric}_std", std, dataset, "test", {"trials": len(values)}))
+    return out
+
+
+def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
+    schedule = effective_schedule(cfg)
+    backend = _backend(cfg.det_backend)
+    train, test = read_train_test(cfg.det_dataset, cfg.data)
+    masks = cfg.det_dataset == "coco" and train.has_masks
+    trials, details, info = [], [], {}
+    for t in range(cfg.det_trials):
+        predictions, detail, info = backend.run_trial(cfg, train, test, masks, schedule, cfg.seed + t, progress)
+        trials.append(detection_metrics(test, predictions, masks))
+        details.append(detail)
+    protocol = {k: getattr(cfg, k) for k in sorted(TASK_FIELDS["detection"])} | {
+        "seed": cfg.seed, "model": ("Mask" if masks else "Faster") + " R-CNN",
+        "schedule": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(schedule).items()},
+        "train_images": len(train.images), "test_images": len(test.images), "classes": len(train.classes),
+        "train_set": train.name, "test_set": test.name, "trial_details": details,
+    }
+    return TaskResult(task="detection", measurements=aggregate(trials, f"{Path(cfg.data).name}/{cfg.det_dataset}"), protocol=protocol,
+                      source=info)

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny datasets generated on disk in the real formats, once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Tests run tiny models, where thread start-up costs more than it saves; on a 2-core CI machine
+# one thread per process (subprocesses included) is several times faster.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from disco_bench.embedded import EmbeddedConfig, make_embedded  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_imagefolder(tmp_path_factory):
+    """A 3-class ImageFolder (train/ 8 per class, val/ 4 per class) of 16 px embedded images."""
+    root = tmp_path_factory.mktemp("data") / "embedded"
+    return make_embedded(root, EmbeddedConfig(classes=3, train_per_class=8, val_per_class=4, image_size=16), progress=False)
+
+
+@pytest.fixture()
+def tiny_pretrain_cfg(tiny_imagefolder, tmp_path):
+    """A PretrainConfig that runs a step in well under a second on a CPU."""
+    from pretrain.config import PretrainConfig
+
+    return PretrainConfig(
+        method="moco", student="resnet10t", data=str(tiny_imagefolder), out=str(tmp_path / "run"), epochs=1,
+        batch_size=8, image_size=16, queue_size=32, key_momentum=0.9, seed=0,
+    )

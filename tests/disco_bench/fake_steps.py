@@ -1,0 +1,73 @@
+"""Cheap step kinds for runner and launcher tests (importable by the processes submitit starts).
+
+A ``fake`` step does ``work`` units, saving its progress after each, so a run stopped halfway
+resumes where it stopped; ``interrupt_at`` stops it once (KeyboardInterrupt, like Ctrl-C or a
+killed job), ``fail_times`` makes its first N attempts raise. Every start is appended to
+OUT/order.txt. Its record's value is the number of units done in the run that finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from disco_bench import results
+from disco_bench.config import replace
+from downstream.result import Measurement, TaskResult
+from pretrain.errors import InputError
+
+
+@dataclass
+class FakeConfig:
+    value: float = 0.0  # part of the config hash only
+    work: int = 3
+    interrupt_at: int = -1
+    fail_times: int = 0
+    bad_input: bool = False
+    ckpt: str = ""  # "@id" of a step it depends on
+    data: str = ""
+
+
+def fake_config(step, ctx) -> FakeConfig:
+    from disco_bench.steps import _resolve
+
+    return replace(FakeConfig(), _resolve(step.params, ctx), f"step {step.id}: ")
+
+
+def _bump(path: Path) -> int:
+    n = int(path.read_text()) + 1 if path.exists() else 1
+    path.write_text(str(n))
+    return n
+
+
+def run_fake(step, ctx, config_hash: str) -> list[dict]:
+    cfg = fake_config(step, ctx)
+    folder = ctx.checkpoint(step.id).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(ctx.out / "order.txt", "a") as log:
+        log.write(step.id + "\n")
+    if cfg.ckpt and not Path(cfg.ckpt).exists():
+        raise RuntimeError(f"dependency checkpoint {cfg.ckpt} missing")
+    if cfg.bad_input:
+        _bump(folder / "attempts")
+        raise InputError(f"step {step.id}: bad input")
+    if _bump(folder / "attempts") <= cfg.fail_times:
+        raise RuntimeError(f"{step.id} failed on purpose")
+    progress = folder / "progress"
+    start = int(progress.read_text()) if progress.exists() else 0
+    for unit in range(start, cfg.work):
+        if unit == cfg.interrupt_at and not (folder / "interrupted").exists():
+            (folder / "interrupted").write_text("once")
+            raise KeyboardInterrupt
+        progress.write_text(str(unit + 1))
+    ctx.checkpoint(step.id).write_bytes(b"done")
+    result = TaskResult("fake", [Measurement("units_this_run", float(cfg.work - start), "none", "-")], {"work": cfg.work})
+    now = results.now()
+    return results.make_records(result, student="tiny", teacher=None, method="fake", seed=0, protocol=result.protocol,
+                                config_hash=config_hash, checkpoint_sha256=None, started_at=now, finished_at=now,
+                                step=step.id, label=step.label)
+
+
+# Registered by the tests (monkeypatch.setitem(STEP_KINDS, "fake", FAKE_KIND)); "fake" steps also
+# produce a checkpoint that "@id" references resolve to.
+FAKE_KIND = (fake_config, run_fake)

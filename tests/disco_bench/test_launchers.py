@@ -1,0 +1,99 @@
+"""Launchers: retries, the torchrun command, and the submitit path on submitit's local executor."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from fake_steps import FAKE_KIND
+
+from disco_bench import steps
+from disco_bench.launchers import StepRequest, make_launcher, torchrun_command, with_retries
+from disco_bench.results import read_records
+from disco_bench.runner import run_suite
+from disco_bench.suite import load_suite
+from pretrain.errors import InputError
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+
+
+def test_with_retries_counts_attempts_and_never_retries_bad_input():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("transient")
+        return ["ok"]
+
+    lines: list[str] = []
+    assert with_retries(flaky, 2, "s", lines.append) == ["ok"] and len(calls) == 3 and len(lines) == 2
+
+    def bad():
+        calls.append(1)
+        raise InputError("no such file")
+
+    calls.clear()
+    with pytest.raises(InputError):
+        with_retries(bad, 5, "s", lines.append)
+    assert len(calls) == 1
+
+
+def test_torchrun_command_runs_one_step_per_process_group(tmp_path):
+    req = StepRequest(suite="suites/full.yaml", step="moco-resnet18", out=str(tmp_path), data_root="/data",
+                      overrides={"pretrain.epochs": 2, "pretrain.amp": "bf16"})
+    cmd = torchrun_command(req, 4, tmp_path / "r.json")
+    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    text = " ".join(cmd)
+    assert "-m disco_bench step --suite suites/full.yaml --step moco-resnet18" in text
+    assert f"--records {tmp_path / 'r.json'}" in text and "--data-root /data" in text
+    assert cmd[-2:] == ["pretrain.epochs=2", 'pretrain.amp="bf16"']
+
+
+def test_local_launcher_refuses_several_processes(tmp_path):
+    with pytest.raises(InputError, match="--nproc 2"):
+        make_launcher("local", tmp_path, nproc=2)
+
+
+def test_slurm_parameters_carry_dependencies(tmp_path):
+    launcher = make_launcher("slurm", tmp_path, nproc=8, options={"cluster": "local"})
+    launcher.is_slurm = True  # what the parameters would be on a SLURM cluster
+
+    class Dep:
+        id = "123"
+
+    params = launcher._parameters(True, [Dep()])
+    assert params["tasks_per_node"] == 8 and params["gpus_per_node"] == 8
+    assert params["slurm_additional_parameters"] == {"dependency": "afterok:123", "kill_on_invalid_dep": "yes"}
+    alone = launcher._parameters(False, [])
+    assert alone["tasks_per_node"] == 1 and alone["slurm_additional_parameters"] == {}
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
+    # the job processes unpickle the fake step functions by module name
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
+        {"id": "a", "kind": "fake", "with": {}},
+        {"id": "b", "kind": "fake", "with": {"ckpt": "@a", "fail_times": 1}},  # fails once, retried inside its job
+        {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
+        {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
+    ]}))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    launcher = make_launcher("slurm", out, retries=1, options={"cluster": "local", "timeout_min": 5}, echo=lines.append)
+    code = run_suite(load_suite(str(suite_file)), out, None, {}, progress=False, echo=lines.append, retries=1,
+                     launcher=launcher)
+    text = "\n".join(lines)
+    assert code == 1, text
+    assert {r["step"] for r in read_records(out / "results.jsonl")} == {"a", "b"}
+    assert sum("submitted job" in line for line in lines) == 3  # e never submitted: d had failed
+    assert "d: FAILED: StepFailed: job" in text and "d failed on purpose" in text
+    assert "e: skipped (needs d, which did not finish)" in text
+    assert (out / "order.txt").read_text().split().count("b") == 2

@@ -1,0 +1,94 @@
+"""The leaderboard from a fixed records file: a golden file, plus the rules behind its cells.
+
+Regenerate the golden file after an intended change with UPDATE_GOLDEN=1 and read the diff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from disco_bench.report import cell_matches, paper_tables, render, write_report
+from pretrain.errors import InputError
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SUITE = str(GOLDEN / "suite.yaml")
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    out = tmp_path_factory.mktemp("board")
+    shutil.copy(GOLDEN / "records.jsonl", out / "results.jsonl")
+    write_report(out, command_suite=SUITE)
+    return out
+
+
+def test_leaderboard_matches_the_golden_file(board):
+    text = (board / "LEADERBOARD.md").read_text()
+    if os.environ.get("UPDATE_GOLDEN"):
+        (GOLDEN / "LEADERBOARD.md").write_text(text)
+    assert text == (GOLDEN / "LEADERBOARD.md").read_text()
+
+
+def cells(board) -> pd.DataFrame:
+    return pd.read_csv(board / "leaderboard.csv").set_index(["table", "student", "column"])
+
+
+def test_seeds_are_averaged_and_compared_with_the_paper(board):
+    cell = cells(board).loc[("table1", "resnet18", "moco")]
+    assert cell.n == 2 and cell.ours_mean == pytest.approx(51.5) and cell.ours_std == pytest.approx(0.7071, abs=1e-4)
+    assert cell.paper == 52.2 and cell.delta == pytest.approx(-0.7)
+    assert "51.50 ± 0.71 (n=2) (paper 52.2, Δ -0.70)" in (board / "LEADERBOARD.md").read_text()
+
+
+def test_numbers_outside_the_papers_setting_are_not_compared(board):
+    """Embedded data (40.0), the fast probe (50.0) and 100-epoch pre-training (58.0) stay out of Table 1."""
+    table1 = cells(board).loc["table1"]
+    assert table1.loc[("resnet18", "disco-r50")].ours_mean == 61.0
+    board_text = (board / "LEADERBOARD.md").read_text()
+    section = board_text.split("### Table 1: ImageNet linear top-1")[1].split("###")[0]
+    assert "40.00" not in section and "50.00" not in section and "58.00" not in section
+    assert "40.00" in board_text and "58.00" in board_text  # still shown in the per-task tables
+
+
+def test_missing_cells_name_the_step_that_fills_them(board):
+    row = cells(board).loc[("table1", "resnet18", "seed-r50")]
+    assert row.n == 0 and row.fill_command.endswith("--only linear-seed-r50-resnet18")
+    assert pd.isna(cells(board).loc[("table1", "resnet18", "seed-r101")].fill_command)  # no such step in the suite
+
+
+def test_each_row_says_where_its_numbers_came_from(board):
+    text = (board / "LEADERBOARD.md").read_text()
+    assert "- resnet18: MoCo-v2 ← step linear-moco-resnet18; records" in text
+    assert "(seeds 0, 1); ckpt sharesnet1; config cfglinea" in text
+
+
+def test_plots_are_written_and_linked(board):
+    text = (board / "LEADERBOARD.md").read_text()
+    for png in ("plots/table1.png", "plots/teachers.png", "plots/semisup.png"):
+        assert (board / png).stat().st_size > 1000 and png in text
+    assert "[tsne.png](eval/tsne/tsne.png)" in text
+
+
+def test_a_teacher_column_of_any_matches_only_a_distilled_record():
+    dino = next(t for t in paper_tables() if t.key == "dino_testbed")
+    rec = {"task": "linear", "metric": "top1", "dataset": "imagenet", "student": "vit_tiny_patch16_224",
+           "method": "dino+disco", "teacher": "vit_small_patch16_224", "protocol": {"eval": {"protocol": "paper"}}}
+    assert cell_matches(rec, dino, dino.columns[1], "vit_tiny_patch16_224")
+    assert not cell_matches(rec | {"teacher": None}, dino, dino.columns[1], "vit_tiny_patch16_224")
+
+
+def test_a_bad_paper_file_is_one_line(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("t: {title: x, task: linear, metric: top1, dataset: imagenet, columns: [{key: a, method: moco}], "
+                   "rows: {resnet18: [1.0, 2.0]}}")
+    with pytest.raises(InputError, match="rows.resnet18: expected 1 values"):
+        render([{"task": "linear"}], paper_file=bad)
+
+
+def test_no_records_is_a_short_board(tmp_path):
+    assert write_report(tmp_path).read_text().endswith("No records yet.\n")
