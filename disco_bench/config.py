@@ -31,6 +31,11 @@ def _check_type(cls: type, name: str, value: Any, where: str) -> Any:
         base = typing.get_origin(opt) or opt
         if base is float and isinstance(value, int | float) and not isinstance(value, bool):
             return float(value)
+        if base is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot, no sign) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if base is tuple and isinstance(value, list | tuple):
             return tuple(value)
         if base is bool and isinstance(value, bool):

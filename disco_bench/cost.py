@@ -12,6 +12,9 @@
   GPUs run faster (roughly x2-3 for an A100); lightweight depthwise networks (EfficientNet,
   MobileNet) run well below the rate, so treat their estimates as lower bounds.
 - Heads, losses, the queue and the linear classifier are ignored (under 1% for these models).
+- Detection fine-tunes every parameter: iterations x batch x trials x 3 forwards of the backbone
+  at the schedule's mean train short side, on a 4:3 image. The RPN and RoI heads (the C4 res5 head
+  runs on 512 RoIs per image) are not counted, so detection estimates are lower bounds.
 """
 
 from __future__ import annotations
@@ -125,6 +128,17 @@ def probe_cost(arch: str, train_images: int, epochs: int, image_size: int, fast:
     return Cost(gpu_hours(train_images * passes * per_image), basis)
 
 
+def detection_cost(arch: str, cfg) -> Cost:
+    from downstream.detection.schedule import effective_schedule
+
+    sched = effective_schedule(cfg)
+    short = sum(sched.train_min_size) / 2
+    per_image = 3 * forward_flops(arch, short) * 4 / 3  # a 4:3 image of that short side
+    images = sched.max_iter * sched.batch_size * cfg.det_trials
+    basis = f"{sched.max_iter:,} it x {sched.batch_size} img x {cfg.det_trials} trial(s) x {per_image / 1e9:.3g} GFLOP, heads not counted"
+    return Cost(gpu_hours(images * per_image), basis)
+
+
 def eval_cost(task: str, cfg, arch: str | None, train_images: int | None) -> Cost:
     """Classification-style tasks by the probe formula; analysis tasks by the images they read.
     A step comparing several checkpoints (tsne, mi) costs one run per checkpoint, each costed as the first."""
@@ -146,6 +160,8 @@ def _eval_cost_one(task: str, cfg, arch: str | None, train_images: int | None) -
         train_images = max(1, round(train_images * cfg.subset_fraction))
     if task == "knn":
         return probe_cost(arch, train_images, 1, cfg.image_size, fast=True)
+    if task == "detection":
+        return detection_cost(arch, cfg)
     if task in ("linear", "semisup", "cifar", "mi"):
         return probe_cost(arch, train_images, cfg.epochs, cfg.image_size, fast=cfg.protocol == "fast")
     return Cost(None, f"no cost rule for task {task!r}")

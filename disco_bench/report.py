@@ -343,7 +343,31 @@ def setting(record: dict) -> str:
     return ", ".join(parts) or "—"
 
 
+def per_checkpoint(record: dict) -> dict:
+    """A record of a step comparing several checkpoints (tsne, mi) names the one it measured in
+    ``extra`` (arch, method, teacher, ckpt label); its top-level fields name the first checkpoint."""
+    extra = record.get("extra") or {}
+    if "arch" not in extra:
+        return record
+    return record | {"student": extra["arch"], "method": extra.get("method"), "teacher": extra.get("teacher"),
+                     "label": extra.get("ckpt") or record.get("label"),
+                     "checkpoint_sha256": extra.get("sha256") or record.get("checkpoint_sha256")}
+
+
+def last_epochs(records: list[dict]) -> list[dict]:
+    """Of per-epoch records (information plane), the last epoch of each curve: the per-task table
+    shows where a curve ends; the whole curve is in the step's figure."""
+    last: dict[tuple, int] = {}
+    key = lambda r: (r.get("step"), r.get("label"), r.get("metric"), r.get("seed"), r.get("config_hash"))  # noqa: E731
+    for r in records:
+        epoch = (r.get("extra") or {}).get("epoch")
+        if epoch is not None:
+            last[key(r)] = max(last.get(key(r), epoch), epoch)
+    return [r for r in records if (r.get("extra") or {}).get("epoch") in (None, last.get(key(r)))]
+
+
 def _frame(records: list[dict]) -> pd.DataFrame:
+    records = last_epochs([per_checkpoint(r) for r in records])
     df = pd.DataFrame(records)
     for col in ("label", "teacher", "method"):
         df[col] = df[col].fillna("—") if col in df else "—"

@@ -109,7 +109,8 @@ def describe(step: Step, cfg, arch: dict) -> str:
     if step.kind == "checkpoint":
         return f"read {cfg.method or 'a'} {cfg.arch or ''} checkpoint {cfg.data}".replace("  ", " ")
     if step.kind == "eval":
-        return f"eval {step.task} ({getattr(cfg, 'protocol', '?')} protocol) of {step.params.get('ckpt', '?')}"
+        what = step.params.get("ckpt") or ", ".join(map(str, step.params.get("ckpts") or [])) or "?"
+        return f"eval {step.task} ({getattr(cfg, 'protocol', '?')} protocol) of {what}"
     return f"{step.kind} {step.task or ''}".strip()
 
 
@@ -190,6 +191,8 @@ def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, 
     """Run (or list) the suite's steps; returns the exit code (0 when every step passed)."""
     out = Path(out)
     suite = restrict(suite, only)
+    if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
+        plan(suite, build_context(suite, out, data_root, overrides, progress, create=False))
     ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run)
     rows = plan(suite, ctx)
     if dry_run:

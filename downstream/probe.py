@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import math
 import sys
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,6 +105,24 @@ def can_stratify(labels: torch.Tensor, holdout: float) -> bool:
     return int(counts[counts > 0].min()) >= 2 and min(n_hold, len(labels) - n_hold) >= present
 
 
+SMALL_PROBLEM = 1 << 22  # feature values below which a CPU solve runs on one thread
+
+
+@contextmanager
+def threads_for(numel: int, device: torch.device | str):
+    """One intra-op thread for a small CPU problem: its matmuls take microseconds, so thread
+    synchronisation dominates (and on a busy machine makes L-BFGS 10-30x slower). Restored after."""
+    if torch.device(device).type != "cpu" or numel >= SMALL_PROBLEM:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fast_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], num_classes: int,
                cfg: EvalConfig, soft: SoftTargets | None = None, on_head=None,
                device: torch.device | str = "cpu") -> tuple[dict[int, float], dict]:
@@ -112,6 +131,11 @@ def fast_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor
     ``soft``: KD teacher logits per training row; ``on_head(head, mean, std)`` sees the final head (on the CPU).
     The solver runs on ``device``: the GPU when there is one, as ImageNet's features are a 1.28M-row full batch.
     """
+    with threads_for(train[0].numel(), device):
+        return _fast_probe(train, val, num_classes, cfg, soft, on_head, device)
+
+
+def _fast_probe(train, val, num_classes, cfg, soft, on_head, device) -> tuple[dict[int, float], dict]:
     (xtr, ytr), (xva, yva) = ((x.to(device), y.to(device)) for x, y in (train, val))
     soft = dataclasses.replace(soft, logits=soft.logits.to(device)) if soft is not None else None
     mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-6)

@@ -105,4 +105,6 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     lr = cfg.lr if cfg.lr is not None else SEMISUP_LR
     acc, details = run_probe(backbone, data, cfg, lr, progress)
     dataset = f"{Path(cfg.data).name}@{subset_label(desc)}"
-    return topk_result("semisup", acc, dataset, cfg.protocol_dict("semisup") | details | {"subset": desc}, info)
+    protocol = cfg.protocol_dict("semisup")
+    protocol.pop("subset_fraction" if cfg.subset_list else "subset_list")  # only the setting that chose the subset
+    return topk_result("semisup", acc, dataset, protocol | details | {"subset": desc}, info)

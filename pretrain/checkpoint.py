@@ -7,9 +7,11 @@ checkpoint cannot run code, and every state-dict load reports missing/unexpected
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -34,7 +36,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}{_kept(path)}") from exc
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
@@ -42,14 +44,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         if isinstance(exc, OSError):
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}; the previous file is unchanged") from exc
+            raise InputError(f"cannot write {path}: {exc.strerror or exc}{_kept(path)}") from exc
         raise
     return path
+
+
+def _kept(path: Path) -> str:
+    return "; the previous file is unchanged" if path.exists() else "; nothing was written"
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -68,6 +72,20 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _refusal_reason(exc: BaseException) -> str:
+    """The one useful line of torch's weights_only refusal: which global the file asked for.
+
+    torch's own message spans several lines, carries terminal colour codes and suggests re-running
+    with ``weights_only=False``, which is exactly what must not be done with a file from a stranger.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global| Please use|\.?\n|$)", text)
+    if found:
+        return found.group(1).strip().rstrip(".")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files."""
     path = Path(path)
@@ -76,14 +94,15 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"{what} {path} was refused by the safe loader (weights_only=True): {first[:200]}; "
-            "only tensors and plain containers are accepted"
+            f"{what} {path} was refused by the safe loader (weights_only=True): {_refusal_reason(exc)}; "
+            "expected only tensors and plain containers, so nothing in it was run or loaded"
         ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{what} {path} is not a readable torch checkpoint: {first[:200]}") from exc
+        first = first.split(". ")[0].rstrip(".")  # torch adds sentences of advice after the cause
+        raise InputError(f"{what} {path} is not a readable torch checkpoint ({first[:200]}); expected a complete "
+                         "file written by torch.save (a truncated copy or another format?)") from exc
 
 
 def _fmt_keys(keys: Iterable[str], limit: int = 8) -> str:

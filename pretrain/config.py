@@ -23,8 +23,12 @@ class PretrainConfig:
     seed: int = 0
     workers: int = 0
     device: str = "auto"  # auto | cpu | cuda
-    amp: str = "none"  # none | bf16 | fp16 (autocast on CUDA; recorded in the protocol)
+    amp: str = "none"  # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU); recorded in the protocol
     channels_last: bool = False
+    # --- speed options (issue 9); each changes numbers slightly, so each is off by default and recorded ---
+    teacher_amp: str = "none"  # none | bf16 | fp16: autocast around the frozen teacher's forward only, on any device
+    teacher_channels_last: bool = False  # the frozen teacher's weights and inputs in channels_last
+    aug_impl: str = "torchvision"  # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
     save_every_steps: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     log_every: int = 10
     max_steps: int = 0  # stop after N steps in all (0: run every epoch); for tests and quick looks

@@ -19,11 +19,20 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".
 
 
 def pil_loader(path: str) -> Image.Image:
+    """The image at ``path`` as RGB. Policy for a corrupt or truncated file: stop, naming it.
+
+    Skipping would silently change the dataset a number was measured on, so the run ends with an
+    InputError instead (in a DataLoader worker too: the loader re-raises it in the main process,
+    and ``errors.one_line`` keeps its message). PIL's LOAD_TRUNCATED_IMAGES stays off, so a cut-off
+    file fails here rather than being padded with grey.
+    """
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"corrupt or unreadable image {path}: {exc}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = str(exc).replace(f"'{path}'", "it").replace(str(path), "it") or type(exc).__name__
+        raise InputError(f"corrupt or truncated image {path} ({reason}): expected a readable image file; "
+                         "remove or replace it") from exc
 
 
 def check_image_folder(root: str | Path) -> list[str]:

@@ -18,14 +18,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pretrain.augment import aug_plus
+from pretrain.augment import AUG_IMPLS, aug_plus_for
 from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_state_strict, safe_load
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
 from pretrain.distributed import DistInfo, init_distributed, shutdown_distributed
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
-from pretrain.methods.base import FrozenTeacher
+from pretrain.methods.base import AMP_DTYPES, FrozenTeacher
 from pretrain.models import build_backbone
 from pretrain.teachers import load_teacher
 
@@ -57,7 +57,9 @@ def build_method(cfg: PretrainConfig):
                 f"teacher embedding size {encoder.out_dim} (from {cfg.teacher_ckpt}) differs from the "
                 f"student's dim {cfg.dim}; set dim={encoder.out_dim} (--set dim={encoder.out_dim}) or use a matching teacher"
             )
-        teacher = FrozenTeacher(encoder, cfg.teacher_bn)
+        if cfg.teacher_amp not in AMP_DTYPES:
+            raise InputError(f"unknown teacher_amp {cfg.teacher_amp!r}: expected one of {', '.join(AMP_DTYPES)}")
+        teacher = FrozenTeacher(encoder, cfg.teacher_bn, cfg.teacher_amp, cfg.teacher_channels_last)
     torch.manual_seed(cfg.seed)
     method = cls(cfg, build_backbone(cfg.student), teacher)
     return method, teacher_info
@@ -99,12 +101,35 @@ def lr_at(cfg: PretrainConfig, epoch: int) -> float:
 
 
 def autocast_for(cfg: PretrainConfig, device: torch.device):
-    if cfg.amp == "none" or device.type != "cuda":
+    """Autocast for the whole step: bf16 or fp16 on CUDA; bf16 on a CPU (fp16 there has no loss
+    scaling, so it is refused). ``amp='none'``, the default, keeps fp32 everywhere."""
+    if cfg.amp == "none":
         return nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
     if dtype is None:
         raise InputError(f"unknown amp {cfg.amp!r}: expected none, bf16 or fp16")
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cpu" and dtype is torch.float16:
+        raise InputError("amp='fp16' needs CUDA (loss scaling runs on GPUs only); use amp='bf16' on a CPU")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) -> dict[str, float]:
+    """One optimisation step of ``model`` (a method module, or DDP around one) on a batch of views.
+
+    Returns the method's loss terms as floats, all fetched in one device-to-host copy (one sync per
+    step, not one per term). A non-finite loss is returned before any gradient is applied, so the
+    caller can stop with the weights of the previous step. benchmarks/pretrain_step.py times this.
+    """
+    with autocast:
+        terms = model(views)
+    values = dict(zip(terms, torch.stack([v.detach().reshape(()).double() for v in terms.values()]).tolist(), strict=True))
+    if not math.isfinite(values["loss"]):
+        return values
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(terms["loss"]).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return values
 
 
 def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -120,7 +145,9 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
 
     method, teacher_info = build_method(cfg)
     # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
-    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus(cfg.image_size)
+    if cfg.aug_impl not in AUG_IMPLS:
+        raise InputError(f"unknown aug_impl {cfg.aug_impl!r}: expected one of {', '.join(AUG_IMPLS)}")
+    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus_for(cfg.image_size, cfg.aug_impl)
     dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), transforms, method.num_views, cfg.seed)
     sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
     per_epoch = sampler.batches_per_epoch()
@@ -138,6 +165,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
 
     step, epoch_means, running = 0, [], {}
+    saved_step = None  # the step last.pt holds: named when the loss diverges
     if resume and last_path.exists():
         state = safe_load(last_path, "resume checkpoint")
         if state.get("config") != _resumable(cfg):
@@ -147,6 +175,7 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         scaler.load_state_dict(state["scaler"])
         restore_rng(state["rng"], device)
         step, epoch_means, running = state["step"], list(state["epoch_means"]), dict(state["running"])
+        saved_step = step
     elif final_path.exists() and not resume:
         raise InputError(f"{final_path} already exists; pass --resume to reuse it or choose another --out")
 
@@ -155,10 +184,18 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
     model.train()
 
+    def last_good() -> str:
+        return f"{last_path} (step {saved_step})" if saved_step is not None else "none"
+
     def save(kind: str) -> Path:
+        nonlocal saved_step
         path = final_path if kind == "final" else last_path
         if not dist_info.is_main:
             return path
+        bad = next((k for k, v in method_state(method).items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+        if bad is not None:  # never overwrite a usable checkpoint with a diverged one
+            raise TrainingDiverged(f"{bad} became NaN/Inf after step {step} (epoch {step // per_epoch}); "
+                                   f"last good checkpoint: {last_good()}; lower base_lr or check the data")
         payload = {
             "format": CHECKPOINT_FORMAT,
             "kind": "pretrain",
@@ -174,7 +211,10 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
         if kind != "final":
             payload |= {"method_state": method_state(method), "optimizer": optimizer.state_dict(),
                         "scaler": scaler.state_dict(), "rng": rng_state(device), "running": dict(running)}
-        return atomic_torch_save(payload, path)
+        written = atomic_torch_save(payload, path)
+        if kind != "final":
+            saved_step = step
+        return written
 
     protocol = run_protocol(cfg, method, teacher_info)
     log = StepLog(out / "log.csv", step) if dist_info.is_main else None
@@ -197,20 +237,14 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
                 views = [v.contiguous(memory_format=torch.channels_last) for v in views]
             if hasattr(method, "on_step"):  # schedules inside a method (DINO's EMA momentum, frozen layers)
                 method.on_step(step, per_epoch * cfg.epochs, per_epoch)
-            with autocast:
-                terms = model(views)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                good = last_path if last_path.exists() else None
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step} (epoch {epoch}); last good checkpoint: {good or 'none'}")
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            values = train_step(model, views, optimizer, scaler, autocast)
+            if not math.isfinite(values["loss"]):  # steps count from 1, as in log.csv
+                raise TrainingDiverged(f"loss is {values['loss']} at step {step + 1} (epoch {epoch}); last checkpoint with "
+                                       f"finite weights: {last_good()}; lower base_lr or check the data")
             step += 1
             seen += views[0].shape[0] * dist_info.world_size
             row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            row |= {k: float(v.detach()) for k, v in terms.items()}
+            row |= values
             if log:
                 log.write(row)
             for k, v in row.items():
@@ -272,22 +306,28 @@ class StepLog:
 
     def __init__(self, path: Path, start_step: int):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         kept = []
         if path.exists() and start_step > 0:
             with open(path, newline="") as handle:
                 kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
-        self.handle = open(path, "w", newline="")  # noqa: SIM115 (open for the whole run; close() ends it)
+        # the files are opened at the first row, so a run stopped by bad input before its first step leaves none
+        self.handle, self.tb = None, None
         self.writer = None
         self.pending = kept
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "w", newline="")  # noqa: SIM115 (open for the whole run; close() ends it)
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(path.parent / "tb"))
+            self.tb = SummaryWriter(str(self.path.parent / "tb"))
         except ImportError:  # tensorboard is optional
             self.tb = None
 
     def write(self, row: dict) -> None:
+        if self.handle is None:
+            self._open()
         if self.writer is None:
             self.writer = csv.DictWriter(self.handle, fieldnames=list(row), extrasaction="ignore")
             self.writer.writeheader()
@@ -300,6 +340,7 @@ class StepLog:
                     self.tb.add_scalar(k, v, row["step"])
 
     def close(self) -> None:
-        self.handle.close()
+        if self.handle:
+            self.handle.close()
         if self.tb:
             self.tb.close()

@@ -52,6 +52,22 @@ class DetectionSet:
     has_masks: bool
 
 
+# Boxes may reach this far past the image border: COCO's float boxes overshoot by rounding, and
+# detectors clip them anyway. Anything further is a broken annotation, which stops the read.
+BOX_TOLERANCE_PX = 1.0
+
+
+def box_problem(box: tuple[float, float, float, float], width: int, height: int) -> str | None:
+    """Why xyxy ``box`` (0-based pixels) is no box of a ``width`` x ``height`` image, or None if it is."""
+    x1, y1, x2, y2 = box
+    if x2 < x1 or y2 < y1:
+        return "its far corner is before its near corner"
+    tol = BOX_TOLERANCE_PX
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        return f"it lies outside the {width}x{height} image"
+    return None
+
+
 # --- Pascal VOC ---------------------------------------------------------------------------------
 
 
@@ -96,7 +112,12 @@ def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple[str, tuple[float,
         difficult = obj.find("difficult") is not None and _xml_text(obj, "difficult", xml_path) == "1"
         # VOC pixel indices are 1-based and inclusive; shift the top-left corner to 0-based
         # (the bottom-right then marks the exclusive end), as Detectron2's VOC loader does.
-        objects.append((name, (x1 - 1.0, y1 - 1.0, x2, y2), difficult))
+        box = (x1 - 1.0, y1 - 1.0, x2, y2)
+        problem = box_problem(box, width, height)
+        if problem:
+            raise InputError(f"{xml_path}: object {name!r} has bndbox xmin={x1:g} ymin={y1:g} xmax={x2:g} ymax={y2:g}, "
+                             f"but {problem}; expected 1 <= xmin <= xmax <= {width} and 1 <= ymin <= ymax <= {height}")
+        objects.append((name, box, difficult))
     return width, height, objects
 
 
@@ -105,8 +126,9 @@ def _voc_class_list(names: set[str]) -> list[str]:
     return list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
 
 
-def read_voc(root: str | Path, split: str, classes: list[str] | None = None) -> DetectionSet:
-    """``split`` 'train': VOC2007 trainval (+ VOC2012 trainval if present); 'test': VOC2007 test."""
+def _voc_raw(root: str | Path, split: str) -> tuple[str, list]:
+    """(set name, [(image path, width, height, objects)]) for 'train' (VOC2007 trainval + VOC2012
+    trainval if present) or 'test' (VOC2007 test)."""
     devkit = voc_devkit(root)
     if split == "train":
         parts = [(year, "trainval") for year in ("2007", "2012") if (devkit / f"VOC{year}").is_dir()]
@@ -122,18 +144,37 @@ def read_voc(root: str | Path, split: str, classes: list[str] | None = None) -> 
             if not xml_path.is_file():
                 raise InputError(f"{xml_path} not found (listed in {year_dir}/ImageSets/Main/{image_set}.txt)")
             raw.append((year_dir / "JPEGImages" / f"{stem}.jpg", *_voc_objects(xml_path)))
-    classes = classes or _voc_class_list({name for *_, objs in raw for name, _, _ in objs})
+    return "voc_" + "+".join(f"{y}_{s}" for y, s in parts), raw
+
+
+def _voc_names(raw: list) -> set[str]:
+    return {name for *_, objs in raw for name, _, _ in objs}
+
+
+def _voc_set(name: str, raw: list, classes: list[str]) -> DetectionSet:
     index = {c: i for i, c in enumerate(classes)}
     images = []
     for image_id, (path, width, height, objs) in enumerate(raw):
         anns = []
-        for name, box, difficult in objs:
-            if name not in index:
-                raise InputError(f"{path.name}: class {name!r} is not among the dataset's classes ({', '.join(classes)})")
-            anns.append(Annotation(box, index[name], difficult))
+        for obj_name, box, difficult in objs:
+            if obj_name not in index:
+                raise InputError(f"{path.name}: class {obj_name!r} is not among the dataset's classes ({', '.join(classes)})")
+            anns.append(Annotation(box, index[obj_name], difficult))
         images.append(ImageRecord(image_id, path, width, height, anns))
-    name = "voc_2007_test" if split == "test" else "voc_" + "+".join(f"{y}_{s}" for y, s in parts)
     return DetectionSet(name, classes, images, has_masks=False)
+
+
+def read_voc(root: str | Path, split: str, classes: list[str] | None = None) -> DetectionSet:
+    """One split; ``classes`` defaults to the 20 official ones, or the names this split uses, sorted."""
+    name, raw = _voc_raw(root, split)
+    return _voc_set(name, raw, classes or _voc_class_list(_voc_names(raw)))
+
+
+def read_voc_train_test(root: str | Path) -> tuple[DetectionSet, DetectionSet]:
+    """Both splits with one class list (official, or every name either split uses, sorted)."""
+    (train_name, train_raw), (test_name, test_raw) = _voc_raw(root, "train"), _voc_raw(root, "test")
+    classes = _voc_class_list(_voc_names(train_raw) | _voc_names(test_raw))
+    return _voc_set(train_name, train_raw, classes), _voc_set(test_name, test_raw, classes)
 
 
 # --- COCO ---------------------------------------------------------------------------------------
@@ -164,12 +205,19 @@ def read_coco(root: str | Path, split: str) -> DetectionSet:
     cats = sorted(data["categories"], key=lambda c: c["id"])
     index = {c["id"]: i for i, c in enumerate(cats)}
     by_image: dict[int, list[Annotation]] = {img["id"]: [] for img in data["images"]}
+    images_by_id = {img["id"]: img for img in data["images"]}
     for ann in data["annotations"]:
         if ann["category_id"] not in index:
             raise InputError(f"{ann_file}: annotation {ann.get('id')} has unknown category_id {ann['category_id']}")
         if ann["image_id"] not in by_image:
             raise InputError(f"{ann_file}: annotation {ann.get('id')} refers to unknown image_id {ann['image_id']}")
         x, y, w, h = ann["bbox"]
+        img = images_by_id[ann["image_id"]]
+        problem = box_problem((x, y, x + w, y + h), img["width"], img["height"])
+        if problem:
+            raise InputError(f"{ann_file}: annotation {ann.get('id')} has bbox [{x:g}, {y:g}, {w:g}, {h:g}] on image "
+                             f"{ann['image_id']}, but {problem}; expected x, y >= 0, w, h >= 0, x + w <= {img['width']} "
+                             f"and y + h <= {img['height']}")
         by_image[ann["image_id"]].append(
             Annotation((x, y, x + w, y + h), index[ann["category_id"]], bool(ann.get("iscrowd", 0)), ann.get("segmentation"))
         )
@@ -192,8 +240,10 @@ def read_detection(dataset: str, root: str | Path, split: str) -> DetectionSet:
 
 def read_train_test(dataset: str, root: str | Path) -> tuple[DetectionSet, DetectionSet]:
     """Both splits, with the test split using the train split's class list."""
-    train = read_detection(dataset, root, "train")
-    test = read_voc(root, "test", train.classes) if dataset == "voc" else read_detection(dataset, root, "test")
+    if dataset == "voc":
+        train, test = read_voc_train_test(root)
+    else:
+        train, test = read_detection(dataset, root, "train"), read_detection(dataset, root, "test")
     if test.classes != train.classes:
         raise InputError(f"{root}: train and test class lists differ ({train.classes} vs {test.classes})")
     if not train.images or not test.images:

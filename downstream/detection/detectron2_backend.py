@@ -139,6 +139,7 @@ def build_config(cfg: EvalConfig, arch: str, num_classes: int, masks: bool, sche
             "MaskRCNNConvUpsampleHead", 4, 14)
     d2.MODEL.RPN.POST_NMS_TOPK_TRAIN = min(schedule.proposals_per_image, d2.MODEL.RPN.POST_NMS_TOPK_TRAIN)
     d2.MODEL.RPN.POST_NMS_TOPK_TEST = min(schedule.test_proposals_per_image, d2.MODEL.RPN.POST_NMS_TOPK_TEST)
+    d2.TEST.DETECTIONS_PER_IMAGE = schedule.detections_per_image
     d2.INPUT.MIN_SIZE_TRAIN = tuple(schedule.train_min_size)
     d2.INPUT.MIN_SIZE_TRAIN_SAMPLING = "range"
     d2.INPUT.MIN_SIZE_TEST = schedule.test_min_size

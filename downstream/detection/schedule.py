@@ -8,7 +8,8 @@ COCO's batch, decay steps or warm-up; they follow MoCo's 2x COCO schedule as run
 
 ``--max-iter N`` scales the decay steps and the warm-up with N; ``--image-size S`` trains and tests
 at short side S (long side capped at S * 1333 / 800, Detectron2's ratio) and scales the sampled RoIs
-and RPN proposals per image with the image area (at least 64, 256 and 100 at test); ``det_batch_size`` scales
+RPN proposals and kept detections per image with the image area (at least 64, 256, 100 at test
+and 20); ``det_batch_size`` scales
 the lr linearly unless ``det_lr`` is given.
 """
 
@@ -34,6 +35,7 @@ class Schedule:
     rois_per_image: int = 512  # sampled RoIs per image for the box head (Detectron2's default)
     proposals_per_image: int = 2000  # RPN proposals kept per image in training (post-NMS)
     test_proposals_per_image: int = 1000  # RPN proposals scored by the box head per test image
+    detections_per_image: int = 100  # kept per test image (COCO's maxDets); masks are predicted for each
     weight_decay: float = 1e-4
     momentum: float = 0.9
 
@@ -85,7 +87,8 @@ def effective_schedule(cfg: EvalConfig) -> Schedule:
         changes |= {"train_min_size": (size, size), "test_min_size": size, "max_size": round(size * 1333 / 800),
                     "rois_per_image": max(64, round(s.rois_per_image * area)),
                     "proposals_per_image": max(256, round(s.proposals_per_image * area)),
-                    "test_proposals_per_image": max(100, round(s.test_proposals_per_image * area))}
+                    "test_proposals_per_image": max(100, round(s.test_proposals_per_image * area)),
+                    "detections_per_image": max(20, round(s.detections_per_image * area))}
     if cfg.det_batch_size is not None:
         if cfg.det_batch_size < 1:
             raise InputError(f"det_batch_size {cfg.det_batch_size}: expected at least 1")

@@ -77,6 +77,7 @@ def build_detector(body: nn.Module, num_classes: int, masks: bool, schedule: Sch
         box_batch_size_per_image=schedule.rois_per_image, rpn_post_nms_top_n_train=schedule.proposals_per_image,
         rpn_pre_nms_top_n_train=schedule.proposals_per_image,
         rpn_pre_nms_top_n_test=schedule.test_proposals_per_image, rpn_post_nms_top_n_test=schedule.test_proposals_per_image,
+        box_detections_per_img=schedule.detections_per_image,
     )
     backbone = TimmFPN(body)
     if masks:

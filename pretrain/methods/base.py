@@ -11,6 +11,8 @@ from torch import nn
 from pretrain.distributed import all_gather_cat, is_distributed
 from pretrain.models import Encoder
 
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 
 class EmbeddingQueue(nn.Module):
     """A FIFO of the last ``size`` L2-normalised embeddings, stored as (size, dim) rows.
@@ -41,11 +43,19 @@ class EmbeddingQueue(nn.Module):
 
 @torch.no_grad()
 def momentum_update(target: nn.Module, source: nn.Module, m: float) -> None:
-    """target <- m * target + (1 - m) * source, parameter by parameter; buffers are copied."""
-    for p_t, p_s in zip(target.parameters(), source.parameters(), strict=True):
-        p_t.mul_(m).add_(p_s.detach(), alpha=1.0 - m)
-    for b_t, b_s in zip(target.buffers(), source.buffers(), strict=True):
-        b_t.copy_(b_s)
+    """target <- m * target + (1 - m) * source for every parameter; buffers are copied."""
+    targets, sources = list(target.parameters()), [p.detach() for p in source.parameters()]
+    if len(targets) != len(sources):
+        raise ValueError(f"momentum_update: {len(targets)} target parameters for {len(sources)} source ones")
+    # multi-tensor ops: the same per-element arithmetic as p_t.mul_(m).add_(p_s, alpha=1 - m), in a
+    # few fused kernels instead of two per parameter on GPUs
+    torch._foreach_mul_(targets, m)
+    torch._foreach_add_(targets, sources, alpha=1.0 - m)
+    b_targets, b_sources = list(target.buffers()), list(source.buffers())
+    if len(b_targets) != len(b_sources):
+        raise ValueError(f"momentum_update: {len(b_targets)} target buffers for {len(b_sources)} source ones")
+    if b_targets:
+        torch._foreach_copy_(b_targets, b_sources)
 
 
 @torch.no_grad()
@@ -83,12 +93,19 @@ class FrozenTeacher(nn.Module):
     move because the forward runs on a throw-away copy of them.
     """
 
-    def __init__(self, encoder: Encoder, bn_mode: str = "eval"):
+    def __init__(self, encoder: Encoder, bn_mode: str = "eval", amp: str = "none", channels_last: bool = False):
         super().__init__()
         if bn_mode not in ("eval", "train"):
             raise ValueError(f"teacher_bn must be 'eval' or 'train', got {bn_mode!r}")
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"teacher_amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
         self.encoder = encoder
         self.bn_mode = bn_mode
+        # speed options (PretrainConfig.teacher_amp / teacher_channels_last): the embeddings come
+        # back in float32 either way
+        self.amp_dtype, self.channels_last = AMP_DTYPES[amp], channels_last
+        if channels_last:
+            self.encoder.to(memory_format=torch.channels_last)
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.encoder.eval()
@@ -102,14 +119,22 @@ class FrozenTeacher(nn.Module):
     def dim(self) -> int:
         return self.encoder.head.out_dim
 
+    def _encode(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.encoder(x)
+        with torch.autocast(x.device.type, dtype=self.amp_dtype):
+            return self.encoder(x).float()
+
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn_mode == "train":
             saved = {k: v.clone() for k, v in self.encoder.state_dict().items() if "running_" in k or "num_batches" in k}
-            out = self.encoder(x)
+            out = self._encode(x)
             self.encoder.load_state_dict(saved, strict=False)
             return out
-        return self.encoder(x)
+        return self._encode(x)
 
     @torch.no_grad()
     def embed_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -53,3 +53,15 @@ def test_dataset_images():
     assert cost.dataset_images({"generate": {"classes": 10, "train_per_class": 60}}, "embedded") == 600
     assert cost.dataset_images({"kind": "imagefolder"}, "imagenet") == 1_281_167
     assert cost.dataset_images({"kind": "imagefolder"}, "mystery") is None
+
+
+def test_detection_cost_follows_the_paper_voc_schedule_and_trials():
+    from disco_bench.cost import detection_cost
+    from downstream.config import EvalConfig
+
+    cfg = EvalConfig(det_dataset="voc", det_trials=5)
+    # 48k iterations x batch 32 x 5 trials x 3 passes x 2 x 1.814 GMACs x (600/224)^2 x 4/3, at 5.5e12 FLOP/s
+    flops = 48_000 * 32 * 5 * 3 * 2e9 * 1.814 * (600 / 224) ** 2 * 4 / 3
+    assert detection_cost("resnet18", cfg).gpu_hours == pytest.approx(flops / 5.5e12 / 3600, rel=1e-9)
+    short = EvalConfig(det_dataset="voc", det_max_iter=480)
+    assert detection_cost("resnet18", short).gpu_hours == pytest.approx(flops / 5 / 100 / 5.5e12 / 3600, rel=1e-9)

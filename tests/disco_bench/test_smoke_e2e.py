@@ -11,7 +11,7 @@ from disco_bench.cli import main
 from disco_bench.results import REQUIRED_FIELDS
 from disco_bench.suite import load_suite
 
-FAST = ["--quiet", "--set", "pretrain.max_steps=2", "pretrain.batch_size=32"]
+FAST = ["--quiet", "--set", "pretrain.max_steps=2", "pretrain.batch_size=32", "eval.epochs=2", "eval.det_max_iter=2"]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def test_second_run_skips_every_step(smoke_run, capsys):
     assert main(["run", "--suite", "smoke", "--out", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
     n_steps = len(load_suite("smoke").steps)
-    assert printed.count("already done") == n_steps, printed
+    assert printed.count("skipped, already done") == n_steps, printed
+    assert f"0 ran, {n_steps} already done, 0 failed" in printed
     assert (out / "results.jsonl").read_text() == before
 
 

@@ -145,7 +145,7 @@ def test_generation_is_deterministic_and_reused(det_root, tmp_path):
 
 
 def test_missing_files_name_the_path(det_root, tmp_path):
-    with pytest.raises(InputError, match=r"instances_val2017.json not found"):
+    with pytest.raises(InputError, match=r"annotations/instances_train2017.json not found"):
         read_train_test("coco", tmp_path)
     with pytest.raises(InputError, match=r"no VOCdevkit/VOC2007"):
         read_train_test("voc", tmp_path)
@@ -176,6 +176,14 @@ def test_paper_schedule_is_the_default_and_shortening_scales_it():
     assert (short.max_iter, short.steps, short.warmup_iters) == (4800, (1800, 2220), 20)
     assert short.lr == pytest.approx(0.1 * 8 / 32)
     assert (short.train_min_size, short.test_min_size, short.max_size) == ((160, 160), 160, 267)
+    # budgets scale with the image area (160 px: 1/25 of 800 px), with floors
+    assert (voc.rois_per_image, voc.proposals_per_image, voc.test_proposals_per_image, voc.detections_per_image) == (
+        512, 2000, 1000, 100)
+    assert (short.rois_per_image, short.proposals_per_image, short.test_proposals_per_image,
+            short.detections_per_image) == (64, 256, 100, 20)
+    big = effective_schedule(EvalConfig(det_dataset="coco", det_image_size=400))
+    assert (big.rois_per_image, big.proposals_per_image, big.test_proposals_per_image, big.detections_per_image) == (
+        128, 500, 250, 25)
     assert short.lr_factor(0) == pytest.approx(0.001) and short.lr_factor(1800) == pytest.approx(0.1)
     assert short.lr_factor(2220) == pytest.approx(0.01)
 

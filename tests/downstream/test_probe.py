@@ -238,3 +238,13 @@ def test_protocol_dict_keeps_only_what_shaped_the_number():
     assert "fast_weight_decays" in fast and "epochs" not in fast and "subset_fraction" not in fast
     knn = EvalConfig().protocol_dict("knn")
     assert {"knn_k", "knn_temperature"} <= set(knn) and not {"epochs", "fast_holdout", "protocol"} & set(knn)
+
+
+def test_small_cpu_solves_use_one_thread_and_restore_the_count():
+    torch.set_num_threads(2)  # single_thread set 1 (and restores the count after): make the switch visible
+    before = torch.get_num_threads()
+    with probe.threads_for(1000, "cpu"):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with probe.threads_for(probe.SMALL_PROBLEM, "cpu"):
+        assert torch.get_num_threads() == before

@@ -92,6 +92,7 @@ def test_semisup_from_a_list_runs_and_records_the_subset(eval_cfg, tiny_imagefol
     assert {m.metric for m in result.measurements} == {"top1", "top5"}
     subset = result.protocol["subset"]
     assert subset["source"] == "list" and subset["size"] == 9 and result.protocol["train_images"] == 9
+    assert "subset_fraction" not in result.protocol and result.protocol["subset_list"] == str(lst)
     assert subset["sha256"] == subset_sha256(samples, [0, 1, 2, 8, 9, 10, 16, 17, 18])
     assert result.measurements[0].dataset == "embedded@list.txt"
     if protocol == "paper":
@@ -101,5 +102,6 @@ def test_semisup_from_a_list_runs_and_records_the_subset(eval_cfg, tiny_imagefol
 def test_semisup_by_fraction_names_the_fraction(eval_cfg):
     result = semisup.run(dataclasses.replace(eval_cfg, subset_fraction=0.5), progress=False)
     assert result.measurements[0].dataset == "embedded@50%"
+    assert "subset_list" not in result.protocol and result.protocol["subset_fraction"] == 0.5
     assert result.protocol["subset"] | {"sha256": None} == {"source": "stratified", "fraction": 0.5, "seed": 0, "size": 12,
                                                              "of": 24, "sha256": None}
