@@ -132,7 +132,7 @@ def command_line() -> str:
 def section_header(device: torch.device | str, load_before: str) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Command: `{command_line()}`  \nMachine: {machine(device)}  \n"
-            f"Load average (1/5/15 min) before / after: {load_before} / {load_average()}  \nMeasured: {when}\n")
+            f"Load average (1 / 5 / 15 min): before {load_before}; after {load_average()}  \nMeasured: {when}\n")
 
 
 def write_readme_section(name: str, body: str) -> None:

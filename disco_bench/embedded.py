@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -150,29 +151,40 @@ def draw(pattern: str, size: int, noise: float, rng: np.random.Generator) -> np.
     return (np.clip(img, 0, 1) * 255).round().astype(np.uint8)
 
 
-def make_embedded(out: str | Path, cfg: EmbeddedConfig, progress: bool = True) -> Path:
-    """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png``; reuse an identical set."""
+def write_once(out: str | Path, spec: dict, build: Callable[[Path], None]) -> Path:
+    """Generate a dataset into ``out`` once. A set with the same manifest (``spec``) is reused, another
+    generated set is replaced, any other folder is refused. ``build(folder)`` writes into
+    ``out.partial``, which is renamed into place, so a crash never leaves a half-written set."""
     out = Path(out)
-    if not 2 <= cfg.classes <= len(PATTERNS):
-        raise InputError(f"classes={cfg.classes}: the embedded dataset has between 2 and {len(PATTERNS)} classes")
     manifest = out / "dataset.json"
-    spec = {"kind": "disco-bench-embedded", "version": 1, **asdict(cfg)}
     if manifest.exists() and json.loads(manifest.read_text()) == spec:
         return out
     if out.exists() and any(out.iterdir()):
         if not manifest.exists():
-            raise InputError(f"{out} exists and is not an embedded dataset; choose an empty folder")
+            raise InputError(f"{out} exists and is not a generated dataset; choose an empty folder")
         shutil.rmtree(out)
-    names = list(PATTERNS)[: cfg.classes]
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    jobs = [(split, c, i) for split, per in (("train", cfg.train_per_class), ("val", cfg.val_per_class))
-            for c in range(cfg.classes) for i in range(per)]
-    for split, c, i in tqdm(jobs, desc="embedded data", disable=not progress, leave=False):
-        rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, c, i])
-        folder = tmp / split / names[c]
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(draw(names[c], cfg.image_size, cfg.noise, rng)).save(folder / f"{i:05d}.png", optimize=False)
+    tmp.mkdir(parents=True)
+    build(tmp)
     atomic_write_text(tmp / "dataset.json", json.dumps(spec, indent=1))
     tmp.rename(out)
     return out
+
+
+def make_embedded(out: str | Path, cfg: EmbeddedConfig, progress: bool = True) -> Path:
+    """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png``; reuse an identical set."""
+    if not 2 <= cfg.classes <= len(PATTERNS):
+        raise InputError(f"classes={cfg.classes}: the embedded dataset has between 2 and {len(PATTERNS)} classes")
+    names = list(PATTERNS)[: cfg.classes]
+
+    def build(tmp: Path) -> None:
+        jobs = [(split, c, i) for split, per in (("train", cfg.train_per_class), ("val", cfg.val_per_class))
+                for c in range(cfg.classes) for i in range(per)]
+        for split, c, i in tqdm(jobs, desc="embedded data", disable=not progress, leave=False):
+            rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, c, i])
+            folder = tmp / split / names[c]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(draw(names[c], cfg.image_size, cfg.noise, rng)).save(folder / f"{i:05d}.png", optimize=False)
+
+    return write_once(out, {"kind": "disco-bench-embedded", "version": 1, **asdict(cfg)}, build)

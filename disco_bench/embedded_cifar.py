@@ -15,16 +15,14 @@ The same config always gives the same bytes; an identical existing set is reused
 
 from __future__ import annotations
 
-import json
 import pickle
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from disco_bench.embedded import PATTERNS, draw
-from pretrain.checkpoint import atomic_write, atomic_write_text
+from disco_bench.embedded import PATTERNS, draw, write_once
+from pretrain.checkpoint import atomic_write
 from pretrain.errors import InputError
 
 SIDE = 32
@@ -88,19 +86,7 @@ def make_embedded_cifar(out: str | Path, cfg: EmbeddedCifarConfig) -> Path:
         raise InputError(f"classes={cfg.classes}: the embedded dataset has between 2 and {len(PATTERNS)} classes")
     if cfg.train_per_class < 1 or cfg.test_per_class < 1:
         raise InputError(f"train_per_class={cfg.train_per_class}, test_per_class={cfg.test_per_class}: expected at least 1 each")
-    manifest = out / "dataset.json"
-    spec = {"kind": "disco-bench-embedded-cifar", "version": 1, **asdict(cfg)}
-    if manifest.exists() and json.loads(manifest.read_text()) == spec:
-        return out
-    if out.exists() and any(out.iterdir()):
-        if not manifest.exists():
-            raise InputError(f"{out} exists and is not an embedded CIFAR dataset; choose an empty folder")
-        shutil.rmtree(out)
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     names = list(PATTERNS)[: cfg.classes]
     writer = _write_cifar10 if cfg.variant == "cifar10" else _write_cifar100
-    writer(tmp / FOLDERS[cfg.variant], cfg, names)
-    atomic_write_text(tmp / "dataset.json", json.dumps(spec, indent=1))
-    tmp.rename(out)
-    return out
+    spec = {"kind": "disco-bench-embedded-cifar", "version": 1, **asdict(cfg)}
+    return write_once(out, spec, lambda tmp: writer(tmp / FOLDERS[cfg.variant], cfg, names))

@@ -25,7 +25,7 @@ from xml.etree import ElementTree as ET
 import numpy as np
 from PIL import Image, ImageDraw
 
-from pretrain.checkpoint import atomic_write_text
+from disco_bench.embedded import write_once
 from pretrain.errors import InputError
 
 
@@ -165,17 +165,13 @@ def make_embedded_detection(out: str | Path, cfg: EmbeddedDetectionConfig, progr
     if cfg.train_images < 1 or cfg.val_images < 1 or cfg.max_objects < 1 or cfg.image_size < 32:
         raise InputError(f"embedded detection config {asdict(cfg)}: needs train_images, val_images, max_objects >= 1 "
                          "and image_size >= 32")
-    manifest = out / "dataset.json"
-    spec = {"kind": "disco-bench-embedded-detection", "version": 1, **asdict(cfg)}
-    if manifest.exists() and json.loads(manifest.read_text()) == spec:
-        return out
-    if out.exists() and any(out.iterdir()):
-        if not manifest.exists():
-            raise InputError(f"{out} exists and is not an embedded dataset; choose an empty folder")
-        shutil.rmtree(out)
     names = list(SHAPES)[: cfg.classes]
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
+    spec = {"kind": "disco-bench-embedded-detection", "version": 1, **asdict(cfg)}
+    return write_once(out, spec, lambda tmp: _write_scenes(tmp, cfg, names))
+
+
+def _write_scenes(tmp: Path, cfg: EmbeddedDetectionConfig, names: list[str]) -> None:
+    """The same scenes in VOC (``VOCdevkit/VOC2007``) and COCO (``annotations/``, ``*2017/``) layouts."""
     voc = tmp / "VOCdevkit" / "VOC2007"
     for sub in ("JPEGImages", "Annotations", "ImageSets/Main"):
         (voc / sub).mkdir(parents=True)
@@ -196,6 +192,3 @@ def make_embedded_detection(out: str | Path, cfg: EmbeddedDetectionConfig, progr
             images.append((image_id, f"{image_id:012d}.jpg", objects))
         (voc / "ImageSets" / "Main" / f"{voc_set}.txt").write_text("".join(s + "\n" for s in stems))
         (tmp / "annotations" / f"instances_{coco_split}.json").write_text(_coco_json(images, cfg.image_size, names))
-    atomic_write_text(tmp / "dataset.json", json.dumps(spec, indent=1))
-    tmp.rename(out)
-    return out

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.errors import InputError
+from pretrain.errors import InputError, one_line
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 # Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
@@ -40,9 +40,9 @@ class StepFailed(RuntimeError):
     """A step ended without records; the message is one line saying why."""
 
 
-def one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+def failure_text(exc: BaseException) -> str:
+    """``TypeName: message`` on one line, for a step's failure report."""
+    return f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def with_retries(run: Callable[[], list], retries: int, label: str, echo: Callable[[str], None]) -> list:
@@ -55,7 +55,7 @@ def with_retries(run: Callable[[], list], retries: int, label: str, echo: Callab
         except Exception as exc:
             if attempt > retries:
                 raise
-            echo(f"{label}: attempt {attempt}/{retries + 1} failed ({one_line(exc)}); retrying")
+            echo(f"{label}: attempt {attempt}/{retries + 1} failed ({failure_text(exc)}); retrying")
     raise AssertionError("unreachable")
 
 
@@ -228,7 +228,7 @@ class SlurmLauncher:
                 try:
                     dep.result()
                 except Exception as exc:
-                    return DoneHandle(error=StepFailed(f"dependency failed: {one_line(exc)}"))
+                    return DoneHandle(error=StepFailed(f"dependency failed: {failure_text(exc)}"))
         self.executor.update_parameters(**self._parameters(distributed, after))
         handle = SubmititHandle(self.executor.submit(request))
         self.echo(f"{step.id}: submitted job {handle.id}")

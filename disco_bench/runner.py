@@ -22,7 +22,7 @@ from pathlib import Path
 
 from disco_bench import cost, results
 from disco_bench.datasets import prepare_datasets
-from disco_bench.launchers import LocalLauncher, StepRequest, one_line, runs_distributed, with_retries
+from disco_bench.launchers import LocalLauncher, StepRequest, failure_text, runs_distributed, with_retries
 from disco_bench.report import write_report
 from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
 from disco_bench.suite import Step, Suite, load_suite, select_steps, used_datasets
@@ -182,7 +182,7 @@ def _record_failure(out: Path, step: Step, exc: BaseException) -> str:
     log = out / "logs" / f"{step.id}.err"
     log.parent.mkdir(parents=True, exist_ok=True)
     log.write_text("".join(traceback.format_exception(exc)))
-    return one_line(exc)
+    return failure_text(exc)
 
 
 def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, dry_run: bool = False,

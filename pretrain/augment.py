@@ -122,7 +122,9 @@ class FastAugPlus:
 
     def __call__(self, img: Image.Image) -> torch.Tensor:
         img = self.gray(self.jitter(self.crop(img)))
-        x = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).to(torch.float32)
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        x = torch.from_numpy(np.array(img)).permute(2, 0, 1).to(torch.float32)
         if torch.rand(1) < self.p_blur:  # v2.RandomApply draws rand(1) first, then GaussianBlur its sigma
             sigma = torch.empty(1).uniform_(self.sigma[0], self.sigma[1]).item()
             x = separable_blur(x, self.kernel_size, sigma).round_()

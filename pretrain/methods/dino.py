@@ -34,7 +34,7 @@ from pretrain.augment import multi_crop
 from pretrain.distributed import is_distributed
 from pretrain.errors import InputError
 from pretrain.methods.base import momentum_update
-from pretrain.methods.disco import disco_distill_loss
+from pretrain.methods.disco import with_disco_term
 from pretrain.methods.swav import encode_by_size
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
@@ -171,7 +171,4 @@ class DINODisCo(DINO):
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         z, loss_dino = self.dino_terms(views)
-        t = self.teacher.embed_views(views[:2])
-        loss_dis = disco_distill_loss(z[:2], t, self.cfg.distill_reduction)
-        loss = loss_dino + self.cfg.distill_weight * loss_dis
-        return {"loss": loss, "loss_dino": loss_dino.detach(), "loss_dis": loss_dis.detach()}
+        return with_disco_term(self, "loss_dino", loss_dino, z, views)

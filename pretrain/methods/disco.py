@@ -23,6 +23,14 @@ def disco_distill_loss(
     return sum(F.mse_loss(s, t, reduction=reduction) for s, t in zip(student_views, teacher_views, strict=True))
 
 
+def with_disco_term(method, name: str, loss: torch.Tensor, z: list[torch.Tensor], views: list[torch.Tensor]) -> dict:
+    """A testbed's own ``loss`` (logged as ``name``) plus lambda x the DisCo MSE between the student
+    embeddings ``z`` of the two large views and the frozen teacher's embeddings of the same views."""
+    teacher = method.teacher.embed_views(views[:2])
+    loss_dis = disco_distill_loss(z[:2], teacher, method.cfg.distill_reduction)
+    return {"loss": loss + method.cfg.distill_weight * loss_dis, name: loss.detach(), "loss_dis": loss_dis.detach()}
+
+
 class DisCo(MoCo):
     needs_teacher = True
 

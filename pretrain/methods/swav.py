@@ -25,7 +25,7 @@ from torch import nn
 from pretrain.augment import multi_crop
 from pretrain.distributed import is_distributed
 from pretrain.errors import InputError
-from pretrain.methods.disco import disco_distill_loss
+from pretrain.methods.disco import with_disco_term
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
@@ -148,7 +148,4 @@ class SwAVDisCo(SwAV):
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         z, loss_swav = self.swav_terms(views)
-        t = self.teacher.embed_views(views[:2])
-        loss_dis = disco_distill_loss(z[:2], t, self.cfg.distill_reduction)
-        loss = loss_swav + self.cfg.distill_weight * loss_dis
-        return {"loss": loss, "loss_swav": loss_swav.detach(), "loss_dis": loss_dis.detach()}
+        return with_disco_term(self, "loss_swav", loss_swav, z, views)
