@@ -17,10 +17,9 @@ import torch.nn.functional as F
 from downstream.backbone import load_backbone
 from downstream.cifar import cifar_probe_data, is_cifar
 from downstream.config import EvalConfig
-from downstream.features import extract_features, freeze_backbone, make_runtime
 from downstream.linear import image_folder_probe_data
 from downstream.metrics import topk_accuracy
-from downstream.probe import ProbeData, backbone_snapshot, check_backbone_unchanged
+from downstream.probe import ProbeData, frozen_features
 from downstream.result import Measurement, TaskResult
 from pretrain.errors import InputError
 
@@ -60,12 +59,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         raise InputError(f"knn_temperature={cfg.knn_temperature}: expected a positive temperature, e.g. 0.07")
     backbone, info = load_backbone(cfg.ckpt)
     data, dataset = probe_data(cfg)
-    rt = make_runtime(cfg.device, cfg.amp, cfg.channels_last)
-    freeze_backbone(backbone, rt)
-    snapshot = backbone_snapshot(backbone)
-    train = extract_features(backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, "train features", progress)
-    val = extract_features(backbone, data.val, cfg.feature_batch_size, rt, cfg.workers, "val features", progress)
-    check_backbone_unchanged(backbone, snapshot)
+    rt, train, val = frozen_features(backbone, data, cfg, progress)
     acc = knn_accuracy(train, val, data.num_classes, cfg.knn_k, cfg.knn_temperature)
     split = "test" if is_cifar(cfg.data) else "val"
     measurements = [Measurement(f"top{t}_k{k}", acc[k][t], dataset, split) for k in cfg.knn_k for t in (1, 5)]

@@ -159,13 +159,20 @@ def _fast_probe(train, val, num_classes, cfg, soft, on_head, device) -> tuple[di
     return acc, {"chosen_weight_decay": best, "holdout_top1": {str(k): v for k, v in scores.items()}}
 
 
-def run_fast(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool) -> tuple[dict[int, float], dict]:
+def frozen_features(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool):
+    """(runtime, (train features, labels), (val features, labels)) from the frozen backbone, centre
+    crops of both splits, with MoCo's check that extraction left the backbone untouched."""
     rt = make_runtime(cfg.device, cfg.amp, cfg.channels_last)
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
     train = extract_features(backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, "train features", progress)
     val = extract_features(backbone, data.val, cfg.feature_batch_size, rt, cfg.workers, "val features", progress)
     check_backbone_unchanged(backbone, snapshot)
+    return rt, train, val
+
+
+def run_fast(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool) -> tuple[dict[int, float], dict]:
+    rt, train, val = frozen_features(backbone, data, cfg, progress)
     kd = kd_teacher_for(cfg, data.num_classes, rt)
     soft = kd.soft_targets(data.train_plain, cfg.feature_batch_size, cfg.workers, progress) if kd else None
 
