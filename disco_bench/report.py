@@ -326,9 +326,15 @@ def figure_links(records: list[dict], out: Path) -> list[str]:
 # --- the per-task tables (every record) ------------------------------------------------------------
 
 
-def _without_seeds(value: Any) -> Any:
+# Protocol entries that vary from seed to seed without being settings: the seed itself and what a
+# run found (the fast probe's chosen weight decay and hold-out scores, detection's per-trial losses).
+# They must not split the seeds of one setting into separate rows.
+RUN_OUTCOMES = {"seed", "chosen_weight_decay", "holdout_top1", "trial_details"}
+
+
+def _settings_only(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _without_seeds(v) for k, v in value.items() if k != "seed"}
+        return {k: _settings_only(v) for k, v in value.items() if k not in RUN_OUTCOMES}
     return value
 
 
@@ -372,7 +378,7 @@ def _frame(records: list[dict]) -> pd.DataFrame:
     for col in ("label", "teacher", "method"):
         df[col] = df[col].fillna("—") if col in df else "—"
     # Seeds of one setting share a row; anything else that differs in the protocol splits rows.
-    df["protocol_key"] = [json.dumps(_without_seeds(r.get("protocol")), sort_keys=True, default=str) for r in records]
+    df["protocol_key"] = [json.dumps(_settings_only(r.get("protocol")), sort_keys=True, default=str) for r in records]
     df["setting"] = [setting(r) for r in records]
     return df
 
