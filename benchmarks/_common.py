@@ -129,6 +129,17 @@ def command_line() -> str:
     return " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])])
 
 
+def start_run(threads: int, device: str) -> tuple[torch.device, str]:
+    """Set torch's threads (0: keep its default), resolve ``auto`` to CUDA when present, and print
+    the machine and the load average the figures will be read against; returns (device, load)."""
+    if threads:
+        torch.set_num_threads(threads)
+    resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    load_before = load_average()
+    print(f"machine: {machine(resolved)}\nload average before: {load_before}", flush=True)
+    return resolved, load_before
+
+
 def section_header(device: torch.device | str, load_before: str) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return (f"Command: `{command_line()}`  \nMachine: {machine(device)}  \n"

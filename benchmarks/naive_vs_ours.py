@@ -39,7 +39,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks._common import alternate, load_average, machine, median, section_header, write_readme_section  # noqa: E402
+from benchmarks._common import (  # noqa: E402
+    alternate,
+    load_average,
+    median,
+    section_header,
+    start_run,
+    write_readme_section,
+)
 from benchmarks.pretrain_step import build, make_views  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
 from pretrain.train import autocast_for, train_step  # noqa: E402
@@ -117,12 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="naive_vs_ours")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    load_before = load_average()
-    print(f"machine: {machine(device)}\nload average before: {load_before}", flush=True)
+    device, load_before = start_run(args.threads, args.device)
     base = dict(method="disco", student=args.student, teacher=args.teacher, batch_size=args.batch,
                 image_size=args.size, queue_size=args.queue_size)
     exact_cfg = PretrainConfig(**base)

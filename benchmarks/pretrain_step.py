@@ -40,12 +40,12 @@ import torch  # noqa: E402
 from benchmarks._common import (  # noqa: E402
     alternate,
     load_average,
-    machine,
     median,
     memory_kind,
     memory_mib,
     reset_peak,
     section_header,
+    start_run,
     sync,
     write_readme_section,
 )
@@ -157,12 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="pretrain_step", help="README section name (with --write-readme)")
     args = parser.parse_args(argv)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    load_before = load_average()
-    print(f"machine: {machine(device)}\nload average before: {load_before}", flush=True)
+    device, load_before = start_run(args.threads, args.device)
     head = ("| method | step s | floor s | overhead | step img/s | floor img/s | floor passes (median s) |\n"
             "|---|---|---|---|---|---|---|")
     mem_head = f"| method | peak MiB per step ({memory_kind(device)}) | held MiB after step 1 / {args.mem_steps} | growth MiB |\n|---|---|---|---|"
