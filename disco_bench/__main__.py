@@ -1,3 +1,4 @@
 from disco_bench.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # a spawned step process imports this module too
+    raise SystemExit(main())

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["local", "torchrun", "slurm"], default="local",
                    help="local: this process; torchrun: --nproc processes per step; slurm: one submitit job per step")
     p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per distributed step (torchrun, slurm)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="local: run up to N independent steps at once, each in its own process with "
+                        "cores/N threads (and its own GPU when there are N); default 1")
     p.add_argument("--launcher-opt", nargs="+", default=[], metavar="KEY=VALUE",
                    help="submitit parameters, e.g. slurm_partition=gpu timeout_min=2880 (cluster=local: no SLURM)")
     _add_set(p)
@@ -129,7 +132,8 @@ def cmd_run(args) -> int:
     data_root = Path(args.data_root) if args.data_root else None
     launcher = None
     if not args.dry_run:
-        launcher = make_launcher(args.launcher, Path(args.out), args.nproc, args.retry, parse_overrides(args.launcher_opt))
+        launcher = make_launcher(args.launcher, Path(args.out), args.nproc, args.retry, parse_overrides(args.launcher_opt),
+                                 jobs=args.jobs)
     return run_suite(suite, Path(args.out), data_root, parse_overrides(args.overrides), dry_run=args.dry_run,
                      progress=not args.quiet, only=args.only, retries=args.retry, launcher=launcher)
 
@@ -249,6 +253,8 @@ COMMANDS = {"run": cmd_run, "step": cmd_step, "pretrain": cmd_pretrain, "eval": 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file or pipe as they happen
+        sys.stdout.reconfigure(line_buffering=True)
     try:
         return COMMANDS[args.command](args)
     except InputError as exc:

@@ -1,5 +1,6 @@
-"""Where a suite's steps run: ``local`` (this process), ``torchrun`` (N processes per step on this
-machine) or ``slurm`` (one submitit job per step, dependencies as job dependencies).
+"""Where a suite's steps run: ``local`` (this process; with ``--jobs N``, up to N steps at once,
+each in its own process), ``torchrun`` (N processes per step on this machine) or ``slurm`` (one
+submitit job per step, dependencies as job dependencies).
 
 The runner is the only writer of ``results.jsonl``: every launcher hands a step's records back to
 it (a returned list, a JSON file written by rank 0, or a submitit job's result), so concurrent
@@ -13,17 +14,30 @@ file) is never retried: it would fail the same way again.
 
 from __future__ import annotations
 
+import dataclasses
+import heapq
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
+import traceback
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pretrain.errors import InputError, one_line
 
 LAUNCHERS = ("local", "torchrun", "slurm")
+
+
+def say(line: str) -> None:
+    """Print one line in a single write, so lines from the runner and from step threads never mix."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 # Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
 # the others would only repeat the same work in every process.
 DISTRIBUTED_TASKS = {"linear", "semisup", "cifar"}
@@ -93,6 +107,10 @@ class Handle:
     def cancel(self) -> None:
         """Stop a step whose dependency failed (nothing to do once it has run)."""
 
+    def done(self) -> bool:
+        """Whether ``result()`` would return at once."""
+        return True
+
     @property
     def id(self) -> str:
         return ""
@@ -113,7 +131,7 @@ class LocalLauncher:
 
     synchronous = True
 
-    def __init__(self, retries: int = 0, echo: Callable[[str], None] = print):
+    def __init__(self, retries: int = 0, echo: Callable[[str], None] = say):
         self.retries, self.echo = retries, echo
 
     def submit(self, step, run_here: Callable[[], list], request: StepRequest, distributed: bool, after) -> Handle:
@@ -121,6 +139,141 @@ class LocalLauncher:
             return DoneHandle(with_retries(run_here, self.retries, step.id, self.echo))
         except Exception as exc:  # one failed step must not stop the others
             return DoneHandle(error=exc)
+
+
+class ParallelLocalLauncher:
+    """Up to ``jobs`` steps at once on this machine, each in a fresh (spawned) process.
+
+    A step starts once every step it needs has finished; among the ready ones the earliest in
+    the suite goes first, so a long teacher and the independent baselines overlap. Each process
+    gets ``threads`` torch threads (the machine's cores split between the jobs: small CPU steps
+    scale poorly past one thread, so two one-thread jobs beat one two-thread job) and, when there
+    are at least ``jobs`` GPUs, a GPU of its own. Its output goes to OUT/logs/ID.log; this process
+    prints a line when a step starts and ends. Retries happen inside the step's process.
+    """
+
+    synchronous = False
+
+    def __init__(self, jobs: int, retries: int = 0, echo: Callable[[str], None] = say, threads: int | None = None):
+        if jobs < 2:
+            raise InputError(f"--jobs {jobs}: a parallel launcher needs at least 2 jobs")
+        self.jobs, self.retries, self.echo = jobs, retries, echo
+        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self._lock = threading.Condition()
+        self._free_slots = list(range(jobs))
+        self._waiting: list[int] = []  # heap of the ready steps' submission numbers
+        self._submitted = 0
+        self._gpus = _gpu_count()
+
+    def submit(self, step, run_here, request: StepRequest, distributed: bool, after) -> Handle:
+        order, self._submitted = self._submitted, self._submitted + 1
+        handle = ThreadHandle(step.id)
+        request = dataclasses.replace(request, progress=False, retries=self.retries)  # bars would interleave
+        thread = threading.Thread(target=self._run, args=(handle, order, request, list(after)), daemon=True,
+                                  name=f"step-{step.id}")
+        thread.start()
+        return handle
+
+    def _take_slot(self, order: int) -> int:
+        with self._lock:
+            heapq.heappush(self._waiting, order)
+            while not (self._free_slots and self._waiting[0] == order):
+                self._lock.wait()
+            heapq.heappop(self._waiting)
+            self._lock.notify_all()
+            return self._free_slots.pop(0)
+
+    def _give_slot(self, slot: int) -> None:
+        with self._lock:
+            self._free_slots.append(slot)
+            self._free_slots.sort()
+            self._lock.notify_all()
+
+    def _run(self, handle: ThreadHandle, order: int, request: StepRequest, after: list[Handle]) -> None:
+        try:
+            for dep in after:
+                dep.result()  # a failed dependency fails this step too (the runner reports it as skipped)
+            if handle.cancelled:
+                raise StepFailed("cancelled")
+            slot = self._take_slot(order)
+            try:
+                handle.set(records=self._run_in_process(request, slot))
+            finally:
+                self._give_slot(slot)
+        except BaseException as exc:  # handed to the runner, which reports it on one line
+            handle.set(error=exc)
+
+    def _run_in_process(self, request: StepRequest, slot: int) -> list[dict]:
+        log = Path(request.out) / "logs" / f"{request.step}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        gpu = slot if self._gpus >= self.jobs else None
+        self.echo(f"{request.step}: started (job {slot + 1}/{self.jobs}, {self.threads} threads"
+                  f"{f', GPU {gpu}' if gpu is not None else ''}; log {log})")
+        start = time.monotonic()
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
+        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_job_process_setup,
+                                 initargs=(str(log), self.threads, gpu)) as pool:
+            records = pool.submit(_run_logged, request).result()
+        self.echo(f"{request.step}: ended after {time.monotonic() - start:.0f} s")
+        return records
+
+
+class ThreadHandle(Handle):
+    """The outcome of a step run by ParallelLocalLauncher, set by its thread."""
+
+    def __init__(self, step_id: str):
+        self.step_id, self.cancelled = step_id, False
+        self._done = threading.Event()
+        self._records: list[dict] = []
+        self._error: BaseException | None = None
+
+    def set(self, records: list[dict] | None = None, error: BaseException | None = None) -> None:
+        self._records, self._error = records or [], error
+        self._done.set()
+
+    def result(self) -> list[dict]:
+        while not self._done.wait(0.5):  # a timed wait keeps Ctrl-C responsive
+            pass
+        if self._error is not None:
+            raise self._error
+        return self._records
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+
+def _gpu_count() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:  # no usable CUDA: CPU jobs
+        return 0
+
+
+def _run_logged(request: StepRequest) -> list[dict]:
+    """``request()`` in a step's process, its traceback (if any) also written to the step's log."""
+    try:
+        return request()
+    except BaseException:
+        traceback.print_exc()
+        raise
+
+
+def _job_process_setup(log: str, threads: int, gpu: int | None) -> None:
+    """In a step's process, before it runs: its own log file, thread count and GPU."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def step_command(request: StepRequest, records_file: Path) -> list[str]:
@@ -144,7 +297,7 @@ def torchrun_command(request: StepRequest, nproc: int, records_file: Path) -> li
 class TorchrunLauncher(LocalLauncher):
     """Distributed steps as ``torchrun --nproc_per_node N``; the rest in this process."""
 
-    def __init__(self, nproc: int, retries: int = 0, echo: Callable[[str], None] = print):
+    def __init__(self, nproc: int, retries: int = 0, echo: Callable[[str], None] = say):
         super().__init__(retries, echo)
         if nproc < 1:
             raise InputError(f"--nproc {nproc}: expected at least 1 process per step")
@@ -190,6 +343,9 @@ class SubmititHandle(Handle):
         if not self.job.done():
             self.job.cancel(check=False)
 
+    def done(self) -> bool:
+        return self.job.done()
+
 
 class SlurmLauncher:
     """One submitit job per step. On SLURM, dependants are submitted at once with ``afterok``
@@ -199,7 +355,7 @@ class SlurmLauncher:
     synchronous = False
 
     def __init__(self, out: Path, nproc: int = 1, options: dict | None = None, cluster: str | None = None,
-                 echo: Callable[[str], None] = print):
+                 echo: Callable[[str], None] = say):
         try:
             import submitit
         except ImportError as exc:
@@ -236,11 +392,15 @@ class SlurmLauncher:
 
 
 def make_launcher(name: str, out: Path, nproc: int = 1, retries: int = 0, options: dict | None = None,
-                  echo: Callable[[str], None] = print):
+                  echo: Callable[[str], None] = say, jobs: int = 1):
+    if jobs < 1:
+        raise InputError(f"--jobs {jobs}: expected 1 or more steps at a time")
+    if jobs > 1 and name != "local":
+        raise InputError(f"--jobs {jobs} needs --launcher local (torchrun and slurm place steps themselves)")
     if name == "local":
         if nproc != 1:
             raise InputError(f"--nproc {nproc} needs --launcher torchrun or slurm; local runs one process")
-        return LocalLauncher(retries, echo)
+        return ParallelLocalLauncher(jobs, retries, echo) if jobs > 1 else LocalLauncher(retries, echo)
     if name == "torchrun":
         return TorchrunLauncher(nproc, retries, echo)
     if name == "slurm":

@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from disco_bench.claims import claims_section
 from disco_bench.results import read_records
 from disco_bench.suite import available_suites
 from pretrain.checkpoint import atomic_write, atomic_write_text
@@ -169,11 +170,16 @@ def fill_command(table: PaperTable, col: Column, student: str, command_suite: st
 # --- cells ---------------------------------------------------------------------------------------
 
 
+def _num(x: float) -> str:
+    """Two decimals, or three significant digits for small values (a mean-reduced loss of 0.0012)."""
+    return f"{x:.3g}" if x != 0 and abs(x) < 0.1 else f"{x:.2f}"
+
+
 def _fmt(values: pd.Series | list[float]) -> str:
     values = pd.Series(list(values), dtype=float)
     if len(values) > 1:
-        return f"{values.mean():.2f} ± {values.std(ddof=1):.2f} (n={len(values)})"
-    return f"{values.iloc[0]:.2f}"
+        return f"{_num(values.mean())} ± {_num(values.std(ddof=1))} (n={len(values)})"
+    return _num(values.iloc[0])
 
 
 @dataclass
@@ -450,6 +456,7 @@ def render(records: list[dict], out: Path | None = None, paper_file: Path = PAPE
                    else " (no suite measures it yet)")
             parts.append(f"- {table.title}{how}")
         parts.append("")
+    parts += claims_section(records)
     df = _frame(records)
     parts += ["## All results by task", ""]
     order = [t for t in TASK_TITLES if t in set(df.task)] + sorted(set(df.task) - set(TASK_TITLES))

@@ -16,13 +16,21 @@ failures, retry, select with ``--only``, and report at the end.
 from __future__ import annotations
 
 import dataclasses
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
 from disco_bench import cost, results
 from disco_bench.datasets import prepare_datasets
-from disco_bench.launchers import LocalLauncher, StepRequest, failure_text, runs_distributed, with_retries
+from disco_bench.launchers import (
+    LocalLauncher,
+    StepRequest,
+    failure_text,
+    runs_distributed,
+    say,
+    with_retries,
+)
 from disco_bench.report import write_report
 from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
 from disco_bench.suite import Step, Suite, load_suite, select_steps, used_datasets
@@ -186,7 +194,7 @@ def _record_failure(out: Path, step: Step, exc: BaseException) -> str:
 
 
 def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, dry_run: bool = False,
-              progress: bool = True, echo=print, only: list[str] | None = None, retries: int = 0,
+              progress: bool = True, echo=say, only: list[str] | None = None, retries: int = 0,
               launcher=None) -> int:
     """Run (or list) the suite's steps; returns the exit code (0 when every step passed)."""
     out = Path(out)
@@ -242,10 +250,23 @@ def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, 
         if launcher.synchronous:
             settle(n, step)
     if not launcher.synchronous:
-        for n, (step, _) in enumerate(rows, 1):
-            if step.id in handles and step.id not in outcomes:
-                settle(n, step)
+        settle_as_they_end(rows, handles, outcomes, settle)
     return finish(out, outcomes, echo)
+
+
+def settle_as_they_end(rows, handles: dict, outcomes: dict, settle, poll_s: float = 0.2) -> None:
+    """Settle submitted steps as they end, not in suite order, so a finished step's records are
+    written while a long one still runs (a crash then loses only what was running). A step is
+    settled after its dependencies: it is skipped if one of them did not finish."""
+    pending = [(n, step) for n, (step, _) in enumerate(rows, 1) if step.id in handles and step.id not in outcomes]
+    while pending:
+        ready = [(n, step) for n, step in pending if all(d in outcomes for d in step.needs) and (
+            handles[step.id].done() or any(outcomes[d].status in ("failed", "skipped") for d in step.needs))]
+        for item in ready:
+            settle(*item)
+            pending.remove(item)
+        if pending and not ready:
+            time.sleep(poll_s)
 
 
 def finish(out: Path, outcomes: dict[str, StepOutcome], echo) -> int:

@@ -3,11 +3,15 @@
 A ``fake`` step does ``work`` units, saving its progress after each, so a run stopped halfway
 resumes where it stopped; ``interrupt_at`` stops it once (KeyboardInterrupt, like Ctrl-C or a
 killed job), ``fail_times`` makes its first N attempts raise. Every start is appended to
-OUT/order.txt. Its record's value is the number of units done in the run that finished.
+OUT/order.txt and writes OUT/started-ID holding the process's torch thread count;
+``wait_for_record`` holds a step until another one's record is written (proof that the two ran at
+once and that records are written as steps end). Its record's value
+is the number of units done in the run that finished.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,7 @@ class FakeConfig:
     bad_input: bool = False
     ckpt: str = ""  # "@id" of a step it depends on
     data: str = ""
+    wait_for_record: str = ""  # id of a step whose record must be in OUT/results.jsonl before this one ends
 
 
 def fake_config(step, ctx) -> FakeConfig:
@@ -46,6 +51,15 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     folder.mkdir(parents=True, exist_ok=True)
     with open(ctx.out / "order.txt", "a") as log:
         log.write(step.id + "\n")
+    import torch
+
+    (ctx.out / f"started-{step.id}").write_text(str(torch.get_num_threads()))
+    if cfg.wait_for_record:
+        deadline = time.monotonic() + 60
+        while not any(r.get("step") == cfg.wait_for_record for r in results.read_records(ctx.out / "results.jsonl")):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{step.id}: no record of {cfg.wait_for_record} while this step ran")
+            time.sleep(0.05)
     if cfg.ckpt and not Path(cfg.ckpt).exists():
         raise RuntimeError(f"dependency checkpoint {cfg.ckpt} missing")
     if cfg.bad_input:

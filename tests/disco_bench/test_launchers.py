@@ -97,3 +97,37 @@ def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
     assert "d: FAILED: StepFailed: job" in text and "d failed on purpose" in text
     assert "e: skipped (needs d, which did not finish)" in text
     assert (out / "order.txt").read_text().split().count("b") == 2
+
+
+@pytest.mark.slow
+def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_respects_dependencies(tmp_path, monkeypatch):
+    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
+        {"id": "a", "kind": "fake", "with": {"wait_for_record": "c"}},  # ends only once c ran and was recorded
+        {"id": "b", "kind": "fake", "with": {"ckpt": "@a"}},
+        {"id": "c", "kind": "fake", "with": {}},
+        {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
+        {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
+    ]}))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    launcher = make_launcher("local", out, echo=lines.append, jobs=2)
+    launcher.threads = 1
+    code = run_suite(load_suite(str(suite_file)), out, None, {}, progress=False, echo=lines.append, launcher=launcher)
+    text = "\n".join(lines)
+    assert code == 1, text
+    assert {r["step"] for r in read_records(out / "results.jsonl")} == {"a", "b", "c"}
+    order = (out / "order.txt").read_text().split()
+    assert sorted(order) == ["a", "b", "c", "d"] and order.index("b") > order.index("a")  # e never started
+    assert "e: skipped (needs d, which did not finish)" in text and "d: FAILED: RuntimeError: d failed on purpose" in text
+    assert all((out / f"started-{s}").read_text() == "1" for s in "abcd")  # one torch thread per job
+    assert "d failed on purpose" in (out / "logs" / "d.log").read_text()  # each step's output in its own log
+    assert sum("started (job" in line for line in lines) == 4
+
+
+def test_jobs_belong_to_the_local_launcher(tmp_path):
+    with pytest.raises(InputError, match="--jobs 2 needs --launcher local"):
+        make_launcher("torchrun", tmp_path, nproc=2, jobs=2)
+    with pytest.raises(InputError, match="--jobs 0"):
+        make_launcher("local", tmp_path, jobs=0)

@@ -12,7 +12,7 @@ from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.dino import cosine_to_one, dino_loss, updated_center
 from pretrain.models import build_backbone
-from tests.pretrain.test_at import (
+from tests.pretrain.helpers import (
     assert_teacher_untouched,
     changed,
     random_views,

@@ -11,7 +11,7 @@ import torch
 from pretrain.methods import METHODS
 from pretrain.methods.rkd import rkd_angle_loss, rkd_distance_loss, rkd_loss
 from pretrain.models import build_backbone
-from tests.pretrain.test_at import (
+from tests.pretrain.helpers import (
     assert_teacher_untouched,
     changed,
     random_views,

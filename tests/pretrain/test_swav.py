@@ -15,7 +15,7 @@ from pretrain.methods import METHODS
 from pretrain.methods.swav import sinkhorn_knopp, swapped_prediction_loss
 from pretrain.models import build_backbone
 from pretrain.train import pretrain
-from tests.pretrain.test_at import (
+from tests.pretrain.helpers import (
     assert_teacher_untouched,
     changed,
     random_views,
