@@ -170,16 +170,14 @@ def fill_command(table: PaperTable, col: Column, student: str, command_suite: st
 # --- cells ---------------------------------------------------------------------------------------
 
 
-def _num(x: float) -> str:
-    """Two decimals, or three significant digits for small values (a mean-reduced loss of 0.0012)."""
-    return f"{x:.3g}" if x != 0 and abs(x) < 0.1 else f"{x:.2f}"
-
-
 def _fmt(values: pd.Series | list[float]) -> str:
+    """Two decimals, or three significant digits when the mean is small (a mean-reduced loss of 0.0012)."""
     values = pd.Series(list(values), dtype=float)
+    mean = values.mean()
+    num = (lambda x: f"{x:.3g}") if mean != 0 and abs(mean) < 0.1 else (lambda x: f"{x:.2f}")  # noqa: E731
     if len(values) > 1:
-        return f"{_num(values.mean())} ± {_num(values.std(ddof=1))} (n={len(values)})"
-    return _num(values.iloc[0])
+        return f"{num(mean)} ± {num(values.std(ddof=1))} (n={len(values)})"
+    return num(mean)
 
 
 @dataclass

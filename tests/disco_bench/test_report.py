@@ -92,3 +92,10 @@ def test_a_bad_paper_file_is_one_line(tmp_path):
 
 def test_no_records_is_a_short_board(tmp_path):
     assert write_report(tmp_path).read_text().endswith("No records yet.\n")
+
+
+def test_small_values_keep_three_significant_digits():
+    from disco_bench.report import _fmt
+
+    assert _fmt([0.0012]) == "0.0012" and _fmt([5.341, 5.3]) == "5.32 ± 0.03 (n=2)"
+    assert _fmt([0.001, 0.003]) == "0.002 ± 0.00141 (n=2)"  # a mean-reduced MSE does not print as 0.00
