@@ -18,7 +18,10 @@ from pathlib import Path
 
 import torch
 
+from pretrain.allocator import keep_freed_memory
+
 README = Path(__file__).resolve().parent / "README.md"
+ALLOCATOR = "C allocator defaults"  # or what start_run set: part of the machine line
 
 
 def sync(device: torch.device | str) -> None:
@@ -46,7 +49,8 @@ def cpu_name() -> str:
 
 def machine(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
-    text = f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads"
+    text = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+            f"{ALLOCATOR}")
     if device.type == "cuda":
         text = f"{torch.cuda.get_device_name(device)}; host {text}"
     return text
@@ -129,12 +133,16 @@ def command_line() -> str:
     return " ".join(["python", str(script), *map(shlex.quote, sys.argv[1:])])
 
 
-def start_run(threads: int, device: str) -> tuple[torch.device, str]:
-    """Set torch's threads (0: keep its default), resolve ``auto`` to CUDA when present, and print
-    the machine and the load average the figures will be read against; returns (device, load)."""
+def start_run(threads: int, device: str, default_allocator: bool = False) -> tuple[torch.device, str]:
+    """Set torch's threads (0: keep its default), resolve ``auto`` to CUDA when present, on a CPU
+    keep freed memory mapped as pre-training does (pretrain.allocator) unless ``default_allocator``,
+    and print the machine and the load average the figures will be read against; returns (device, load)."""
     if threads:
         torch.set_num_threads(threads)
     resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    global ALLOCATOR
+    if resolved.type == "cpu" and not default_allocator and keep_freed_memory():
+        ALLOCATOR = "freed memory kept mapped (pretrain.allocator)"
     load_before = load_average()
     print(f"machine: {machine(resolved)}\nload average before: {load_before}", flush=True)
     return resolved, load_before

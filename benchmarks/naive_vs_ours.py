@@ -12,13 +12,16 @@ two teacher forwards (one per view) under no_grad, fp32, contiguous NCHW, the qu
 the loss, and one ``.item()`` per logged loss term.
 
 ours (exact): ``pretrain.train.train_step`` on the project's DisCo module with the default
-settings: one teacher forward over both views (same numbers with BN frozen), multi-tensor
-momentum update, one host sync per step. Its first-step loss must equal the naive one (printed).
+settings: multi-tensor momentum update, one host sync per step, and on GPUs one teacher forward
+over both views (same numbers with BN frozen). Its first-step loss must equal the naive one
+(printed). On CPUs both steps run with pre-training's allocator setting (pretrain/allocator.py),
+which is process-wide; ``--default-allocator`` leaves glibc's defaults for both.
 
 ours (fast): the same with this device's speed options, each recorded in the protocol and off
-by default: on a CPU with bf16 support, the teacher in bf16 autocast and channels_last (the
-student stays fp32: bf16 training of depthwise convolutions can be slower on CPUs); on a GPU,
-bf16 autocast and channels_last for the whole step.
+by default: on a CPU, channels_last for the whole step (oneDNN's NHWC kernels; fp32, so only
+rounding changes) and, with bf16 support, the teacher in bf16 autocast (the student stays fp32:
+bf16 training of depthwise convolutions can be slower on CPUs); on a GPU, bf16 autocast and
+channels_last for the whole step.
 
 ours (bf16 step), on a CPU with bf16 support only: bf16 autocast and channels_last for the whole
 step (``amp=bf16``), which pays off for students without depthwise convolutions.
@@ -106,7 +109,7 @@ def cpu_bf16() -> bool:
 def fast_options(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"amp": "bf16", "channels_last": True, "teacher_channels_last": True}
-    return {"teacher_amp": "bf16" if cpu_bf16() else "none", "teacher_channels_last": True}
+    return {"teacher_amp": "bf16" if cpu_bf16() else "none", "teacher_channels_last": True, "channels_last": True}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,12 +122,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--section", default="naive_vs_ours")
     args = parser.parse_args(argv)
 
-    device, load_before = start_run(args.threads, args.device)
+    device, load_before = start_run(args.threads, args.device, args.default_allocator)
     base = dict(method="disco", student=args.student, teacher=args.teacher, batch_size=args.batch,
                 image_size=args.size, queue_size=args.queue_size)
     exact_cfg = PretrainConfig(**base)

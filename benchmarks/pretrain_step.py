@@ -148,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mem-steps", type=int, default=6)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--default-allocator", action="store_true",
+                        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     parser.add_argument("--teacher-amp", default="none", choices=("none", "bf16", "fp16"))
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--section", default="pretrain_step", help="README section name (with --write-readme)")
     args = parser.parse_args(argv)
 
-    device, load_before = start_run(args.threads, args.device)
+    device, load_before = start_run(args.threads, args.device, args.default_allocator)
     head = ("| method | step s | floor s | overhead | step img/s | floor img/s | floor passes (median s) |\n"
             "|---|---|---|---|---|---|---|")
     mem_head = f"| method | peak MiB per step ({memory_kind(device)}) | held MiB after step 1 / {args.mem_steps} | growth MiB |\n|---|---|---|---|"

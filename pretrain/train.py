@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pretrain.allocator import keep_freed_memory
 from pretrain.augment import AUG_IMPLS, aug_plus_for
 from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_state_strict, safe_load
 from pretrain.config import PretrainConfig
@@ -139,6 +140,8 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     dist_info = init_distributed(device_type)
     device = pick_device(cfg.device, dist_info)
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations each step re-allocates (same numbers)
     if cfg.batch_size % dist_info.world_size:
         raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
     local_batch = cfg.batch_size // dist_info.world_size

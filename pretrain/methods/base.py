@@ -137,9 +137,17 @@ class FrozenTeacher(nn.Module):
         return self._encode(x)
 
     @torch.no_grad()
-    def embed_views(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        """Teacher embeddings of several views; one batched forward when BN is frozen (same numbers)."""
-        if self.bn_mode == "eval" and len(views) > 1 and all(v.shape == views[0].shape for v in views):
+    def embed_views(self, views: list[torch.Tensor], batched: bool | None = None) -> list[torch.Tensor]:
+        """Teacher embeddings of several views.
+
+        With BN frozen the views can share one forward (same numbers up to float rounding). That
+        pays on GPUs (half the kernel launches, fuller kernels); on CPUs one forward per view was
+        as fast or faster (no concatenation copy, smaller working set), so ``batched=None`` batches
+        only on CUDA.
+        """
+        if batched is None:
+            batched = views[0].is_cuda
+        if batched and self.bn_mode == "eval" and len(views) > 1 and all(v.shape == views[0].shape for v in views):
             return list(self(torch.cat(views, dim=0)).chunk(len(views)))
         return [self(v) for v in views]
 

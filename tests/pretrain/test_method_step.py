@@ -155,8 +155,13 @@ def test_frozen_teacher_train_mode_uses_batch_stats_but_keeps_running_stats():
 def test_frozen_teacher_embeds_views_in_one_batch_with_the_same_numbers():
     teacher = FrozenTeacher(small_encoder())
     a, b = X[:3], X[3:]
-    joint = teacher.embed_views([a, b])
+    joint = teacher.embed_views([a, b], batched=True)
     assert torch.allclose(joint[0], teacher(a), atol=1e-6) and torch.allclose(joint[1], teacher(b), atol=1e-6)
+    calls = []
+    teacher.register_forward_pre_hook(lambda _, args: calls.append(args[0].shape[0]))
+    teacher.embed_views([a, b])  # CPU tensors: one forward per view
+    teacher.embed_views([a, b], batched=True)
+    assert calls == [3, 3, 6]
 
 
 def test_frozen_teacher_rejects_unknown_bn_mode():
