@@ -353,15 +353,31 @@ def setting(record: dict) -> str:
     return ", ".join(parts) or "—"
 
 
-def per_checkpoint(record: dict) -> dict:
+def pretrain_protocols(records: list[dict]) -> dict[str, dict]:
+    """checkpoint sha256 -> the pre-training protocol that produced it, from the records that carry it."""
+    found: dict[str, dict] = {}
+    for r in records:
+        sha, extra = r.get("checkpoint_sha256"), r.get("extra") or {}
+        protocol = r.get("protocol") or {}
+        pre = protocol if r.get("task") == "pretrain" else protocol.get("pretrain")
+        if sha and pre and "arch" not in extra:
+            found.setdefault(sha, pre)
+    return found
+
+
+def per_checkpoint(record: dict, pretrain_by_sha: dict[str, dict] | None = None) -> dict:
     """A record of a step comparing several checkpoints (tsne, mi) names the one it measured in
-    ``extra`` (arch, method, teacher, ckpt label); its top-level fields name the first checkpoint."""
+    ``extra`` (arch, method, teacher, ckpt label); its top-level fields, protocol included, name
+    the first checkpoint. The measured checkpoint's own pre-training protocol comes from the
+    records that carry it (none known: none shown, rather than the first checkpoint's)."""
     extra = record.get("extra") or {}
     if "arch" not in extra:
         return record
+    sha = extra.get("sha256") or record.get("checkpoint_sha256")
+    protocol = dict(record.get("protocol") or {})
+    protocol["pretrain"] = (pretrain_by_sha or {}).get(sha, {})
     return record | {"student": extra["arch"], "method": extra.get("method"), "teacher": extra.get("teacher"),
-                     "label": extra.get("ckpt") or record.get("label"),
-                     "checkpoint_sha256": extra.get("sha256") or record.get("checkpoint_sha256")}
+                     "label": extra.get("ckpt") or record.get("label"), "checkpoint_sha256": sha, "protocol": protocol}
 
 
 def last_epochs(records: list[dict]) -> list[dict]:
@@ -377,7 +393,8 @@ def last_epochs(records: list[dict]) -> list[dict]:
 
 
 def _frame(records: list[dict]) -> pd.DataFrame:
-    records = last_epochs([per_checkpoint(r) for r in records])
+    by_sha = pretrain_protocols(records)
+    records = last_epochs([per_checkpoint(r, by_sha) for r in records])
     df = pd.DataFrame(records)
     for col in ("label", "teacher", "method"):
         df[col] = df[col].fillna("—") if col in df else "—"

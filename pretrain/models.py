@@ -61,12 +61,20 @@ def resolve_arch(name: str) -> str:
     raise InputError(f"unknown model {name!r}: expected a timm model name or one of {sorted(EXTRA_ARCHS)}{hint}")
 
 
+# timm modules whose ViTs take ``dynamic_img_size``: built that way, a ViT-Tiny student runs at the
+# embedded suites' 32-96 px as well as at 224 px, with the same state-dict shapes (the position
+# embedding is interpolated per forward), so its checkpoints and DINO's ViT teachers load unchanged.
+DYNAMIC_SIZE_MODULES = ("timm.models.vision_transformer", "timm.models.deit")
+
+
 def build_backbone(name: str, **kwargs) -> nn.Module:
     """A randomly initialised backbone returning pooled features (no classifier). Never downloads."""
     arch = resolve_arch(name)
     kwargs = {"num_classes": 0, **kwargs}
     if arch in EXTRA_ARCHS:
         return EXTRA_ARCHS[arch](**kwargs)
+    if timm.models.model_entrypoint(arch).__module__ in DYNAMIC_SIZE_MODULES and "img_size" not in kwargs:
+        kwargs.setdefault("dynamic_img_size", True)
     return timm.create_model(arch, pretrained=False, **kwargs)
 
 

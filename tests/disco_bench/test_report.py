@@ -99,3 +99,23 @@ def test_small_values_keep_three_significant_digits():
 
     assert _fmt([0.0012]) == "0.0012" and _fmt([5.341, 5.3]) == "5.32 ± 0.03 (n=2)"
     assert _fmt([0.001, 0.003]) == "0.002 ± 0.00141 (n=2)"  # a mean-reduced MSE does not print as 0.00
+
+
+def test_a_multi_checkpoint_record_shows_its_own_checkpoints_pretraining():
+    import json
+
+    from disco_bench.report import _frame
+
+    base = json.loads(next(line for line in (GOLDEN / "records.jsonl").read_text().splitlines() if '"tsne"' in line))
+
+    def pretrain(sha: str, epochs: int) -> dict:
+        return base | {"id": f"p{sha}", "task": "pretrain", "metric": "final_loss", "value": 1.0, "checkpoint_sha256": sha,
+                       "protocol": {"epochs": epochs, "hidden": 512}, "extra": None}
+
+    first = {"epochs": 6, "hidden": 512}  # a tsne step's protocol is its first checkpoint's
+    tsne = [base | {"id": f"t{sha}", "checkpoint_sha256": "A", "protocol": {"eval": {}, "pretrain": first},
+                    "extra": {"arch": "resnet10t", "method": "disco", "ckpt": sha, "sha256": sha}} for sha in "ABC"]
+    df = _frame([pretrain("A", 6), pretrain("B", 40)] + tsne).set_index("id")
+    assert df.loc["tA", "setting"] == "6 ep, hidden 512"
+    assert df.loc["tB", "setting"] == "40 ep, hidden 512"  # not the first checkpoint's 6 epochs
+    assert df.loc["tC", "setting"] == "—"  # C's pre-training is in no record: nothing is claimed
