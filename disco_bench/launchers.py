@@ -14,18 +14,20 @@ file) is never retried: it would fail the same way again.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import heapq
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -163,6 +165,7 @@ class ParallelLocalLauncher:
         self._free_slots = list(range(jobs))
         self._waiting: list[int] = []  # heap of the ready steps' submission numbers
         self._submitted = 0
+        self._procs: set = set()  # the step processes now running
         self._gpus = _gpu_count()
 
     def submit(self, step, run_here, request: StepRequest, distributed: bool, after) -> Handle:
@@ -211,11 +214,35 @@ class ParallelLocalLauncher:
                   f"{f', GPU {gpu}' if gpu is not None else ''}; log {log})")
         start = time.monotonic()
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
-        with ProcessPoolExecutor(1, mp_context=ctx, initializer=_job_process_setup,
-                                 initargs=(str(log), self.threads, gpu)) as pool:
-            records = pool.submit(_run_logged, request).result()
+        receive, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step)
+        with self._lock:
+            proc.start()
+            self._procs.add(proc)
+        send.close()  # the child holds the only sending end: its death ends recv() with EOFError
+        try:
+            status, payload = receive.recv()
+        except EOFError:
+            proc.join()
+            raise StepFailed(f"its process ended with exit code {proc.exitcode} and no result (log: {log})") from None
+        finally:
+            receive.close()
+            with self._lock:
+                self._procs.discard(proc)
+        proc.join()
+        if status == "error":
+            raise payload
         self.echo(f"{request.step}: ended after {time.monotonic() - start:.0f} s")
-        return records
+        return payload
+
+    def stop(self) -> None:
+        """Terminate the steps still running (the run was interrupted); they resume on the next run."""
+        with self._lock:
+            procs = list(self._procs)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.join(timeout=10)
 
 
 class ThreadHandle(Handle):
@@ -254,26 +281,34 @@ def _gpu_count() -> int:
         return 0
 
 
-def _run_logged(request: StepRequest) -> list[dict]:
-    """``request()`` in a step's process, its traceback (if any) also written to the step's log."""
-    try:
-        return request()
-    except BaseException:
-        traceback.print_exc()
-        raise
+PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 
 
-def _job_process_setup(log: str, threads: int, gpu: int | None) -> None:
-    """In a step's process, before it runs: its own log file, thread count and GPU."""
+def _job_main(request: StepRequest, send, log: str, threads: int, gpu: int | None) -> None:
+    """A step's process: its own log file, thread count and GPU; the records (or the exception)
+    go back through ``send``. It is terminated if the thread that started it dies with its process."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     import torch
 
     torch.set_num_threads(threads)
+    try:
+        send.send(("ok", request()))
+    except BaseException as exc:  # noqa: BLE001 -- every failure, Ctrl-C included, is reported to the runner
+        traceback.print_exc()
+        try:
+            send.send(("error", exc))
+        except Exception:  # an exception that does not pickle: its one-line text instead
+            send.send(("error", StepFailed(failure_text(exc))))
+    finally:
+        send.close()
 
 
 def step_command(request: StepRequest, records_file: Path) -> list[str]:

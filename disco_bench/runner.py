@@ -231,26 +231,30 @@ def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, 
         summary = ", ".join(f"{r['metric']}={r['value']:.4g}" for r in new[:4])
         echo(f"{head}: finished ({summary})")
 
-    for n, (step, h) in enumerate(rows, 1):
-        head = f"[{n}/{len(rows)}] {step.id}"
-        settled_blocked = [d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")]
-        if settled_blocked:
-            outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish")
-            echo(f"{head}: skipped ({outcomes[step.id].detail})")
-            continue
-        if is_done(step, ctx, h, records):
-            outcomes[step.id] = StepOutcome(step.id, "done")
-            echo(f"{head}: skipped, already done (config {h})")
-            continue
-        cfg = step_config(step, ctx)
-        echo(f"{head}: {describe(step, cfg, {})}")
-        handles[step.id] = launcher.submit(
-            step, lambda step=step, h=h: STEP_KINDS[step.kind][1](step, ctx, h), dataclasses.replace(request, step=step.id),
-            runs_distributed(step, cfg), [handles[d] for d in step.needs if d in handles])
-        if launcher.synchronous:
-            settle(n, step)
-    if not launcher.synchronous:
-        settle_as_they_end(rows, handles, outcomes, settle)
+    try:
+        for n, (step, h) in enumerate(rows, 1):
+            head = f"[{n}/{len(rows)}] {step.id}"
+            settled_blocked = [d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")]
+            if settled_blocked:
+                outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish")
+                echo(f"{head}: skipped ({outcomes[step.id].detail})")
+                continue
+            if is_done(step, ctx, h, records):
+                outcomes[step.id] = StepOutcome(step.id, "done")
+                echo(f"{head}: skipped, already done (config {h})")
+                continue
+            cfg = step_config(step, ctx)
+            echo(f"{head}: {describe(step, cfg, {})}")
+            handles[step.id] = launcher.submit(
+                step, lambda step=step, h=h: STEP_KINDS[step.kind][1](step, ctx, h), dataclasses.replace(request, step=step.id),
+                runs_distributed(step, cfg), [handles[d] for d in step.needs if d in handles])
+            if launcher.synchronous:
+                settle(n, step)
+        if not launcher.synchronous:
+            settle_as_they_end(rows, handles, outcomes, settle)
+    except BaseException:  # Ctrl-C or a crash here: no step process is left running behind the run
+        getattr(launcher, "stop", lambda: None)()
+        raise
     return finish(out, outcomes, echo)
 
 

@@ -131,3 +131,32 @@ def test_jobs_belong_to_the_local_launcher(tmp_path):
         make_launcher("torchrun", tmp_path, nproc=2, jobs=2)
     with pytest.raises(InputError, match="--jobs 0"):
         make_launcher("local", tmp_path, jobs=0)
+
+
+@pytest.mark.slow
+def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
+        {"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}},  # would wait 60 s
+    ]}))
+    out = tmp_path / "out"
+    lines: list[str] = []
+    launcher = make_launcher("local", out, echo=lines.append, jobs=2)
+    launcher.threads = 1
+    codes = []
+    runner = threading.Thread(target=lambda: codes.append(run_suite(load_suite(str(suite_file)), out, None, {},
+                                                                    progress=False, echo=lines.append, launcher=launcher)))
+    runner.start()
+    deadline = time.monotonic() + 60
+    while not (out / "started-a").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stopped_at = time.monotonic()
+    launcher.stop()  # what the runner does when Ctrl-C reaches it
+    runner.join(timeout=30)
+    assert not runner.is_alive() and time.monotonic() - stopped_at < 20
+    text = "\n".join(lines)
+    assert codes == [1] and "a: FAILED: StepFailed: its process ended with exit code -15" in text, text
