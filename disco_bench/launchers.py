@@ -166,6 +166,7 @@ class ParallelLocalLauncher:
         self._waiting: list[int] = []  # heap of the ready steps' submission numbers
         self._submitted = 0
         self._procs: set = set()  # the step processes now running
+        self._stopped = False
         self._gpus = _gpu_count()
 
     def submit(self, step, run_here, request: StepRequest, distributed: bool, after) -> Handle:
@@ -217,32 +218,37 @@ class ParallelLocalLauncher:
         receive, send = ctx.Pipe(duplex=False)
         proc = ctx.Process(target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step)
         with self._lock:
+            if self._stopped:
+                raise StepFailed("the run was stopped before this step started")
             proc.start()
             self._procs.add(proc)
         send.close()  # the child holds the only sending end: its death ends recv() with EOFError
         try:
-            status, payload = receive.recv()
-        except EOFError:
-            proc.join()
-            raise StepFailed(f"its process ended with exit code {proc.exitcode} and no result (log: {log})") from None
+            try:
+                status, payload = receive.recv()
+            except EOFError:
+                status, payload = "died", None
+            proc.join()  # this thread is the only one that reaps it (stop() only signals)
         finally:
             receive.close()
             with self._lock:
                 self._procs.discard(proc)
-        proc.join()
+                self._lock.notify_all()
+        if status == "died":
+            raise StepFailed(f"its process ended with exit code {proc.exitcode} and no result (log: {log})")
         if status == "error":
             raise payload
         self.echo(f"{request.step}: ended after {time.monotonic() - start:.0f} s")
         return payload
 
-    def stop(self) -> None:
-        """Terminate the steps still running (the run was interrupted); they resume on the next run."""
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Terminate the steps still running (the run was interrupted; they resume on the next run)
+        and wait until their threads have reaped them."""
         with self._lock:
-            procs = list(self._procs)
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.join(timeout=10)
+            self._stopped = True
+            for proc in self._procs:
+                proc.terminate()
+            self._lock.wait_for(lambda: not self._procs, timeout=timeout_s)
 
 
 class ThreadHandle(Handle):
