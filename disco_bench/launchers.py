@@ -34,15 +34,15 @@ from pathlib import Path
 from pretrain.errors import InputError, one_line
 
 LAUNCHERS = ("local", "torchrun", "slurm")
+# Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
+# the others would only repeat the same work in every process.
+DISTRIBUTED_TASKS = {"linear", "semisup", "cifar"}
 
 
 def say(line: str) -> None:
     """Print one line in a single write, so lines from the runner and from step threads never mix."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
-# Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
-# the others would only repeat the same work in every process.
-DISTRIBUTED_TASKS = {"linear", "semisup", "cifar"}
 
 
 def runs_distributed(step, cfg) -> bool:
@@ -171,7 +171,7 @@ class ParallelLocalLauncher:
 
     def submit(self, step, run_here, request: StepRequest, distributed: bool, after) -> Handle:
         order, self._submitted = self._submitted, self._submitted + 1
-        handle = ThreadHandle(step.id)
+        handle = ThreadHandle()
         request = dataclasses.replace(request, progress=False, retries=self.retries)  # bars would interleave
         thread = threading.Thread(target=self._run, args=(handle, order, request, list(after)), daemon=True,
                                   name=f"step-{step.id}")
@@ -197,8 +197,6 @@ class ParallelLocalLauncher:
         try:
             for dep in after:
                 dep.result()  # a failed dependency fails this step too (the runner reports it as skipped)
-            if handle.cancelled:
-                raise StepFailed("cancelled")
             slot = self._take_slot(order)
             try:
                 handle.set(records=self._run_in_process(request, slot))
@@ -215,11 +213,11 @@ class ParallelLocalLauncher:
                   f"{f', GPU {gpu}' if gpu is not None else ''}; log {log})")
         start = time.monotonic()
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
-        receive, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step)
         with self._lock:
             if self._stopped:
                 raise StepFailed("the run was stopped before this step started")
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step)
             proc.start()
             self._procs.add(proc)
         send.close()  # the child holds the only sending end: its death ends recv() with EOFError
@@ -254,8 +252,7 @@ class ParallelLocalLauncher:
 class ThreadHandle(Handle):
     """The outcome of a step run by ParallelLocalLauncher, set by its thread."""
 
-    def __init__(self, step_id: str):
-        self.step_id, self.cancelled = step_id, False
+    def __init__(self):
         self._done = threading.Event()
         self._records: list[dict] = []
         self._error: BaseException | None = None
@@ -270,9 +267,6 @@ class ThreadHandle(Handle):
         if self._error is not None:
             raise self._error
         return self._records
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
     def done(self) -> bool:
         return self._done.is_set()

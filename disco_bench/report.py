@@ -174,10 +174,10 @@ def _fmt(values: pd.Series | list[float]) -> str:
     """Two decimals, or three significant digits when the mean is small (a mean-reduced loss of 0.0012)."""
     values = pd.Series(list(values), dtype=float)
     mean = values.mean()
-    num = (lambda x: f"{x:.3g}") if mean != 0 and abs(mean) < 0.1 else (lambda x: f"{x:.2f}")  # noqa: E731
+    spec = ".3g" if mean != 0 and abs(mean) < 0.1 else ".2f"
     if len(values) > 1:
-        return f"{num(mean)} ± {num(values.std(ddof=1))} (n={len(values)})"
-    return num(mean)
+        return f"{mean:{spec}} ± {values.std(ddof=1):{spec}} (n={len(values)})"
+    return f"{mean:{spec}}"
 
 
 @dataclass
