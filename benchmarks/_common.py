@@ -49,15 +49,21 @@ def cpu_name() -> str:
 
 def machine(device: torch.device | str = "cpu") -> str:
     device = torch.device(device)
-    text = (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-            f"{ALLOCATOR}")
+    text = (
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+        f"{ALLOCATOR}"
+    )
     if device.type == "cuda":
         text = f"{torch.cuda.get_device_name(device)}; host {text}"
     return text
 
 
-def alternate(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
-              device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def alternate(
+    candidates: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[float]]:
     """Seconds per call of each candidate, run in rotation (A B C A B C ...) so that a change in the
     machine's load hits all of them alike; ``warmup`` untimed rounds first."""
     times: dict[str, list[float]] = {name: [] for name in candidates}
@@ -82,6 +88,7 @@ def spread(values: list[float]) -> str:
 
 
 # ---- memory -----------------------------------------------------------------------------------
+
 
 def _proc_status_kib(field: str) -> int | None:
     try:
@@ -121,10 +128,15 @@ def memory_mib(device: torch.device | str) -> tuple[float | None, float | None]:
 
 
 def memory_kind(device: torch.device | str) -> str:
-    return "torch.cuda.max_memory_allocated" if torch.device(device).type == "cuda" else "process RSS (VmHWM/VmRSS)"
+    return (
+        "torch.cuda.max_memory_allocated"
+        if torch.device(device).type == "cuda"
+        else "process RSS (VmHWM/VmRSS)"
+    )
 
 
 # ---- README sections ---------------------------------------------------------------------------
+
 
 def command_line() -> str:
     script = Path(sys.argv[0])
@@ -150,8 +162,10 @@ def start_run(threads: int, device: str, default_allocator: bool = False) -> tup
 
 def section_header(device: torch.device | str, load_before: str) -> str:
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    return (f"Command: `{command_line()}`  \nMachine: {machine(device)}  \n"
-            f"Load average (1 / 5 / 15 min): before {load_before}; after {load_average()}  \nMeasured: {when}\n")
+    return (
+        f"Command: `{command_line()}`  \nMachine: {machine(device)}  \n"
+        f"Load average (1 / 5 / 15 min): before {load_before}; after {load_average()}  \nMeasured: {when}\n"
+    )
 
 
 def write_readme_section(name: str, body: str) -> None:
@@ -160,7 +174,9 @@ def write_readme_section(name: str, body: str) -> None:
     text = README.read_text() if README.exists() else "# Benchmarks\n"
     block = f"{begin}\n{body.rstrip()}\n{end}"
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
-    text = pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    text = (
+        pattern.sub(lambda _: block, text) if pattern.search(text) else text.rstrip() + "\n\n" + block + "\n"
+    )
     tmp = README.with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(README)

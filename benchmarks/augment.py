@@ -42,7 +42,14 @@ def write_jpegs(folder: Path, n: int, width: int, height: int, seed: int = 0) ->
     paths = []
     for i in range(n):
         fx, fy, phase = rng.uniform(2, 12, 3)
-        base = np.stack([np.sin(x / width * fx + phase), np.cos(y / height * fy), np.sin((x + y) / (width + height) * fx)], 2)
+        base = np.stack(
+            [
+                np.sin(x / width * fx + phase),
+                np.cos(y / height * fy),
+                np.sin((x + y) / (width + height) * fx),
+            ],
+            2,
+        )
         rgb = 127 + 90 * base + rng.normal(0, 12, (height, width, 3))
         path = folder / f"{i:04d}.jpg"
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path, quality=90)
@@ -53,15 +60,17 @@ def write_jpegs(folder: Path, n: int, width: int, height: int, seed: int = 0) ->
 def plain_v1(size: int):
     from torchvision import transforms as T
 
-    return T.Compose([
-        T.RandomResizedCrop(size, scale=(0.2, 1.0)),
-        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        T.RandomGrayscale(p=0.2),
-        T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+            T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            T.RandomGrayscale(p=0.2),
+            T.RandomApply([T.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def two_views(paths: list[Path], transform):
@@ -70,6 +79,7 @@ def two_views(paths: list[Path], transform):
             img = pil_loader(str(p))
             transform(img)
             transform(img)
+
     return run
 
 
@@ -79,22 +89,25 @@ def device_path(paths: list[Path], size: int, device: torch.device, batch: int):
     from torchvision.transforms import v2
 
     data = [read_file(str(p)) for p in paths]
-    transform = v2.Compose([
-        v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
-        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-        v2.RandomGrayscale(p=0.2),
-        v2.RandomApply([v2.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
-        v2.RandomHorizontalFlip(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    transform = v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True),
+            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+            v2.RandomGrayscale(p=0.2),
+            v2.RandomApply([v2.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5),
+            v2.RandomHorizontalFlip(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
     def run():
         for start in range(0, len(data), batch):
-            images = decode_jpeg(data[start:start + batch], device=device)
+            images = decode_jpeg(data[start : start + batch], device=device)
             for img in images:
                 transform(img)
                 transform(img)
+
     return run
 
 
@@ -137,17 +150,23 @@ def main(argv: list[str] | None = None) -> None:
             device_row = (name, len(paths) / median(dtimes["device"]))
     plain = rate["plain v2 (transforms.v2, PIL; aug_impl=torchvision)"]
     plain_v1_rate = rate["plain v1 (torchvision.transforms, PIL)"]
-    head = ("| pipeline | two-view images/s per core (median) | vs plain v2 | vs plain v1 |\n|---|---|---|---|")
+    head = "| pipeline | two-view images/s per core (median) | vs plain v2 | vs plain v1 |\n|---|---|---|---|"
     rows = [f"| {k} | {v:.1f} | {v / plain:.2f}x | {v / plain_v1_rate:.2f}x |" for k, v in rate.items()]
     if device_row:
-        rows.append(f"| {device_row[0]} (whole device, not per core) | {device_row[1]:.1f} | {device_row[1] / plain:.2f}x | "
-                    f"{device_row[1] / plain_v1_rate:.2f}x |")
+        rows.append(
+            f"| {device_row[0]} (whole device, not per core) | {device_row[1]:.1f} | {device_row[1] / plain:.2f}x | "
+            f"{device_row[1] / plain_v1_rate:.2f}x |"
+        )
     print(head, *rows, sep="\n")
     print(f"load average after: {load_average()}")
     if args.write_readme:
-        settings = (f"{args.images} JPEGs of {width}x{height} px (quality 90), {args.size} px views, decode + 2 views per image, "
-                    f"1 torch thread; medians of {args.repeats} alternated rounds after {args.warmup} warm-up round(s)")
-        write_readme_section(args.section, "\n".join([section_header("cpu", load_before), settings + "\n", head, *rows]))
+        settings = (
+            f"{args.images} JPEGs of {width}x{height} px (quality 90), {args.size} px views, decode + 2 views per image, "
+            f"1 torch thread; medians of {args.repeats} alternated rounds after {args.warmup} warm-up round(s)"
+        )
+        write_readme_section(
+            args.section, "\n".join([section_header("cpu", load_before), settings + "\n", head, *rows])
+        )
 
 
 if __name__ == "__main__":

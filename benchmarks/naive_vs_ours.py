@@ -23,6 +23,12 @@ rounding changes) and, with bf16 support, the teacher in bf16 autocast (the stud
 bf16 training of depthwise convolutions can be slower on CPUs); on a GPU, bf16 autocast and
 channels_last for the whole step.
 
+ours (before: queue clone): the project's step as it was before the key queue was written after
+the backward (issue 17): the whole queue cloned for the loss every step (32 MiB at K = 65,536).
+
+ours (fp32 channels_last): the exact step with only ``channels_last=true teacher_channels_last=true``
+(fp32: float rounding is all that changes); whether it is faster decides where it could be a default.
+
 ours (bf16 step), on a CPU with bf16 support only: bf16 autocast and channels_last for the whole
 step (``amp=bf16``), which pays off for students without depthwise convolutions.
 
@@ -52,6 +58,9 @@ from benchmarks._common import (  # noqa: E402
 )
 from benchmarks.pretrain_step import build, make_views  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
+from pretrain.distributed import all_gather_cat  # noqa: E402
+from pretrain.methods.base import info_nce, momentum_update, shuffled_forward  # noqa: E402
+from pretrain.methods.disco import DisCo  # noqa: E402
 from pretrain.train import autocast_for, train_step  # noqa: E402
 
 
@@ -66,8 +75,9 @@ class NaiveDisCo:
         self.queue = method.queue.items.detach().clone()
         self.ptr = 0
         self.gen = torch.Generator().manual_seed(cfg.seed + 7919)  # the project's shuffle-BN generator seed
-        self.opt = torch.optim.SGD(self.q.parameters(), lr=cfg.lr(), momentum=cfg.sgd_momentum,
-                                   weight_decay=cfg.weight_decay)
+        self.opt = torch.optim.SGD(
+            self.q.parameters(), lr=cfg.lr(), momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay
+        )
         self.log: list[tuple[float, float, float]] = []
 
     def step(self, v1: torch.Tensor, v2: torch.Tensor) -> float:
@@ -102,6 +112,22 @@ class NaiveDisCo:
         return self.log[-1][0]
 
 
+class QueueCloneDisCo(DisCo):
+    """The project's DisCo step before issue 17: the loss reads a clone of the queue, enqueued at once."""
+
+    def contrastive(self, v_q: torch.Tensor, v_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.encoder_q(v_q)
+        with torch.no_grad():
+            momentum_update(self.encoder_k, self.encoder_q, self.cfg.key_momentum)
+            k = shuffled_forward(self.encoder_k, v_k, self.cfg.shuffle_bn_splits, self._shuffle_gen)
+        loss = info_nce(q, k, self.queue.items.clone().detach(), self.cfg.temperature)
+        self.queue.enqueue(all_gather_cat(k))
+        return q, loss
+
+    def after_backward(self) -> None:
+        pass
+
+
 def cpu_bf16() -> bool:
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
 
@@ -109,7 +135,11 @@ def cpu_bf16() -> bool:
 def fast_options(device: torch.device) -> dict:
     if device.type == "cuda":
         return {"amp": "bf16", "channels_last": True, "teacher_channels_last": True}
-    return {"teacher_amp": "bf16" if cpu_bf16() else "none", "teacher_channels_last": True, "channels_last": True}
+    return {
+        "teacher_amp": "bf16" if cpu_bf16() else "none",
+        "teacher_channels_last": True,
+        "channels_last": True,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,16 +152,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)",
+    )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--section", default="naive_vs_ours")
     args = parser.parse_args(argv)
 
     device, load_before = start_run(args.threads, args.device, args.default_allocator)
-    base = dict(method="disco", student=args.student, teacher=args.teacher, batch_size=args.batch,
-                image_size=args.size, queue_size=args.queue_size)
+    base = dict(
+        method="disco",
+        student=args.student,
+        teacher=args.teacher,
+        batch_size=args.batch,
+        image_size=args.size,
+        queue_size=args.queue_size,
+    )
     exact_cfg = PretrainConfig(**base)
     fast = fast_options(device)
     fast_cfg = PretrainConfig(**base, **fast)
@@ -141,12 +180,20 @@ def main(argv: list[str] | None = None) -> None:
     views = make_views(exact_cfg, 2, device)
     exact_autocast = autocast_for(exact_cfg, device)
 
-    variants = {"ours (fast)": fast_cfg}
+    variants = {
+        "ours (before: queue clone)": exact_cfg,
+        "ours (fp32 channels_last)": PretrainConfig(**base, channels_last=True, teacher_channels_last=True),
+        "ours (fast)": fast_cfg,
+    }
     if device.type == "cpu" and cpu_bf16():
-        variants["ours (bf16 step)"] = PretrainConfig(**base, amp="bf16", channels_last=True, teacher_channels_last=True)
+        variants["ours (bf16 step)"] = PretrainConfig(
+            **base, amp="bf16", channels_last=True, teacher_channels_last=True
+        )
     runs = {}
     for name, cfg in variants.items():
         method, m_opt, m_scaler = build(cfg, device)
+        if name.startswith("ours (before"):
+            method.__class__ = QueueCloneDisCo  # same weights and queue, the old queue handling
         runs[name] = (method, make_views(cfg, 2, device), m_opt, m_scaler, autocast_for(cfg, device))
 
     first = {}
@@ -162,19 +209,34 @@ def main(argv: list[str] | None = None) -> None:
     } | {name: (lambda r=r: train_step(r[0], r[1], r[2], r[3], r[4])) for name, r in runs.items()}
     times = alternate(candidates, args.repeats, args.warmup, device)
     med = {k: median(v) for k, v in times.items()}
+    # what the queue clone alone costs (the part of "before" that "exact" no longer does), timed on its own
+    clone_s = median(alternate({"clone": lambda: ours.queue.items.clone()}, 21, 2, device)["clone"])
+    clone_note = (
+        f"the queue clone alone ({ours.queue.items.numel() * 4 / 2**20:.0f} MiB): {clone_s * 1e3:.2f} ms, "
+        f"{100 * clone_s / med['ours (exact)']:.2f}% of the exact step"
+    )
     fast_desc = ", ".join(f"{k}={v}" for k, v in fast.items())
     head = "| step | s per step (median) | all repeats (s) | img/s | naive / this | first-step loss |\n|---|---|---|---|---|---|"
-    rows = [f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.2f}' for t in times[k])} | {args.batch / med[k]:.1f} | "
-            f"{med['naive'] / med[k]:.2f}x | {first[k]:.6f} |" for k in candidates]
+    rows = [
+        f"| {k} | {med[k]:.3f} | {', '.join(f'{t:.2f}' for t in times[k])} | {args.batch / med[k]:.1f} | "
+        f"{med['naive'] / med[k]:.2f}x | {first[k]:.6f} |"
+        for k in candidates
+    ]
     print(head, *rows, sep="\n")
-    print(f"ours (fast) = {fast_desc}; ours (bf16 step) = amp=bf16, channels_last=True, teacher_channels_last=True\n"
-          f"load average after: {load_average()}")
+    print(
+        f"ours (fast) = {fast_desc}; ours (bf16 step) = amp=bf16, channels_last=True, teacher_channels_last=True\n"
+        f"{clone_note}\nload average after: {load_average()}"
+    )
     if args.write_readme:
-        settings = (f"DisCo, student {args.student}, teacher {args.teacher}, batch {args.batch}, {args.size} px, "
-                    f"queue {args.queue_size}; ours (fast) = {fast_desc}; ours (bf16 step, CPU only) = amp=bf16, channels_last=True, "
-                    f"teacher_channels_last=True; medians of {args.repeats} alternated repeats "
-                    f"after {args.warmup} warm-up round(s)")
-        write_readme_section(args.section, "\n".join([section_header(device, load_before), settings + "\n", head, *rows]))
+        settings = (
+            f"DisCo, student {args.student}, teacher {args.teacher}, batch {args.batch}, {args.size} px, "
+            f"queue {args.queue_size}; ours (fast) = {fast_desc}; ours (bf16 step, CPU only) = amp=bf16, channels_last=True, "
+            f"teacher_channels_last=True; medians of {args.repeats} alternated repeats "
+            f"after {args.warmup} warm-up round(s); {clone_note}"
+        )
+        write_readme_section(
+            args.section, "\n".join([section_header(device, load_before), settings + "\n", head, *rows])
+        )
 
 
 if __name__ == "__main__":

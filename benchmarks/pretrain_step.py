@@ -54,6 +54,7 @@ from pretrain.methods import METHODS  # noqa: E402
 from pretrain.methods.base import FrozenTeacher  # noqa: E402
 from pretrain.methods.disco import DisCo  # noqa: E402
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim  # noqa: E402
+from pretrain.optim import build_optimizer  # noqa: E402
 from pretrain.train import autocast_for, train_step  # noqa: E402
 
 
@@ -71,15 +72,17 @@ def build(cfg: PretrainConfig, device: torch.device):
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
     method.train()
-    params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr(), momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, method)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
     return method, optimizer, scaler
 
 
 def make_views(cfg: PretrainConfig, n: int, device: torch.device) -> list[torch.Tensor]:
     gen = torch.Generator().manual_seed(cfg.seed + 2)
-    views = [torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen).to(device) for _ in range(n)]
+    views = [
+        torch.randn(cfg.batch_size, 3, cfg.image_size, cfg.image_size, generator=gen).to(device)
+        for _ in range(n)
+    ]
     if cfg.channels_last:
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     return views
@@ -98,9 +101,11 @@ def floor_passes(method, cfg: PretrainConfig, views: list[torch.Tensor], autocas
 
     passes = {f"student fwd+bwd ({n_student} view{'s' * (n_student > 1)})": student_fwd_bwd}
     if hasattr(method, "encoder_k"):
+
         def momentum_fwd():
             with torch.no_grad(), autocast:
                 method.encoder_k(views[1])
+
         passes["momentum fwd (1 view)"] = momentum_fwd
     if getattr(method, "teacher", None) is not None:
         teacher_views = views[:2] if n_student == 2 else views[:1]
@@ -108,11 +113,14 @@ def floor_passes(method, cfg: PretrainConfig, views: list[torch.Tensor], autocas
         def teacher_fwd():
             with autocast:
                 method.teacher.embed_views(teacher_views)
+
         passes[f"teacher fwd ({len(teacher_views)} view{'s' * (len(teacher_views) > 1)})"] = teacher_fwd
     return passes
 
 
-def bench_method(cfg: PretrainConfig, device: torch.device, repeats: int, warmup: int, mem_steps: int) -> dict:
+def bench_method(
+    cfg: PretrainConfig, device: torch.device, repeats: int, warmup: int, mem_steps: int
+) -> dict:
     method, optimizer, scaler = build(cfg, device)
     views = make_views(cfg, method.num_views, device)
     autocast = autocast_for(cfg, device)
@@ -148,47 +156,73 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--mem-steps", type=int, default=6)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--default-allocator", action="store_true",
-                        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)")
+    parser.add_argument(
+        "--default-allocator",
+        action="store_true",
+        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))
     parser.add_argument("--teacher-amp", default="none", choices=("none", "bf16", "fp16"))
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--teacher-channels-last", action="store_true")
-    parser.add_argument("--write-readme", action="store_true", help="write the table into benchmarks/README.md")
-    parser.add_argument("--section", default="pretrain_step", help="README section name (with --write-readme)")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="write the table into benchmarks/README.md"
+    )
+    parser.add_argument(
+        "--section", default="pretrain_step", help="README section name (with --write-readme)"
+    )
     args = parser.parse_args(argv)
 
     device, load_before = start_run(args.threads, args.device, args.default_allocator)
-    head = ("| method | step s | floor s | overhead | step img/s | floor img/s | floor passes (median s) |\n"
-            "|---|---|---|---|---|---|---|")
+    head = (
+        "| method | step s | floor s | overhead | step img/s | floor img/s | floor passes (median s) |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     mem_head = f"| method | peak MiB per step ({memory_kind(device)}) | held MiB after step 1 / {args.mem_steps} | growth MiB |\n|---|---|---|---|"
     rows, mem_rows = [], []
     print(head, flush=True)
     for name in args.methods.split(","):
-        cfg = PretrainConfig(method=name, student=args.student, teacher=args.teacher, batch_size=args.batch,
-                             image_size=args.size, queue_size=args.queue_size, amp=args.amp, channels_last=args.channels_last,
-                             teacher_amp=args.teacher_amp, teacher_channels_last=args.teacher_channels_last)
+        cfg = PretrainConfig(
+            method=name,
+            student=args.student,
+            teacher=args.teacher,
+            batch_size=args.batch,
+            image_size=args.size,
+            queue_size=args.queue_size,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            teacher_amp=args.teacher_amp,
+            teacher_channels_last=args.teacher_channels_last,
+        )
         r = bench_method(cfg, device, args.repeats, args.warmup, args.mem_steps)
         step_s, floor = r["medians"]["step"], r["floor"]
         parts = "; ".join(f"{k} {v:.3f}" for k, v in r["medians"].items() if k != "step")
-        row = (f"| {name} | {step_s:.3f} | {floor:.3f} | {100 * (step_s / floor - 1):+.1f}% | "
-               f"{args.batch / step_s:.1f} | {args.batch / floor:.1f} | {parts} |")
+        row = (
+            f"| {name} | {step_s:.3f} | {floor:.3f} | {100 * (step_s / floor - 1):+.1f}% | "
+            f"{args.batch / step_s:.1f} | {args.batch / floor:.1f} | {parts} |"
+        )
         rows.append(row)
         held = r["held"]
         if held and held[0] is not None:
-            mem_rows.append(f"| {name} | {max(r['peaks']):.0f} | {held[0]:.0f} / {held[-1]:.0f} | {held[-1] - held[0]:+.0f} |")
+            mem_rows.append(
+                f"| {name} | {max(r['peaks']):.0f} | {held[0]:.0f} / {held[-1]:.0f} | {held[-1] - held[0]:+.0f} |"
+            )
         print(row, flush=True)
         print(f"  step times (s): {', '.join(f'{t:.3f}' for t in r['times']['step'])}", flush=True)
     print()
     print(mem_head, *mem_rows, sep="\n")
     print(f"load average after: {load_average()}")
-    settings = (f"student {args.student}, teacher {args.teacher}, batch {args.batch}, {args.size} px, queue {args.queue_size}, "
-                f"amp {args.amp}, channels_last {args.channels_last}, teacher_amp {args.teacher_amp}, "
-                f"teacher_channels_last {args.teacher_channels_last}; medians of {args.repeats} alternated repeats "
-                f"after {args.warmup} warm-up round(s)")
+    settings = (
+        f"student {args.student}, teacher {args.teacher}, batch {args.batch}, {args.size} px, queue {args.queue_size}, "
+        f"amp {args.amp}, channels_last {args.channels_last}, teacher_amp {args.teacher_amp}, "
+        f"teacher_channels_last {args.teacher_channels_last}; medians of {args.repeats} alternated repeats "
+        f"after {args.warmup} warm-up round(s)"
+    )
     if args.write_readme:
-        body = "\n".join([section_header(device, load_before), settings + "\n", head, *rows, "", mem_head, *mem_rows])
+        body = "\n".join(
+            [section_header(device, load_before), settings + "\n", head, *rows, "", mem_head, *mem_rows]
+        )
         write_readme_section(args.section, body)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from pretrain.errors import InputError, one_line
@@ -25,11 +26,76 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override config fields, e.g. --set epochs=2 distill_reduction=mean (suites: pretrain.epochs=2)")
+    # extend: a repeated --set adds to the earlier ones (a repeated key is an error, see config.parse_overrides)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override config fields, e.g. --set epochs=2 distill_reduction=mean (suites: pretrain.epochs=2)",
+    )
+
+
+def _count(text: str) -> int:
+    """argparse type of a count that may be 0 (--retry)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: expected an integer >= 0")
+    return value
+
+
+def _suite_scopes() -> dict[str, type]:
+    """scope prefix -> the typed config a suite's ``--set scope.key=value`` reaches (disco_bench.steps)."""
+    from downstream.config import EvalConfig
+    from pretrain.config import PretrainConfig
+
+    return {"pretrain": PretrainConfig, "eval": EvalConfig}
+
+
+def _check_suite_overrides(overrides: dict) -> None:
+    """Every ``--set scope.key=value`` of a suite names a scope and a field, with a valid value, before
+    anything runs (also when no step of the selection reads it)."""
+    from disco_bench.config import check_scopes, from_dict, scoped
+
+    scopes = _suite_scopes()
+    check_scopes(overrides, list(scopes))
+    for scope, cls in scopes.items():
+        from_dict(cls, scoped(overrides, scope), f"--set {scope}.")
+        if "out" in scoped(overrides, scope):  # each step's folder is set by the suite: it would be ignored
+            raise InputError(
+                f"--set {scope}.out: a suite step writes under the suite's --out (checkpoints/STEP, "
+                "eval/STEP); expected --out to move the whole suite"
+            )
+
+
+def writable_folder(path: str | Path, flag: str = "--out") -> Path:
+    """``path`` as an output folder: an existing file, or a place where nothing can be written, is an
+    error before any work starts. Nothing is created here (a failed command leaves no folder)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{flag} {path}: expected a folder, but it is an existing file")
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"{flag} {path}: expected a folder, but {ancestor} is an existing file")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):  # the one reliable test (root ignores permission bits)
+            pass
+    except OSError as exc:
+        raise InputError(
+            f"{flag} {path}: cannot write in {ancestor} ({exc.strerror or exc}); expected a writable folder"
+        ) from None
+    return path
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from disco_bench.launchers import LAUNCHERS
     from disco_bench.suite import available_suites
     from downstream.registry import TASKS
     from pretrain.methods import METHODS
@@ -38,66 +104,149 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("run", help="run a suite of steps (skips finished steps)")
-    p.add_argument("--suite", required=True, metavar="NAME|FILE.yaml",
-                   help=f"a suite name ({', '.join(available_suites())}) or a suite YAML file")
+    p.add_argument(
+        "--suite",
+        required=True,
+        metavar="NAME|FILE.yaml",
+        help=f"a suite name ({', '.join(available_suites())}) or a suite YAML file",
+    )
     p.add_argument("--out", default="results", help="output folder (default: results/)")
-    p.add_argument("--data-root", default=None, help="folder holding the suite's datasets (default: generate embedded ones)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="list every step, what it needs and produces, and its GPU-hours estimate; run nothing")
+    p.add_argument(
+        "--data-root",
+        default=None,
+        help="folder holding the suite's datasets (default: generate embedded ones)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list every step, what it needs and produces, and its GPU-hours estimate; run nothing",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--only", nargs="+", default=None, metavar="PATTERN",
-                   help="run the steps whose id or tag matches (shell-style: 'linear-*', 'table3'), plus their dependencies")
-    p.add_argument("--retry", type=int, default=0, metavar="N", help="run a failed step up to N more times")
-    p.add_argument("--launcher", choices=["local", "torchrun", "slurm"], default="local",
-                   help="local: this process; torchrun: --nproc processes per step; slurm: one submitit job per step")
-    p.add_argument("--nproc", type=int, default=1, help="processes (GPUs) per distributed step (torchrun, slurm)")
-    p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="local: run up to N independent steps at once, each in its own process with "
-                        "cores/N threads (and its own GPU when there are N); default 1")
-    p.add_argument("--launcher-opt", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="submitit parameters, e.g. slurm_partition=gpu timeout_min=2880 (cluster=local: no SLURM)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        action="extend",
+        default=None,
+        metavar="PATTERN",
+        help="run the steps whose id or tag matches (shell-style: 'linear-*', 'table3'), plus their dependencies",
+    )
+    p.add_argument(
+        "--retry", type=_count, default=0, metavar="N", help="run a failed step up to N more times"
+    )
+    p.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        default="local",
+        help="local: this process; torchrun: --nproc processes per step; slurm: one submitit job per step",
+    )
+    p.add_argument(
+        "--nproc", type=int, default=1, help="processes (GPUs) per distributed step (torchrun, slurm)"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="local: run up to N independent steps at once, each in its own process with "
+        "cores/N threads (and its own GPU when there are N); default 1",
+    )
+    p.add_argument(
+        "--launcher-opt",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=VALUE",
+        help="submitit parameters, e.g. slurm_partition=gpu timeout_min=2880 (cluster=local: no SLURM)",
+    )
     _add_set(p)
 
-    p = sub.add_parser("step", help="run one step of a suite alone (what the torchrun and slurm launchers call)")
+    p = sub.add_parser(
+        "step", help="run one step of a suite alone (what the torchrun and slurm launchers call)"
+    )
     p.add_argument("--suite", required=True, help="suite name or file")
     p.add_argument("--step", required=True, help="step id")
     p.add_argument("--out", default="results")
     p.add_argument("--data-root", default=None)
-    p.add_argument("--records", default=None, help="write the step's records here (JSON) instead of OUT/results.jsonl")
-    p.add_argument("--retry", type=int, default=0, metavar="N")
+    p.add_argument(
+        "--records", default=None, help="write the step's records here (JSON) instead of OUT/results.jsonl"
+    )
+    p.add_argument("--retry", type=_count, default=0, metavar="N")
     p.add_argument("--quiet", action="store_true")
     _add_set(p)
 
     p = sub.add_parser("pretrain", help="pre-train one student or teacher")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     p.add_argument("--student", required=True, help="timm model name (e.g. efficientnet_b0, resnet18)")
-    p.add_argument("--teacher", default=None, help="teacher architecture, when the checkpoint does not name it")
+    p.add_argument(
+        "--teacher", default=None, help="teacher architecture, when the checkpoint does not name it"
+    )
     p.add_argument("--teacher-ckpt", default=None)
     p.add_argument("--data", required=True, help="ImageFolder root holding train/")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--image-size", type=int, default=224)
+    # None: not given (the config's default, 200 / 256 / 224), so a --set of the same key is not a conflict
+    p.add_argument("--epochs", type=int, default=None, help="default 200")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch; default 256")
+    p.add_argument("--image-size", type=int, default=None, help="default 224")
     p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt of the same run (the default; kept for old scripts)",
+    )
+    again.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard OUT/last.pt, final.pt and the logs of an earlier run there; start from step 0",
+    )
     p.add_argument("--quiet", action="store_true")
     _add_set(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a downstream task")
     p.add_argument("task", choices=sorted(TASKS))
-    p.add_argument("--ckpt", required=True, action="append",
-                   help="checkpoint to evaluate; tsne and mi take several (--ckpt A --ckpt B), compared side by side")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        action="append",
+        help="checkpoint to evaluate; tsne and mi take several (--ckpt A --ckpt B), compared side by side",
+    )
     p.add_argument("--classes", type=int, default=None, help="tsne: how many classes of val/ (default 10)")
     p.add_argument("--per-class", type=int, default=None, help="tsne: images per class (default 50)")
     p.add_argument("--data", required=True)
     p.add_argument("--protocol", choices=["paper", "fast"], default=None)
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--image-size", type=int, default=None,
-                   help="detection: train and test at this short side instead of the paper's 400-800 / 800")
-    p.add_argument("--dataset", choices=["voc", "coco"], default=None, help="detection: VOC (Faster R-CNN) or COCO (Mask R-CNN)")
-    p.add_argument("--backend", choices=["torchvision", "detectron2"], default=None, help="detection: engine (default torchvision)")
-    p.add_argument("--trials", type=int, default=None, help="detection: fine-tune N times, record mean and std (paper VOC: 5)")
-    p.add_argument("--max-iter", type=int, default=None, help="detection: shorten the paper schedule to N iterations")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="detection: train and test at this short side instead of the paper's 400-800 / 800",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["voc", "coco"],
+        default=None,
+        help="detection: VOC (Faster R-CNN) or COCO (Mask R-CNN)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["torchvision", "detectron2"],
+        default=None,
+        help="detection: engine (default torchvision)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=None,
+        help="detection: fine-tune N times, record mean and std (paper VOC: 5)",
+    )
+    p.add_argument(
+        "--max-iter", type=int, default=None, help="detection: shorten the paper schedule to N iterations"
+    )
     p.add_argument("--out", default="results", help="records go to OUT/results.jsonl")
+    p.add_argument(
+        "--allow-unfinished",
+        action="store_true",
+        help="evaluate a checkpoint of a run that has not finished (a mid-run last.pt); its records say so",
+    )
     p.add_argument("--quiet", action="store_true")
     _add_set(p)
 
@@ -113,6 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
     q = data_sub.add_parser("make", help="write the embedded ImageFolder dataset")
     q.add_argument("--out", required=True)
+    q.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_set(q)
 
     p = sub.add_parser("list", help="list methods, tasks, suites and the paper's models")
@@ -126,27 +276,52 @@ def cmd_run(args) -> int:
     from disco_bench.runner import run_suite
     from disco_bench.suite import load_suite
 
-    if args.retry < 0:
-        raise InputError(f"--retry {args.retry}: expected 0 or more")
+    overrides = parse_overrides(args.overrides)
+    _check_suite_overrides(overrides)
     suite = load_suite(args.suite)
     data_root = Path(args.data_root) if args.data_root else None
     launcher = None
     if not args.dry_run:
-        launcher = make_launcher(args.launcher, Path(args.out), args.nproc, args.retry, parse_overrides(args.launcher_opt),
-                                 jobs=args.jobs)
-    return run_suite(suite, Path(args.out), data_root, parse_overrides(args.overrides), dry_run=args.dry_run,
-                     progress=not args.quiet, only=args.only, retries=args.retry, launcher=launcher)
+        writable_folder(args.out)
+        launcher = make_launcher(
+            args.launcher,
+            Path(args.out),
+            args.nproc,
+            args.retry,
+            parse_overrides(args.launcher_opt),
+            jobs=args.jobs,
+        )
+    return run_suite(
+        suite,
+        Path(args.out),
+        data_root,
+        overrides,
+        dry_run=args.dry_run,
+        progress=not args.quiet,
+        only=args.only,
+        retries=args.retry,
+        launcher=launcher,
+    )
 
 
 def cmd_step(args) -> int:
     from disco_bench import results
     from disco_bench.config import parse_overrides
-    from disco_bench.launchers import StepRequest
-    from disco_bench.runner import run_request
+    from disco_bench.step_request import StepRequest, run_request
     from pretrain.checkpoint import atomic_write_text
 
-    request = StepRequest(suite=args.suite, step=args.step, out=args.out, data_root=args.data_root,
-                          overrides=parse_overrides(args.overrides), retries=args.retry, progress=not args.quiet)
+    overrides = parse_overrides(args.overrides)
+    _check_suite_overrides(overrides)
+    writable_folder(args.out)
+    request = StepRequest(
+        suite=args.suite,
+        step=args.step,
+        out=args.out,
+        data_root=args.data_root,
+        overrides=overrides,
+        retries=args.retry,
+        progress=not args.quiet,
+    )
     records = run_request(request)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun only rank 0 hands records back
@@ -163,11 +338,23 @@ def cmd_pretrain(args) -> int:
     from pretrain.config import PretrainConfig
     from pretrain.train import pretrain
 
-    cfg = PretrainConfig(method=args.method, student=args.student, teacher=args.teacher, teacher_ckpt=args.teacher_ckpt,
-                         data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch_size,
-                         image_size=args.image_size)
-    cfg = replace(cfg, parse_overrides(args.overrides), "--set ")
-    summary = pretrain(cfg, resume=args.resume, progress=not args.quiet)
+    flags = {
+        "method": args.method,
+        "student": args.student,
+        "teacher": args.teacher,
+        "teacher_ckpt": args.teacher_ckpt,
+        "data": args.data,
+        "out": args.out,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "image_size": args.image_size,
+    }
+    flags = {k: v for k, v in flags.items() if v is not None}
+    overrides = parse_overrides(args.overrides)
+    cfg = replace(replace(PretrainConfig(), flags), overrides, "--set ")  # a bad value: its field's error
+    set_once(flags, overrides)
+    writable_folder(cfg.out)
+    summary = pretrain(cfg, restart=args.restart, progress=not args.quiet)
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
 
@@ -178,31 +365,77 @@ def cmd_eval(args) -> int:
     from disco_bench.steps import eval_records
     from downstream.config import EvalConfig
     from downstream.registry import TASKS
+    from pretrain.teachers import unfinished_checkpoints_allowed
 
     several = [name for name, task in TASKS.items() if getattr(task, "SEVERAL_CHECKPOINTS", False)]
     if len(args.ckpt) > 1 and args.task not in several:
-        raise InputError(f"eval {args.task} takes exactly one --ckpt, got {len(args.ckpt)}; "
-                         f"only {', '.join(sorted(several))} compare several")
-    given = {"ckpt": args.ckpt[0], "ckpts": args.ckpt if args.task in several else None, "data": args.data,
-             "protocol": args.protocol, "epochs": args.epochs, "image_size": args.image_size, "classes": args.classes,
-             "per_class": args.per_class, "det_dataset": args.dataset, "det_backend": args.backend, "det_trials": args.trials,
-             "det_max_iter": args.max_iter, "det_image_size": args.image_size if args.task == "detection" else None}
-    cfg = replace(EvalConfig(), {k: v for k, v in given.items() if v is not None})
-    cfg = replace(cfg, parse_overrides(args.overrides), "--set ")
+        raise InputError(
+            f"eval {args.task} takes exactly one --ckpt, got {len(args.ckpt)}; "
+            f"only {', '.join(sorted(several))} compare several"
+        )
+    given = {
+        "ckpt": args.ckpt[0],
+        "ckpts": args.ckpt if args.task in several else None,
+        "data": args.data,
+        "protocol": args.protocol,
+        "epochs": args.epochs,
+        "image_size": args.image_size,
+        "classes": args.classes,
+        "per_class": args.per_class,
+        "det_dataset": args.dataset,
+        "det_backend": args.backend,
+        "det_trials": args.trials,
+        "det_max_iter": args.max_iter,
+        "det_image_size": args.image_size if args.task == "detection" else None,
+    }
+    given = {k: v for k, v in given.items() if v is not None}
+    overrides = parse_overrides(args.overrides)
+    cfg = replace(replace(EvalConfig(), given), overrides, "--set ")  # a bad value: its field's error
+    set_once(given | {"out": args.out}, overrides, EVAL_FLAGS)  # cfg.out is derived from --out
     cfg = dataclasses.replace(cfg, out=str(Path(args.out) / "eval" / args.task))
+    writable_folder(args.out)
     started = results.now()
-    result = TASKS[args.task].run(cfg, progress=not args.quiet)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every process computed the same numbers; one writes them
+    with unfinished_checkpoints_allowed(args.allow_unfinished):
+        result = TASKS[args.task].run(cfg, progress=not args.quiet)
+    if (
+        int(os.environ.get("RANK", "0")) != 0
+    ):  # under torchrun every process computed the same numbers; one writes them
         return 0
     h = results.config_hash({"task": args.task, "config": dataclasses.asdict(cfg)})
-    recs = eval_records(cfg, result, config_hash=h, started_at=started, finished_at=results.now(), step=f"eval-{args.task}")
+    recs = eval_records(
+        cfg, result, config_hash=h, started_at=started, finished_at=results.now(), step=f"eval-{args.task}"
+    )
     results.append_records(Path(args.out) / "results.jsonl", recs)
     for r in recs:
-        who = {k: r["extra"][k] for k in ("ckpt", "epoch") if k in (r.get("extra") or {})}  # several checkpoints/epochs
+        who = {
+            k: r["extra"][k] for k in ("ckpt", "epoch") if k in (r.get("extra") or {})
+        }  # several checkpoints/epochs
         tag = f" [{', '.join(f'{k} {v}' for k, v in who.items())}]" if who else ""
         print(f"{r['task']} {r['metric']} {r['dataset']}/{r['split']}{tag}: {r['value']:.2f}")
     print(f"records: {Path(args.out) / 'results.jsonl'}")
     return 0
+
+
+EVAL_FLAGS = {
+    "ckpt": "--ckpt",
+    "ckpts": "--ckpt",
+    "per_class": "--per-class",
+    "det_dataset": "--dataset",
+    "det_backend": "--backend",
+    "det_trials": "--trials",
+    "det_max_iter": "--max-iter",
+    "det_image_size": "--image-size",
+}
+
+
+def set_once(flags: dict, overrides: dict, spelled: dict[str, str] | None = None) -> None:
+    """A setting given by its own flag and again by ``--set``: one of the two would silently win."""
+    for key, value in overrides.items():
+        if key in flags:
+            flag = (spelled or {}).get(key, "--" + key.replace("_", "-"))
+            raise InputError(
+                f"--set {key}={value} repeats {flag} {flags[key]}: expected each setting once (give it as {flag})"
+            )
 
 
 def cmd_convert(args) -> int:
@@ -225,14 +458,29 @@ def cmd_data(args) -> int:
     from disco_bench.embedded import EmbeddedConfig, make_embedded
 
     cfg = from_dict(EmbeddedConfig, parse_overrides(args.overrides), "--set ")
-    print(f"dataset: {make_embedded(args.out, cfg)}")
+    writable_folder(args.out)
+    print(f"dataset: {make_embedded(args.out, cfg, progress=not args.quiet)}")
     return 0
 
 
 PAPER_MODELS = {
-    "students": ["efficientnet_b0", "efficientnet_b1", "mobilenetv3_large_100", "resnet18", "resnet34",
-                 "vit_tiny_patch16_224", "xcit_tiny_12_p16_224"],
-    "teachers": ["resnet50", "resnet101", "resnet152", "resnet50w2", "vit_small_patch16_224", "xcit_small_12_p16_224"],
+    "students": [
+        "efficientnet_b0",
+        "efficientnet_b1",
+        "mobilenetv3_large_100",
+        "resnet18",
+        "resnet34",
+        "vit_tiny_patch16_224",
+        "xcit_tiny_12_p16_224",
+    ],
+    "teachers": [
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet50w2",
+        "vit_small_patch16_224",
+        "xcit_small_12_p16_224",
+    ],
 }
 
 
@@ -241,14 +489,27 @@ def cmd_list(args) -> int:
     from downstream.registry import TASKS
     from pretrain.methods import METHODS
 
-    listing = {"methods": sorted(METHODS), "tasks": sorted(TASKS), "suites": available_suites(), "models": PAPER_MODELS}
+    listing = {
+        "methods": sorted(METHODS),
+        "tasks": sorted(TASKS),
+        "suites": available_suites(),
+        "models": PAPER_MODELS,
+    }
     chosen = {args.what: listing[args.what]} if args.what else listing
     print(json.dumps(chosen, indent=1))
     return 0
 
 
-COMMANDS = {"run": cmd_run, "step": cmd_step, "pretrain": cmd_pretrain, "eval": cmd_eval, "report": cmd_report, "data": cmd_data, "convert": cmd_convert,
-            "list": cmd_list}
+COMMANDS = {
+    "run": cmd_run,
+    "step": cmd_step,
+    "pretrain": cmd_pretrain,
+    "eval": cmd_eval,
+    "report": cmd_report,
+    "data": cmd_data,
+    "convert": cmd_convert,
+    "list": cmd_list,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,13 +517,32 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file or pipe as they happen
         sys.stdout.reconfigure(line_buffering=True)
     try:
-        return COMMANDS[args.command](args)
+        with _output_lock(args):
+            return COMMANDS[args.command](args)
     except InputError as exc:
         sys.stderr.write(f"error: {one_line(exc)}\n")
         return 2
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted; run the same command again to resume\n")
+        again = (
+            "the same command without --restart"
+            if getattr(args, "restart", False)
+            else "the same command again"
+        )
+        # only pre-training (alone or as a suite's step) continues where it stopped; the rest starts over
+        resumes = args.command in ("pretrain", "run", "step")
+        sys.stderr.write(f"interrupted; run {again} to {'resume' if resumes else 'start it over'}\n")
         return 130
+
+
+def _output_lock(args):
+    """One writer per output folder: pretrain, eval and run (not --dry-run) hold their --out (pretrain.outlock)."""
+    from contextlib import nullcontext
+
+    from pretrain.outlock import output_lock
+
+    if args.command in ("pretrain", "eval", "run") and not getattr(args, "dry_run", False):
+        return output_lock(args.out)
+    return nullcontext()
 
 
 if __name__ == "__main__":

@@ -8,41 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import types
 import typing
 from typing import Any, TypeVar
 
 import yaml
 
 from pretrain.errors import InputError
+from pretrain.validation import FieldError, coerce
 
 T = TypeVar("T")
 
 
 def _check_type(cls: type, name: str, value: Any, where: str) -> Any:
-    hint = typing.get_type_hints(cls)[name]
-    origin = typing.get_origin(hint)
-    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise InputError(f"{where}{name}: null is not allowed (expected {hint})")
-    for opt in options:
-        base = typing.get_origin(opt) or opt
-        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if base is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot, no sign) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if base is tuple and isinstance(value, list | tuple):
-            return tuple(value)
-        if base is bool and isinstance(value, bool):
-            return value
-        if base in (int, str, dict, list) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
-            return value
-    raise InputError(f"{where}{name}: {value!r} is not a valid {hint}")
+    return coerce(typing.get_type_hints(cls)[name], value, name, where)
 
 
 def from_dict(cls: type[T], data: dict, where: str = "") -> T:
@@ -56,23 +34,59 @@ def replace(obj: T, data: dict, where: str = "") -> T:
     if unknown:
         close = difflib.get_close_matches(unknown[0], fields, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise InputError(f"{where}unknown key {unknown[0]!r}{hint}; valid keys: {', '.join(sorted(fields))}")
-    checked = {k: _check_type(type(obj), k, v, where) for k, v in data.items()}
-    return dataclasses.replace(obj, **checked)
+        # a scope prefix ('--set pretrain.') is completed by the key; any other names the place
+        head = (
+            f"{where}{unknown[0]}: unknown key"
+            if where.endswith(".")
+            else f"{where}unknown key {unknown[0]!r}"
+        )
+        raise InputError(f"{head}{hint}; valid keys: {', '.join(sorted(fields))}")
+    if hasattr(
+        type(obj), "__post_init__"
+    ):  # the class checks (and coerces) its own fields: keep the values as given
+        checked = dict(data)
+    else:
+        checked = {k: _check_type(type(obj), k, v, where) for k, v in data.items()}
+    try:
+        return dataclasses.replace(obj, **checked)  # the class's own checks run here (pretrain.validation)
+    except FieldError as exc:
+        if exc.field in data and where and not str(exc).startswith(where):
+            raise FieldError(exc.field, f"{where}{exc}") from None
+        raise
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``['a.b=1', 'c=x']`` -> ``{'a.b': 1, 'c': 'x'}`` with YAML-typed values."""
-    out = {}
+    out: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
             raise InputError(f"--set {pair!r}: expected key=value")
         key, raw = pair.split("=", 1)
+        key = key.strip()
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw != "" else ""
+            value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            value = raw
+        if key in out and out[key] != value:  # neither value may be silently dropped
+            raise InputError(f"--set {key} given twice ({out[key]!r} and {value!r}): expected each key once")
+        out[key] = value
     return out
+
+
+def check_scopes(overrides: dict[str, Any], scopes: list[str]) -> None:
+    """Every suite override names the step kind it is for (``pretrain.epochs=2``); an unscoped or
+    wrongly scoped key would apply to nothing, so it is an error naming the scopes."""
+    for key in overrides:
+        scope = key.split(".", 1)[0] if "." in key else None
+        if scope not in scopes:
+            choices = ", ".join(f"{s}." for s in scopes)
+            close = difflib.get_close_matches(scope, scopes, n=1) if scope else []
+            hint = (
+                f" (did you mean {close[0]}.{key.split('.', 1)[1]}?)"
+                if close
+                else (f" (e.g. {scopes[0]}.{key})" if scope is None else "")
+            )
+            raise InputError(f"--set {key}: a suite override needs a step-kind scope: {choices}{hint}")
 
 
 def scoped(overrides: dict[str, Any], scope: str) -> dict[str, Any]:

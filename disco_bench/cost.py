@@ -57,6 +57,7 @@ METHOD_PASSES = {
     "disco": (2, 1, 2),  # q on both views (MSE to the teacher on both), momentum key, teacher on both
     "disco*": (2, 1, 2),
     "seed": (1, 0, 1),  # one view through student and teacher, no momentum encoder
+    "distill-only": (2, 0, 2),  # DisCo's MSE alone: the student and the teacher on both views, no key encoder
 }
 DEFAULT_PASSES = (2, 1, 2)  # a method not listed above is costed like DisCo (said in the estimate)
 
@@ -109,7 +110,9 @@ def dataset_images(spec: dict, name: str) -> int | None:
     return DATASET_IMAGES.get(name)
 
 
-def pretrain_cost(method: str, student: str, teacher: str | None, images: int, epochs: int, image_size: int) -> Cost:
+def pretrain_cost(
+    method: str, student: str, teacher: str | None, images: int, epochs: int, image_size: int
+) -> Cost:
     trained, nograd, teacher_passes = METHOD_PASSES.get(method, DEFAULT_PASSES)
     per_image = (3 * trained + nograd) * forward_flops(student, image_size)
     if teacher_passes and teacher:

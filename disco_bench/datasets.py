@@ -38,7 +38,9 @@ def _make_cifar(path: Path, spec: dict, progress: bool) -> None:
 
 
 def _make_detection(path: Path, spec: dict, progress: bool) -> None:
-    make_embedded_detection(path, from_dict(EmbeddedDetectionConfig, spec, f"dataset {path.name} generate: "), progress)
+    make_embedded_detection(
+        path, from_dict(EmbeddedDetectionConfig, spec, f"dataset {path.name} generate: "), progress
+    )
 
 
 # kind -> (check(path), generate(path, spec, progress))
@@ -46,18 +48,28 @@ DATASET_KINDS: dict[str, tuple[Callable, Callable | None]] = {
     "imagefolder": (_check_imagefolder, _make_imagefolder),
     "file": (_check_file, None),  # one file under --data-root, e.g. teachers/moco_v2_200ep_pretrain.pth.tar
     "cifar": (check_cifar, _make_cifar),  # official python pickles: cifar-10-batches-py/ or cifar-100-python/
-    "voc": (check_voc, _make_detection),  # VOCdevkit/VOC2007[/VOC2012]; the embedded one holds the COCO layout too
-    "coco": (check_coco, _make_detection),  # annotations/instances_{train,val}2017.json + train2017/ + val2017/
+    "voc": (
+        check_voc,
+        _make_detection,
+    ),  # VOCdevkit/VOC2007[/VOC2012]; the embedded one holds the COCO layout too
+    "coco": (
+        check_coco,
+        _make_detection,
+    ),  # annotations/instances_{train,val}2017.json + train2017/ + val2017/
 }
 
 
-def prepare_datasets(suite, out: Path, data_root: Path | None, create: bool, progress: bool) -> dict[str, Path]:
+def prepare_datasets(
+    suite, out: Path, data_root: Path | None, create: bool, progress: bool
+) -> dict[str, Path]:
     """name -> folder. Without --data-root, datasets with ``generate`` are made under OUT/data."""
     paths = {}
     for name, spec in suite.datasets.items():
         kind = spec.get("kind", "imagefolder")
         if kind not in DATASET_KINDS:
-            raise InputError(f"{suite.path} datasets.{name}: unknown kind {kind!r}; choose from {', '.join(sorted(DATASET_KINDS))}")
+            raise InputError(
+                f"{suite.path} datasets.{name}: unknown kind {kind!r}; choose from {', '.join(sorted(DATASET_KINDS))}"
+            )
         check, generate = DATASET_KINDS[kind]
         rel = spec.get("path", name)
         if data_root is None and spec.get("generate") is not None:
@@ -65,7 +77,9 @@ def prepare_datasets(suite, out: Path, data_root: Path | None, create: bool, pro
             if create:
                 generate(path, spec["generate"], progress)
         elif data_root is None:
-            raise InputError(f"suite {suite.name} needs dataset {name!r} ({kind}): pass --data-root DIR holding {rel}/")
+            raise InputError(
+                f"suite {suite.name} needs dataset {name!r} ({kind}): pass --data-root DIR holding {rel}/"
+            )
         else:
             path = Path(data_root) / rel
         paths[name] = path

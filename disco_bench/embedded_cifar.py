@@ -23,7 +23,7 @@ import numpy as np
 
 from disco_bench.embedded import PATTERNS, draw, write_once
 from pretrain.checkpoint import atomic_write
-from pretrain.errors import InputError
+from pretrain.validation import OneOf, Range, at_least, validate_fields
 
 SIDE = 32
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -37,6 +37,9 @@ class EmbeddedCifarConfig:
     test_per_class: int = 20
     noise: float = 0.08
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, FIELD_RULES)
 
 
 def draw_split(cfg: EmbeddedCifarConfig, split: str) -> tuple[np.ndarray, list[int], list[bytes]]:
@@ -60,19 +63,43 @@ def _dump(path: Path, obj: dict) -> None:
 def _write_cifar10(folder: Path, cfg: EmbeddedCifarConfig, names: list[str]) -> None:
     data, labels, files = draw_split(cfg, "train")
     for b, part in enumerate(np.array_split(np.arange(len(labels)), 5), 1):
-        _dump(folder / f"data_batch_{b}", {b"batch_label": f"training batch {b} of 5".encode(), b"labels": [labels[i] for i in part],
-                                            b"data": data[part], b"filenames": [files[i] for i in part]})
+        _dump(
+            folder / f"data_batch_{b}",
+            {
+                b"batch_label": f"training batch {b} of 5".encode(),
+                b"labels": [labels[i] for i in part],
+                b"data": data[part],
+                b"filenames": [files[i] for i in part],
+            },
+        )
     data, labels, files = draw_split(cfg, "test")
-    _dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data, b"filenames": files})
-    _dump(folder / "batches.meta", {b"num_cases_per_batch": -(-cfg.train_per_class * cfg.classes // 5),
-                                    b"label_names": [n.encode() for n in names], b"num_vis": 3 * SIDE * SIDE})
+    _dump(
+        folder / "test_batch",
+        {b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data, b"filenames": files},
+    )
+    _dump(
+        folder / "batches.meta",
+        {
+            b"num_cases_per_batch": -(-cfg.train_per_class * cfg.classes // 5),
+            b"label_names": [n.encode() for n in names],
+            b"num_vis": 3 * SIDE * SIDE,
+        },
+    )
 
 
 def _write_cifar100(folder: Path, cfg: EmbeddedCifarConfig, names: list[str]) -> None:
     for split in ("train", "test"):
         data, labels, files = draw_split(cfg, split)
-        _dump(folder / split, {b"filenames": files, b"batch_label": f"{split}ing batch 1 of 1".encode(), b"fine_labels": labels,
-                               b"coarse_labels": [c // 5 for c in labels], b"data": data})
+        _dump(
+            folder / split,
+            {
+                b"filenames": files,
+                b"batch_label": f"{split}ing batch 1 of 1".encode(),
+                b"fine_labels": labels,
+                b"coarse_labels": [c // 5 for c in labels],
+                b"data": data,
+            },
+        )
     coarse = [f"group_{g}".encode() for g in range((cfg.classes - 1) // 5 + 1)]
     _dump(folder / "meta", {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": coarse})
 
@@ -80,13 +107,18 @@ def _write_cifar100(folder: Path, cfg: EmbeddedCifarConfig, names: list[str]) ->
 def make_embedded_cifar(out: str | Path, cfg: EmbeddedCifarConfig) -> Path:
     """Write ``OUT/<official folder>/`` for ``cfg.variant``; returns OUT (what ``--data`` takes)."""
     out = Path(out)
-    if cfg.variant not in FOLDERS:
-        raise InputError(f"variant={cfg.variant!r}: expected one of {', '.join(FOLDERS)}")
-    if not 2 <= cfg.classes <= len(PATTERNS):
-        raise InputError(f"classes={cfg.classes}: the embedded dataset has between 2 and {len(PATTERNS)} classes")
-    if cfg.train_per_class < 1 or cfg.test_per_class < 1:
-        raise InputError(f"train_per_class={cfg.train_per_class}, test_per_class={cfg.test_per_class}: expected at least 1 each")
     names = list(PATTERNS)[: cfg.classes]
     writer = _write_cifar10 if cfg.variant == "cifar10" else _write_cifar100
     spec = {"kind": "disco-bench-embedded-cifar", "version": 1, **asdict(cfg)}
     return write_once(out, spec, lambda tmp: writer(tmp / FOLDERS[cfg.variant], cfg, names))
+
+
+# One rule per field (pretrain.validation).
+FIELD_RULES = {
+    "variant": OneOf(tuple(FOLDERS)),
+    "classes": Range(low=2, high=len(PATTERNS), integer=True),
+    "train_per_class": at_least(1),
+    "test_per_class": at_least(1),
+    "noise": Range(low=0.0),
+    "seed": at_least(0),
+}

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 from disco_bench.embedded import write_once
 from pretrain.errors import InputError
+from pretrain.validation import Range, at_least, fraction, validate_fields
 
 
 @dataclass
@@ -41,6 +42,13 @@ class EmbeddedDetectionConfig:
     noise: float = 0.04  # std of Gaussian pixel noise
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        validate_fields(self, FIELD_RULES)
+        if self.min_object > self.max_object:
+            raise InputError(
+                f"min_object={self.min_object:g}, max_object={self.max_object:g}: expected min_object <= max_object"
+            )
+
 
 def _regular(n: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
     angles = phase + np.arange(n) * 2 * np.pi / n
@@ -49,8 +57,23 @@ def _regular(n: int, radius: float = 1.0, phase: float = 0.0) -> np.ndarray:
 
 def _cross() -> np.ndarray:
     w = 0.35
-    return np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w), (-1, w),
-                     (-1, -w), (-w, -w)], dtype=np.float64)
+    return np.array(
+        [
+            (-w, -1),
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+        ],
+        dtype=np.float64,
+    )
 
 
 def _star() -> np.ndarray:
@@ -85,8 +108,13 @@ def _background(n: int, noise: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def _overlaps(box, boxes, margin: float) -> bool:
-    return any(box[0] < b[2] + margin and b[0] < box[2] + margin and box[1] < b[3] + margin and b[1] < box[3] + margin
-               for b in boxes)
+    return any(
+        box[0] < b[2] + margin
+        and b[0] < box[2] + margin
+        and box[1] < b[3] + margin
+        and b[1] < box[3] + margin
+        for b in boxes
+    )
 
 
 def draw_scene(cfg: EmbeddedDetectionConfig, rng: np.random.Generator) -> tuple[np.ndarray, list[dict]]:
@@ -145,26 +173,33 @@ def _coco_json(images: list[tuple[int, str, list[dict]]], size: int, names: list
         for obj in objects:
             x1, y1, x2, y2 = obj["box"]
             poly = np.asarray(obj["polygon"])
-            area = 0.5 * abs(np.dot(poly[:, 0], np.roll(poly[:, 1], 1)) - np.dot(poly[:, 1], np.roll(poly[:, 0], 1)))
-            anns.append({"id": len(anns) + 1, "image_id": image_id, "category_id": obj["class"] + 1, "iscrowd": 0,
-                         "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                         "area": round(float(area), 2), "segmentation": [[round(float(v), 2) for v in poly.ravel()]]})
-    return json.dumps({
-        "info": {"description": "disco-bench embedded detection dataset"},
-        "images": [{"id": i, "file_name": f, "width": size, "height": size} for i, f, _ in images],
-        "annotations": anns,
-        "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)],
-    })
+            area = 0.5 * abs(
+                np.dot(poly[:, 0], np.roll(poly[:, 1], 1)) - np.dot(poly[:, 1], np.roll(poly[:, 0], 1))
+            )
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "image_id": image_id,
+                    "category_id": obj["class"] + 1,
+                    "iscrowd": 0,
+                    "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                    "area": round(float(area), 2),
+                    "segmentation": [[round(float(v), 2) for v in poly.ravel()]],
+                }
+            )
+    return json.dumps(
+        {
+            "info": {"description": "disco-bench embedded detection dataset"},
+            "images": [{"id": i, "file_name": f, "width": size, "height": size} for i, f, _ in images],
+            "annotations": anns,
+            "categories": [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(names)],
+        }
+    )
 
 
 def make_embedded_detection(out: str | Path, cfg: EmbeddedDetectionConfig, progress: bool = False) -> Path:
     """Write the dataset under ``out`` in both layouts (see the module docstring); return ``out``."""
     out = Path(out)
-    if not 1 <= cfg.classes <= len(SHAPES):
-        raise InputError(f"classes={cfg.classes}: the embedded detection dataset has between 1 and {len(SHAPES)} classes")
-    if cfg.train_images < 1 or cfg.val_images < 1 or cfg.max_objects < 1 or cfg.image_size < 32:
-        raise InputError(f"embedded detection config {asdict(cfg)}: needs train_images, val_images, max_objects >= 1 "
-                         "and image_size >= 32")
     names = list(SHAPES)[: cfg.classes]
     spec = {"kind": "disco-bench-embedded-detection", "version": 1, **asdict(cfg)}
     return write_once(out, spec, lambda tmp: _write_scenes(tmp, cfg, names))
@@ -177,7 +212,10 @@ def _write_scenes(tmp: Path, cfg: EmbeddedDetectionConfig, names: list[str]) -> 
         (voc / sub).mkdir(parents=True)
     (tmp / "annotations").mkdir()
     image_id = 0
-    for voc_set, coco_split, count in (("trainval", "train2017", cfg.train_images), ("test", "val2017", cfg.val_images)):
+    for voc_set, coco_split, count in (
+        ("trainval", "train2017", cfg.train_images),
+        ("test", "val2017", cfg.val_images),
+    ):
         (tmp / coco_split).mkdir()
         stems, images = [], []
         for i in range(count):
@@ -191,4 +229,20 @@ def _write_scenes(tmp: Path, cfg: EmbeddedDetectionConfig, names: list[str]) -> 
             stems.append(stem)
             images.append((image_id, f"{image_id:012d}.jpg", objects))
         (voc / "ImageSets" / "Main" / f"{voc_set}.txt").write_text("".join(s + "\n" for s in stems))
-        (tmp / "annotations" / f"instances_{coco_split}.json").write_text(_coco_json(images, cfg.image_size, names))
+        (tmp / "annotations" / f"instances_{coco_split}.json").write_text(
+            _coco_json(images, cfg.image_size, names)
+        )
+
+
+# One rule per field (pretrain.validation); objects stay inside the image (size < side).
+FIELD_RULES = {
+    "classes": Range(low=1, high=len(SHAPES), integer=True),
+    "train_images": at_least(1),
+    "val_images": at_least(1),
+    "image_size": at_least(32),
+    "max_objects": at_least(1),
+    "min_object": fraction(low_open=True, high_open=True),
+    "max_object": fraction(low_open=True, high_open=True),
+    "noise": Range(low=0.0),
+    "seed": at_least(0),
+}

@@ -21,6 +21,7 @@ import heapq
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,15 +29,18 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.errors import InputError, one_line
+from disco_bench.step_request import StepFailed, StepRequest, failure_text, with_retries
+from pretrain.errors import InputError
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 # Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);
 # the others would only repeat the same work in every process.
 DISTRIBUTED_TASKS = {"linear", "semisup", "cifar"}
+# Eval tasks that train with DDP over torchrun ranks whatever their probe protocol
+# (downstream/detection/distributed.py: the global detection batch split over the processes).
+DDP_TASKS = {"detection"}
 
 
 def say(line: str) -> None:
@@ -49,55 +53,9 @@ def runs_distributed(step, cfg) -> bool:
     """Whether a step uses every process torchrun or a multi-task job gives it."""
     if step.kind == "pretrain":
         return True
+    if step.kind == "eval" and step.task in DDP_TASKS:
+        return True
     return step.kind == "eval" and step.task in DISTRIBUTED_TASKS and getattr(cfg, "protocol", "") == "paper"
-
-
-class StepFailed(RuntimeError):
-    """A step ended without records; the message is one line saying why."""
-
-
-def failure_text(exc: BaseException) -> str:
-    """``TypeName: message`` on one line, for a step's failure report."""
-    return f"{type(exc).__name__}: {one_line(exc)}"
-
-
-def with_retries(run: Callable[[], list], retries: int, label: str, echo: Callable[[str], None]) -> list:
-    """``run()``, again up to ``retries`` times if it raises (not for InputError)."""
-    for attempt in range(1, retries + 2):
-        try:
-            return run()
-        except InputError:
-            raise
-        except Exception as exc:
-            if attempt > retries:
-                raise
-            echo(f"{label}: attempt {attempt}/{retries + 1} failed ({failure_text(exc)}); retrying")
-    raise AssertionError("unreachable")
-
-
-@dataclass
-class StepRequest:
-    """Everything a fresh process needs to run one step of a suite on its own (picklable)."""
-
-    suite: str  # suite file path
-    step: str
-    out: str
-    data_root: str | None = None
-    overrides: dict = field(default_factory=dict)
-    retries: int = 0
-    progress: bool = False
-    kinds: dict | None = None  # the step kinds the parent planned with (tests register fake ones)
-
-    def __call__(self) -> list[dict]:
-        """Run as a submitit job: join the job's process group when it has several tasks."""
-        if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
-            import submitit
-
-            submitit.helpers.TorchDistributedEnvironment().export()
-        from disco_bench.runner import run_request
-
-        records = run_request(self)
-        return records if int(os.environ.get("RANK", "0")) == 0 else []
 
 
 class Handle:
@@ -136,7 +94,9 @@ class LocalLauncher:
     def __init__(self, retries: int = 0, echo: Callable[[str], None] = say):
         self.retries, self.echo = retries, echo
 
-    def submit(self, step, run_here: Callable[[], list], request: StepRequest, distributed: bool, after) -> Handle:
+    def submit(
+        self, step, run_here: Callable[[], list], request: StepRequest, distributed: bool, after
+    ) -> Handle:
         try:
             return DoneHandle(with_retries(run_here, self.retries, step.id, self.echo))
         except Exception as exc:  # one failed step must not stop the others
@@ -156,7 +116,9 @@ class ParallelLocalLauncher:
 
     synchronous = False
 
-    def __init__(self, jobs: int, retries: int = 0, echo: Callable[[str], None] = say, threads: int | None = None):
+    def __init__(
+        self, jobs: int, retries: int = 0, echo: Callable[[str], None] = say, threads: int | None = None
+    ):
         if jobs < 2:
             raise InputError(f"--jobs {jobs}: a parallel launcher needs at least 2 jobs")
         self.jobs, self.retries, self.echo = jobs, retries, echo
@@ -173,8 +135,9 @@ class ParallelLocalLauncher:
         order, self._submitted = self._submitted, self._submitted + 1
         handle = ThreadHandle()
         request = dataclasses.replace(request, progress=False, retries=self.retries)  # bars would interleave
-        thread = threading.Thread(target=self._run, args=(handle, order, request, list(after)), daemon=True,
-                                  name=f"step-{step.id}")
+        thread = threading.Thread(
+            target=self._run, args=(handle, order, request, list(after)), daemon=True, name=f"step-{step.id}"
+        )
         thread.start()
         return handle
 
@@ -209,15 +172,19 @@ class ParallelLocalLauncher:
         log = Path(request.out) / "logs" / f"{request.step}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         gpu = slot if self._gpus >= self.jobs else None
-        self.echo(f"{request.step}: started (job {slot + 1}/{self.jobs}, {self.threads} threads"
-                  f"{f', GPU {gpu}' if gpu is not None else ''}; log {log})")
+        self.echo(
+            f"{request.step}: started (job {slot + 1}/{self.jobs}, {self.threads} threads"
+            f"{f', GPU {gpu}' if gpu is not None else ''}; log {log})"
+        )
         start = time.monotonic()
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no state shared with this one
         with self._lock:
             if self._stopped:
                 raise StepFailed("the run was stopped before this step started")
             receive, send = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step)
+            proc = ctx.Process(
+                target=_job_main, args=(request, send, str(log), self.threads, gpu), name=request.step
+            )
             proc.start()
             self._procs.add(proc)
         send.close()  # the child holds the only sending end: its death ends recv() with EOFError
@@ -313,8 +280,19 @@ def _job_main(request: StepRequest, send, log: str, threads: int, gpu: int | Non
 
 def step_command(request: StepRequest, records_file: Path) -> list[str]:
     """``python -m disco_bench step ...``: one step of a suite, its records written to a file."""
-    cmd = ["-m", "disco_bench", "step", "--suite", request.suite, "--step", request.step, "--out", request.out,
-           "--records", str(records_file)]
+    cmd = [
+        "-m",
+        "disco_bench",
+        "step",
+        "--suite",
+        request.suite,
+        "--step",
+        request.step,
+        "--out",
+        request.out,
+        "--records",
+        str(records_file),
+    ]
     if request.data_root:
         cmd += ["--data-root", request.data_root]
     if not request.progress:
@@ -324,9 +302,58 @@ def step_command(request: StepRequest, records_file: Path) -> list[str]:
     return cmd
 
 
+def torchrun_prefix(nproc: int) -> list[str]:
+    """torchrun on this machine (a free port of its own: ``--standalone``), every worker line
+    prefixed ``[default<local rank>]:`` (``--tee 3``) so a failure can be pinned on its rank."""
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--tee",
+        "3",
+        f"--nproc_per_node={nproc}",
+    ]
+
+
 def torchrun_command(request: StepRequest, nproc: int, records_file: Path) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            *step_command(request, records_file)]
+    return [*torchrun_prefix(nproc), *step_command(request, records_file)]
+
+
+_ROOT_CAUSE = re.compile(r"Root Cause.*?local_rank:\s*(\d+)\).*?exitcode\s*:\s*(-?\d+)", re.S)
+_EXCEPTION = re.compile(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def _last_error(lines: list[str]) -> str | None:
+    """The last ``error: ...`` line (the project's own one-line errors), else the last exception line."""
+    for pattern in (re.compile(r"^error: .*"), _EXCEPTION):
+        found = [ln for ln in lines if pattern.match(ln)]
+        if found:
+            return found[-1].strip()
+    return None
+
+
+def torchrun_failure(log_text: str, returncode: int) -> str:
+    """One line for a torchrun that failed: the rank that failed first (torchrun's "root cause"),
+    how its process ended, and that rank's own last error line; or, when no worker ran (the
+    rendezvous or the process group could not start), torchrun's own last error."""
+    lines = log_text.splitlines()
+    root = _ROOT_CAUSE.search(log_text)
+    if root is None:
+        why = _last_error([ln for ln in lines if not ln.startswith("[default")]) or _last_error(lines)
+        return f"torchrun exited with {returncode} before any rank finished: {why or 'no output'}"
+    rank, code = int(root[1]), int(root[2])
+    ended = (
+        f"killed by {signal.Signals(-code).name}"
+        if code < 0 and -code in signal.valid_signals()
+        else f"exit code {code}"
+    )
+    prefix = f"[default{rank}]:"
+    own = [re.sub(r"^\[rank\d+\]: ?", "", ln[len(prefix) :]) for ln in lines if ln.startswith(prefix)]
+    why = _last_error(own) or (
+        "no error message: killed from outside (out of memory?)" if code < 0 else "no error message"
+    )
+    return f"rank {rank} failed ({ended}): {why}"
 
 
 class TorchrunLauncher(LocalLauncher):
@@ -344,12 +371,16 @@ class TorchrunLauncher(LocalLauncher):
         records_file, log = logs / f"{request.step}.records.json", logs / f"{request.step}.torchrun.log"
         records_file.unlink(missing_ok=True)  # a stale file must never pass for this run's records
         with open(log, "w") as handle:
-            proc = subprocess.run(torchrun_command(request, self.nproc, records_file), stdout=handle,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+            proc = subprocess.run(
+                torchrun_command(request, self.nproc, records_file),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
         if proc.returncode != 0 or not records_file.exists():
-            lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-            why = next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1] if lines else "no output")
-            raise StepFailed(f"torchrun exited with {proc.returncode}: {why.strip()} (log: {log})")
+            raise StepFailed(
+                f"{torchrun_failure(log.read_text(errors='replace'), proc.returncode)} (log: {log})"
+            )
         return json.loads(records_file.read_text())
 
     def submit(self, step, run_here, request, distributed, after) -> Handle:
@@ -371,7 +402,9 @@ class SubmititHandle(Handle):
             return self.job.results()[0]
         except Exception as exc:  # submitit wraps the job's traceback; keep its last error line
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            why = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[-1] if lines else "")
+            why = next(
+                (ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[-1] if lines else ""
+            )
             raise StepFailed(f"job {self.job.job_id} failed: {why}") from exc
 
     def cancel(self) -> None:
@@ -389,8 +422,14 @@ class SlurmLauncher:
 
     synchronous = False
 
-    def __init__(self, out: Path, nproc: int = 1, options: dict | None = None, cluster: str | None = None,
-                 echo: Callable[[str], None] = say):
+    def __init__(
+        self,
+        out: Path,
+        nproc: int = 1,
+        options: dict | None = None,
+        cluster: str | None = None,
+        echo: Callable[[str], None] = say,
+    ):
         try:
             import submitit
         except ImportError as exc:
@@ -409,7 +448,10 @@ class SlurmLauncher:
             params.setdefault("gpus_per_node", tasks)
             extra = dict(params.pop("slurm_additional_parameters", {}))
             if after:
-                extra |= {"dependency": "afterok:" + ":".join(h.id for h in after), "kill_on_invalid_dep": "yes"}
+                extra |= {
+                    "dependency": "afterok:" + ":".join(h.id for h in after),
+                    "kill_on_invalid_dep": "yes",
+                }
             params["slurm_additional_parameters"] = extra
         return params
 
@@ -426,8 +468,15 @@ class SlurmLauncher:
         return handle
 
 
-def make_launcher(name: str, out: Path, nproc: int = 1, retries: int = 0, options: dict | None = None,
-                  echo: Callable[[str], None] = say, jobs: int = 1):
+def make_launcher(
+    name: str,
+    out: Path,
+    nproc: int = 1,
+    retries: int = 0,
+    options: dict | None = None,
+    echo: Callable[[str], None] = say,
+    jobs: int = 1,
+):
     if jobs < 1:
         raise InputError(f"--jobs {jobs}: expected 1 or more steps at a time")
     if jobs > 1 and name != "local":

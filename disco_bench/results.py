@@ -1,4 +1,9 @@
-"""Result records (DESIGN.md contract): one JSON object per measured number in ``results.jsonl``.
+"""Result records: one JSON object per measured number in ``results.jsonl``.
+
+Besides ``REQUIRED_FIELDS`` a record carries ``run``: the process count, per-process batch,
+accelerator, torch threads and library versions of the process that measured it
+(``pretrain.environment``); an eval record's pre-training ``run`` is in ``protocol.pretrain.run``.
+Records written before these existed lack them; they read as unknown.
 
 Appends rewrite the file atomically (temp file + rename), so a crash never leaves a partial line,
 and a record whose id is already present replaces the old one, so a redone step never duplicates.
@@ -20,11 +25,26 @@ import torch
 from disco_bench import __version__
 from downstream.result import TaskResult
 from pretrain.checkpoint import atomic_write_text
+from pretrain.environment import run_environment
 from pretrain.errors import InputError
 
 REQUIRED_FIELDS = (
-    "task", "metric", "value", "student", "teacher", "method", "dataset", "split", "seed", "protocol",
-    "config_hash", "checkpoint_sha256", "code_version", "started_at", "finished_at", "hardware",
+    "task",
+    "metric",
+    "value",
+    "student",
+    "teacher",
+    "method",
+    "dataset",
+    "split",
+    "seed",
+    "protocol",
+    "config_hash",
+    "checkpoint_sha256",
+    "code_version",
+    "started_at",
+    "finished_at",
+    "hardware",
 )
 
 
@@ -40,10 +60,19 @@ def config_hash(config: dict) -> str:
 def code_version() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                             timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return f"{__version__}+g{sha}{'.dirty' if dirty else ''}"
     except (OSError, subprocess.SubprocessError):
         return __version__
@@ -60,21 +89,61 @@ def hardware() -> str:
 
 
 def record_id(rec: dict) -> str:
-    key = {k: rec.get(k) for k in ("step", "config_hash", "task", "metric", "dataset", "split", "seed", "extra")}
+    key = {
+        k: rec.get(k) for k in ("step", "config_hash", "task", "metric", "dataset", "split", "seed", "extra")
+    }
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def make_records(result: TaskResult, *, student: str, teacher: str | None, method: str | None, seed: int, protocol: dict,
-                 config_hash: str, checkpoint_sha256: str | None, started_at: str, finished_at: str, step: str | None = None,
-                 label: str | None = None) -> list[dict]:
+def this_process(per_process_batch: int | None = None, device: str = "auto") -> dict:
+    """The ``run`` of a number measured in this process (under torchrun: one of WORLD_SIZE)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return run_environment(int(os.environ.get("WORLD_SIZE", "1")), per_process_batch, device)
+
+
+def make_records(
+    result: TaskResult,
+    *,
+    student: str,
+    teacher: str | None,
+    method: str | None,
+    seed: int,
+    protocol: dict,
+    config_hash: str,
+    checkpoint_sha256: str | None,
+    started_at: str,
+    finished_at: str,
+    step: str | None = None,
+    label: str | None = None,
+    run: dict | None = None,
+) -> list[dict]:
+    """One record per measurement; ``run`` defaults to this process with no per-process batch."""
+    run = run if run is not None else this_process()
     records = []
     for m in result.measurements:
         rec = {
-            "task": result.task, "metric": m.metric, "value": float(m.value), "student": student, "teacher": teacher,
-            "method": method, "dataset": m.dataset, "split": m.split, "seed": seed, "protocol": protocol,
-            "config_hash": config_hash, "checkpoint_sha256": checkpoint_sha256, "code_version": code_version(),
-            "started_at": started_at, "finished_at": finished_at, "hardware": hardware(), "step": step, "label": label,
-            "extra": m.extra or None, "artifacts": result.artifacts or None,
+            "task": result.task,
+            "metric": m.metric,
+            "value": float(m.value),
+            "student": student,
+            "teacher": teacher,
+            "method": method,
+            "dataset": m.dataset,
+            "split": m.split,
+            "seed": seed,
+            "protocol": protocol,
+            "config_hash": config_hash,
+            "checkpoint_sha256": checkpoint_sha256,
+            "code_version": code_version(),
+            "started_at": started_at,
+            "finished_at": finished_at,
+            "hardware": hardware(),
+            "step": step,
+            "label": label,
+            "extra": m.extra or None,
+            "artifacts": result.artifacts or None,
+            "run": run,
         }
         rec["id"] = record_id(rec)
         records.append(rec)
@@ -92,10 +161,20 @@ def read_records(path: str | Path) -> list[dict]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{n} is not valid JSON ({exc.msg}); expected one record per line") from exc
-        missing = [f for f in REQUIRED_FIELDS if f not in rec]
+            raise InputError(
+                f"{path}:{n} is not valid JSON ({exc.msg}); expected one record per line"
+            ) from exc
+        missing = (
+            [f for f in REQUIRED_FIELDS if f not in rec] if isinstance(rec, dict) else ["(not an object)"]
+        )
         if missing:
             raise InputError(f"{path}:{n} record lacks fields: {', '.join(missing)}")
+        value = rec["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InputError(
+                f"{path}:{n} record {rec.get('id', '?')}: field 'value' is {json.dumps(value)}; "
+                "expected a number"
+            )
         records.append(rec)
     return records
 

@@ -22,22 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from disco_bench import cost, results
-from disco_bench.datasets import prepare_datasets
-from disco_bench.launchers import (
-    LocalLauncher,
-    StepRequest,
-    failure_text,
-    runs_distributed,
-    say,
-    with_retries,
-)
+from disco_bench.launchers import LocalLauncher, runs_distributed, say
+from disco_bench.planning import CHECKPOINT_KINDS, architectures, build_context, is_done, plan, restrict
 from disco_bench.report import write_report
-from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
-from disco_bench.suite import Step, Suite, load_suite, select_steps, used_datasets
-from pretrain.errors import InputError
-
-DATA_ROOT_PLACEHOLDER = Path("$DATA_ROOT")  # how a dry run without --data-root shows dataset paths
-CHECKPOINT_KINDS = {"pretrain", "checkpoint"}  # kinds whose output other steps read as "@id"
+from disco_bench.step_request import StepRequest, failure_text
+from disco_bench.steps import RunContext, run_step, step_config
+from disco_bench.suite import Step, Suite
 
 
 @dataclass
@@ -47,59 +37,7 @@ class StepOutcome:
     detail: str = ""
 
 
-def restrict(suite: Suite, only: list[str] | None) -> Suite:
-    """The suite cut down to ``--only`` (with dependencies) and to the datasets its steps read."""
-    if only:
-        suite = dataclasses.replace(suite, steps=select_steps(suite.steps, only))
-    return dataclasses.replace(suite, datasets=used_datasets(suite))
-
-
-def build_context(suite: Suite, out: Path, data_root: Path | None, overrides: dict, progress: bool,
-                  create: bool) -> RunContext:
-    """Resolve datasets (generating embedded ones when ``create``; checking all before anything runs)."""
-    if data_root is None and not create and any(s.get("generate") is None for s in suite.datasets.values()):
-        data_root = DATA_ROOT_PLACEHOLDER  # a dry run lists the steps without any data on disk
-    paths = prepare_datasets(suite, out, data_root, create=create, progress=progress)
-    external = {s.id: paths[s.params["data"]] for s in suite.steps if s.kind == "checkpoint" and "data" in s.params}
-    return RunContext(out=out, dataset_paths=paths, defaults=suite.defaults, overrides=overrides, progress=progress,
-                      dataset_names={k: suite.dataset_name(k) for k in suite.datasets}, external=external)
-
-
-def plan(suite: Suite, ctx: RunContext) -> list[tuple[Step, str]]:
-    """(step, config hash) in order; hashes chain through @references."""
-    rows = []
-    for step in suite.steps:
-        if step.kind not in STEP_KINDS:
-            raise InputError(f"step {step.id}: unknown kind {step.kind!r}; choose from {', '.join(sorted(STEP_KINDS))}")
-        h = step_hash(step, ctx)
-        ctx.hashes[step.id] = h
-        rows.append((step, h))
-    return rows
-
-
-def is_done(step: Step, ctx: RunContext, config_hash: str, records: list[dict]) -> bool:
-    have = any(r.get("step") == step.id and r.get("config_hash") == config_hash for r in records)
-    if step.kind in CHECKPOINT_KINDS:
-        return have and ctx.checkpoint(step.id).exists()
-    return have
-
-
 # --- what a step is, needs, produces and costs (for --dry-run and progress lines) --------------
-
-
-def architectures(rows: list[tuple[Step, str]], configs: dict[str, object]) -> dict[str, str | None]:
-    """step id -> architecture of the network it produces (or, for an eval, evaluates)."""
-    arch: dict[str, str | None] = {}
-    for step, _ in rows:
-        cfg = configs[step.id]
-        if step.kind == "pretrain":
-            arch[step.id] = cfg.student
-        elif step.kind == "checkpoint":
-            arch[step.id] = cfg.arch
-        else:  # an eval: the (first) checkpoint it evaluates
-            ref = step.params.get("ckpt") or (step.params.get("ckpts") or [None])[0]
-            arch[step.id] = arch.get(ref[1:]) if isinstance(ref, str) and ref.startswith("@") else None
-    return arch
 
 
 def _teacher_arch(step: Step, cfg, arch: dict) -> str | None:
@@ -123,7 +61,15 @@ def describe(step: Step, cfg, arch: dict) -> str:
 
 
 def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str]]:
-    needs = [f"@{d} ({ctx.checkpoint(d)})" for d in step.needs]
+    refs = [v for v in step.params.values() if isinstance(v, str) and v.startswith("@")]
+    refs += [
+        v
+        for vs in step.params.values()
+        if isinstance(vs, list)
+        for v in vs
+        if isinstance(v, str) and v.startswith("@")
+    ]
+    needs = [f"{r} ({ctx.reference(r)})" for r in dict.fromkeys(refs)]
     if "data" in step.params:
         needs.append(f"data {step.params['data']} ({ctx.dataset_paths[step.params['data']]})")
     produces = [f"checkpoint {ctx.checkpoint(step.id)}"] if step.kind in CHECKPOINT_KINDS else []
@@ -138,8 +84,9 @@ def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
     if step.kind == "pretrain":
         if images is None:
             return cost.Cost(None, "size of the dataset unknown")
-        return cost.pretrain_cost(cfg.method, cfg.student, _teacher_arch(step, cfg, arch), images, cfg.epochs,
-                                  cfg.image_size)
+        return cost.pretrain_cost(
+            cfg.method, cfg.student, _teacher_arch(step, cfg, arch), images, cfg.epochs, cfg.image_size
+        )
     if step.kind == "eval":
         return cost.eval_cost(step.task, cfg, arch.get(step.id), images)
     return cost.Cost(None, f"no cost rule for kind {step.kind!r}")
@@ -160,30 +107,21 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
         elif not done:
             total += c.gpu_hours
         tags = f" [{', '.join(step.tags)}]" if step.tags else ""
-        echo(f"[{n}/{len(rows)}] {step.id} [{'done' if done else 'todo'}] {describe(step, configs[step.id], arch)}{tags}")
+        echo(
+            f"[{n}/{len(rows)}] {step.id} [{'done' if done else 'todo'}] {describe(step, configs[step.id], arch)}{tags}"
+        )
         echo(f"    needs: {'; '.join(needs) or 'nothing'}")
         echo(f"    produces: {'; '.join(produces)}")
         echo(f"    cost: {c.text()}")
     rate = f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU"
-    echo(f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours"
-         f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})")
+    echo(
+        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours"
+        f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})"
+    )
     return 0
 
 
 # --- running ------------------------------------------------------------------------------------
-
-
-def run_request(request: StepRequest) -> list[dict]:
-    """Run one step in a fresh process (a torchrun worker or a submitit job): rebuild the plan, run it."""
-    STEP_KINDS.update(request.kinds or {})
-    suite = restrict(load_suite(request.suite), None)
-    data_root = Path(request.data_root) if request.data_root else None
-    ctx = build_context(suite, Path(request.out), data_root, request.overrides, request.progress, create=False)
-    rows = {s.id: (s, h) for s, h in plan(suite, ctx)}
-    if request.step not in rows:
-        raise InputError(f"suite {request.suite} has no step {request.step!r}")
-    step, h = rows[request.step]
-    return with_retries(lambda: STEP_KINDS[step.kind][1](step, ctx, h), request.retries, step.id, print)
 
 
 def _record_failure(out: Path, step: Step, exc: BaseException) -> str:
@@ -193,21 +131,40 @@ def _record_failure(out: Path, step: Step, exc: BaseException) -> str:
     return failure_text(exc)
 
 
-def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, dry_run: bool = False,
-              progress: bool = True, echo=say, only: list[str] | None = None, retries: int = 0,
-              launcher=None) -> int:
-    """Run (or list) the suite's steps; returns the exit code (0 when every step passed)."""
+def run_suite(
+    suite: Suite,
+    out: Path,
+    data_root: Path | None,
+    overrides: dict,
+    dry_run: bool = False,
+    progress: bool = True,
+    echo=say,
+    only: list[str] | None = None,
+    retries: int = 0,
+    launcher=None,
+    kinds: dict | None = None,
+) -> int:
+    """Run (or list) the suite's steps; returns the exit code (0 when every step passed).
+    ``kinds``: the step-kind registry (default ``steps.STEP_KINDS``), handed on to step processes."""
     out = Path(out)
     suite = restrict(suite, only)
     if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
-        plan(suite, build_context(suite, out, data_root, overrides, progress, create=False))
-    ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run)
+        plan(suite, build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds))
+    ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run, kinds=kinds)
     rows = plan(suite, ctx)
     if dry_run:
         return dry_run_listing(suite, ctx, rows, echo)
     launcher = launcher or LocalLauncher(retries, echo)
-    request = StepRequest(suite=str(suite.path), step="", out=str(out), data_root=str(data_root) if data_root else None,
-                          overrides=overrides, retries=retries, progress=progress, kinds=dict(STEP_KINDS))
+    request = StepRequest(
+        suite=str(suite.path),
+        step="",
+        out=str(out),
+        data_root=str(data_root) if data_root else None,
+        overrides=overrides,
+        retries=retries,
+        progress=progress,
+        kinds=ctx.kinds,
+    )
     records = results.read_records(ctx.records_path)
     outcomes: dict[str, StepOutcome] = {}
     handles: dict = {}
@@ -234,9 +191,13 @@ def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, 
     try:
         for n, (step, h) in enumerate(rows, 1):
             head = f"[{n}/{len(rows)}] {step.id}"
-            settled_blocked = [d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")]
+            settled_blocked = [
+                d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")
+            ]
             if settled_blocked:
-                outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish")
+                outcomes[step.id] = StepOutcome(
+                    step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish"
+                )
                 echo(f"{head}: skipped ({outcomes[step.id].detail})")
                 continue
             if is_done(step, ctx, h, records):
@@ -246,8 +207,12 @@ def run_suite(suite: Suite, out: Path, data_root: Path | None, overrides: dict, 
             cfg = step_config(step, ctx)
             echo(f"{head}: {describe(step, cfg, {})}")
             handles[step.id] = launcher.submit(
-                step, lambda step=step, h=h: STEP_KINDS[step.kind][1](step, ctx, h), dataclasses.replace(request, step=step.id),
-                runs_distributed(step, cfg), [handles[d] for d in step.needs if d in handles])
+                step,
+                lambda step=step, h=h: run_step(step, ctx, h),
+                dataclasses.replace(request, step=step.id),
+                runs_distributed(step, cfg),
+                [handles[d] for d in step.needs if d in handles],
+            )
             if launcher.synchronous:
                 settle(n, step)
         if not launcher.synchronous:
@@ -262,10 +227,19 @@ def settle_as_they_end(rows, handles: dict, outcomes: dict, settle, poll_s: floa
     """Settle submitted steps as they end, not in suite order, so a finished step's records are
     written while a long one still runs (a crash then loses only what was running). A step is
     settled after its dependencies: it is skipped if one of them did not finish."""
-    pending = [(n, step) for n, (step, _) in enumerate(rows, 1) if step.id in handles and step.id not in outcomes]
+    pending = [
+        (n, step) for n, (step, _) in enumerate(rows, 1) if step.id in handles and step.id not in outcomes
+    ]
     while pending:
-        ready = [(n, step) for n, step in pending if all(d in outcomes for d in step.needs) and (
-            handles[step.id].done() or any(outcomes[d].status in ("failed", "skipped") for d in step.needs))]
+        ready = [
+            (n, step)
+            for n, step in pending
+            if all(d in outcomes for d in step.needs)
+            and (
+                handles[step.id].done()
+                or any(outcomes[d].status in ("failed", "skipped") for d in step.needs)
+            )
+        ]
         for item in ready:
             settle(*item)
             pending.remove(item)

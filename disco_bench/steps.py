@@ -4,6 +4,7 @@ command a user can run alone (``disco-bench pretrain`` / ``disco-bench eval TASK
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +29,8 @@ class RunContext:
     progress: bool = True
     dataset_names: dict[str, str] = field(default_factory=dict)  # suite dataset key -> name records carry
     external: dict[str, Path] = field(default_factory=dict)  # checkpoint step id -> file under --data-root
+    # the step kinds this run plans with: STEP_KINDS, or a registry a caller passes (tests add fake kinds)
+    kinds: dict = field(default_factory=lambda: dict(STEP_KINDS))
 
     @property
     def records_path(self) -> Path:
@@ -38,9 +41,23 @@ class RunContext:
             return self.external[step_id]
         return self.out / "checkpoints" / step_id / "final.pt"
 
+    def reference(self, ref: str) -> Path:
+        """The file ``@ID`` (a step's checkpoint) or ``@ID:PRODUCT`` (a file an eval step writes) names."""
+        step_id, _, product = ref.removeprefix("@").partition(":")
+        if not product:
+            return self.checkpoint(step_id)
+        if product not in PRODUCTS:
+            raise InputError(f"@{step_id}:{product}: unknown product; choose from {', '.join(PRODUCTS)}")
+        return self.out / "eval" / step_id / PRODUCTS[product]
+
     def dataset_name(self, step, folder: str) -> str:
         """The suite's name for the step's dataset (e.g. 'imagenet'), else the folder's name."""
         return self.dataset_names.get(step.params.get("data"), folder)
+
+
+# Files an eval step writes that later steps may read as "@ID:NAME": the probe's classifier
+# (kd_save_classifier=true), the teacher of a KD probe (kd_teacher).
+PRODUCTS = {"classifier": "classifier.pt"}
 
 
 def _is_ref(value) -> bool:
@@ -52,9 +69,9 @@ def _resolve(params: dict, ctx: RunContext) -> dict:
     out = {}
     for key, value in params.items():
         if isinstance(value, str) and value.startswith("@"):
-            out[key] = str(ctx.checkpoint(value[1:]))
+            out[key] = str(ctx.reference(value))
         elif isinstance(value, list) and any(_is_ref(v) for v in value):  # ckpts: [@a, @b] (tsne, mi)
-            out[key] = [str(ctx.checkpoint(v[1:])) if _is_ref(v) else v for v in value]
+            out[key] = [str(ctx.reference(v)) if _is_ref(v) else v for v in value]
         elif key == "data":
             out[key] = str(ctx.dataset_paths[value])
         else:
@@ -62,14 +79,20 @@ def _resolve(params: dict, ctx: RunContext) -> dict:
     return out
 
 
+def _hashed_ref(ref: str, ctx: RunContext) -> str:
+    """``@ID[:PRODUCT]`` with the step's config hash for its id, so a changed dependency changes this hash."""
+    step_id, sep, product = ref[1:].partition(":")
+    return "@" + ctx.hashes.get(step_id, step_id) + sep + product
+
+
 def _hashable(step, params: dict, ctx: RunContext, config: dict) -> dict:
     """What identifies a step's numbers: its config with paths replaced by what they stand for."""
     cfg = dict(config)
     for key, value in params.items():
         if isinstance(value, str) and value.startswith("@"):
-            cfg[key] = "@" + ctx.hashes.get(value[1:], value)
+            cfg[key] = _hashed_ref(value, ctx)
         elif isinstance(value, list) and any(_is_ref(v) for v in value):
-            cfg[key] = ["@" + ctx.hashes.get(v[1:], v) if _is_ref(v) else v for v in value]
+            cfg[key] = [_hashed_ref(v, ctx) if _is_ref(v) else v for v in value]
         elif key == "data":
             cfg[key] = value
     cfg.pop("out", None)
@@ -95,7 +118,11 @@ def eval_config(step, ctx: RunContext) -> EvalConfig:
 
 
 def step_config(step, ctx: RunContext):
-    return STEP_KINDS[step.kind][0](step, ctx)
+    return ctx.kinds[step.kind][0](step, ctx)
+
+
+def run_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
+    return ctx.kinds[step.kind][1](step, ctx, config_hash)
 
 
 def step_hash(step, ctx: RunContext) -> str:
@@ -109,26 +136,55 @@ def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = N
     if summary.get("images_per_s"):
         ms.append(Measurement("images_per_s", summary["images_per_s"], dataset, "train"))
     teacher = summary.get("teacher") or {}
-    protocol = summary.get("protocol") or cfg.protocol()  # resolved head width and teacher file (pretrain.train)
+    protocol = (
+        summary.get("protocol") or cfg.protocol()
+    )  # resolved head width and teacher file (pretrain.train)
     return results.make_records(
-        TaskResult("pretrain", ms, protocol), student=cfg.student, teacher=teacher.get("arch"), method=cfg.method,
-        seed=cfg.seed, protocol=protocol, checkpoint_sha256=file_sha256(summary["checkpoint"]), **common,
+        TaskResult("pretrain", ms, protocol),
+        student=cfg.student,
+        teacher=teacher.get("arch"),
+        method=cfg.method,
+        seed=cfg.seed,
+        protocol=protocol,
+        checkpoint_sha256=file_sha256(summary["checkpoint"]),
+        run=protocol.get("run"),
+        **common,
     )
 
 
 def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()
-    summary = pretrain(cfg, resume=True, progress=ctx.progress)
-    return pretrain_records(cfg, summary, dataset=ctx.dataset_name(step, Path(cfg.data).name), config_hash=config_hash,
-                            started_at=started, finished_at=results.now(), step=step.id, label=step.label)
+    summary = pretrain(cfg, progress=ctx.progress)  # continues from last.pt of the same run
+    return pretrain_records(
+        cfg,
+        summary,
+        dataset=ctx.dataset_name(step, Path(cfg.data).name),
+        config_hash=config_hash,
+        started_at=started,
+        finished_at=results.now(),
+        step=step.id,
+        label=step.label,
+    )
 
 
 def eval_records(cfg: EvalConfig, result: TaskResult, **common) -> list[dict]:
     src = result.source
     protocol = {"eval": result.protocol, "pretrain": src.get("protocol", {})}
-    return results.make_records(result, student=src.get("arch"), teacher=src.get("teacher"), method=src.get("method"),
-                                seed=cfg.seed, protocol=protocol, checkpoint_sha256=src.get("sha256"), **common)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # the probe's batch is split over torchrun processes
+    # detection's is the schedule's global batch (det_batch_size), split the same way
+    batch = result.protocol["schedule"]["batch_size"] if result.task == "detection" else cfg.batch_size
+    return results.make_records(
+        result,
+        student=src.get("arch"),
+        teacher=src.get("teacher"),
+        method=src.get("method"),
+        seed=cfg.seed,
+        protocol=protocol,
+        checkpoint_sha256=src.get("sha256"),
+        run=results.this_process(batch // world, cfg.device),
+        **common,
+    )
 
 
 def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
@@ -137,10 +193,21 @@ def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     result = TASKS[step.task].run(cfg, progress=ctx.progress)
     folder = Path(cfg.data).name  # tasks name their dataset by its folder (semisup: folder@1%); the suite may
     name = ctx.dataset_name(step, folder)  # name it better, e.g. 'imagenet' for the paper's comparisons
-    result.measurements = [dataclasses.replace(m, dataset=name + m.dataset[len(folder):])
-                           if m.dataset == folder or m.dataset.startswith(folder + "@") else m for m in result.measurements]
-    return eval_records(cfg, result, config_hash=config_hash, started_at=started, finished_at=results.now(), step=step.id,
-                        label=step.label)
+    result.measurements = [
+        dataclasses.replace(m, dataset=name + m.dataset[len(folder) :])
+        if m.dataset == folder or m.dataset.startswith(folder + "@")
+        else m
+        for m in result.measurements
+    ]
+    return eval_records(
+        cfg,
+        result,
+        config_hash=config_hash,
+        started_at=started,
+        finished_at=results.now(),
+        step=step.id,
+        label=step.label,
+    )
 
 
 @dataclass
@@ -165,12 +232,25 @@ def run_checkpoint_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     encoder, info = load_encoder(cfg.data, cfg.arch)
     params_m = sum(p.numel() for p in encoder.backbone.parameters()) / 1e6
     name = ctx.dataset_name(step, Path(cfg.data).name)
-    result = TaskResult("checkpoint", [Measurement("backbone_params_m", params_m, name, "-")],
-                        {"format": info.get("format"), "arch": info["arch"]})
-    return results.make_records(result, student=info["arch"], teacher=info.get("teacher"),
-                                method=info.get("method") or cfg.method or None, seed=0, protocol=result.protocol,
-                                checkpoint_sha256=info["sha256"], config_hash=config_hash, started_at=started,
-                                finished_at=results.now(), step=step.id, label=step.label)
+    result = TaskResult(
+        "checkpoint",
+        [Measurement("backbone_params_m", params_m, name, "-")],
+        {"format": info.get("format"), "arch": info["arch"]},
+    )
+    return results.make_records(
+        result,
+        student=info["arch"],
+        teacher=info.get("teacher"),
+        method=info.get("method") or cfg.method or None,
+        seed=0,
+        protocol=result.protocol,
+        checkpoint_sha256=info["sha256"],
+        config_hash=config_hash,
+        started_at=started,
+        finished_at=results.now(),
+        step=step.id,
+        label=step.label,
+    )
 
 
 # kind -> (config builder, runner)

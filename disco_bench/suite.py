@@ -88,8 +88,9 @@ def _substitute(value: Any, subs: dict[str, Any]) -> Any:
 
 
 def _refs(value: Any) -> list[str]:
+    """The step ids ``@ID`` and ``@ID:PRODUCT`` references name (steps.PRODUCTS)."""
     if isinstance(value, str) and value.startswith("@"):
-        return [value[1:]]
+        return [value[1:].partition(":")[0]]
     if isinstance(value, dict):
         return [r for v in value.values() for r in _refs(v)]
     if isinstance(value, list):
@@ -110,10 +111,17 @@ def expand_steps(raw_steps: list[dict], where: str) -> list[Step]:
             subs = dict(zip(names, combo))
             params = _substitute(dict(raw.get("with") or {}), subs)
             tags = _substitute(list(raw.get("tags") or []), subs)
-            steps.append(Step(
-                id=_substitute(raw["id"], subs), kind=raw["kind"], params=params, task=raw.get("task"),
-                label=_substitute(raw.get("label"), subs), needs=_refs(params), tags=[str(t) for t in tags],
-            ))
+            steps.append(
+                Step(
+                    id=_substitute(raw["id"], subs),
+                    kind=raw["kind"],
+                    params=params,
+                    task=raw.get("task"),
+                    label=_substitute(raw.get("label"), subs),
+                    needs=_refs(params),
+                    tags=[str(t) for t in tags],
+                )
+            )
     seen: set[str] = set()
     for step in steps:
         if step.id in seen:
@@ -141,8 +149,10 @@ def select_steps(steps: list[Step], patterns: list[str], where: str = "--only") 
         hits = [s.id for s in steps if matches(s, pattern)]
         if not hits:
             tags = sorted({t for s in steps for t in s.tags})
-            raise InputError(f"{where} {pattern!r} matches no step id or tag; tags: {', '.join(tags) or 'none'}; "
-                             f"step ids look like {', '.join(s.id for s in steps[:3])}")
+            raise InputError(
+                f"{where} {pattern!r} matches no step id or tag; tags: {', '.join(tags) or 'none'}; "
+                f"step ids look like {', '.join(s.id for s in steps[:3])}"
+            )
         chosen.update(hits)
     todo = list(chosen)
     while todo:
@@ -166,11 +176,15 @@ def check_registered(steps: list[Step], where: str) -> None:
 
     for step in steps:
         if step.kind == "pretrain" and "method" in step.params and step.params["method"] not in METHODS:
-            raise InputError(f"{where}: step {step.id!r} uses method {step.params['method']!r}, which is not registered; "
-                             f"methods: {', '.join(sorted(METHODS))}")
+            raise InputError(
+                f"{where}: step {step.id!r} uses method {step.params['method']!r}, which is not registered; "
+                f"methods: {', '.join(sorted(METHODS))}"
+            )
         if step.kind == "eval" and step.task not in TASKS:
-            raise InputError(f"{where}: step {step.id!r} uses task {step.task!r}, which is not registered; "
-                             f"tasks: {', '.join(sorted(TASKS))}")
+            raise InputError(
+                f"{where}: step {step.id!r} uses task {step.task!r}, which is not registered; "
+                f"tasks: {', '.join(sorted(TASKS))}"
+            )
 
 
 def _read_yaml(path: Path) -> dict:
@@ -204,8 +218,15 @@ def _load_subset(raw: dict, path: Path, seen: tuple[Path, ...]) -> Suite:
     if not isinstance(select, list) or not select:
         raise InputError(f"{path}: select must be a non-empty list of step id or tag patterns")
     steps = select_steps(base.steps, [str(p) for p in select], where=f"{path} select")
-    return Suite(raw.get("name", path.stem), raw.get("description", base.description), base.datasets, base.defaults,
-                 steps, path, extends=base.name)
+    return Suite(
+        raw.get("name", path.stem),
+        raw.get("description", base.description),
+        base.datasets,
+        base.defaults,
+        steps,
+        path,
+        extends=base.name,
+    )
 
 
 def load_suite(name_or_path: str, _seen: tuple[Path, ...] = ()) -> Suite:
@@ -223,6 +244,8 @@ def load_suite(name_or_path: str, _seen: tuple[Path, ...] = ()) -> Suite:
     for step in steps:
         ds = step.params.get("data")
         if ds is not None and ds not in datasets:
-            raise InputError(f"{path}: step {step.id!r} uses data {ds!r}; datasets defined: {', '.join(sorted(datasets)) or 'none'}")
+            raise InputError(
+                f"{path}: step {step.id!r} uses data {ds!r}; datasets defined: {', '.join(sorted(datasets)) or 'none'}"
+            )
     check_registered(steps, str(path))
     return Suite(raw.get("name", path.stem), raw.get("description", ""), datasets, defaults, steps, path)

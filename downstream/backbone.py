@@ -14,5 +14,5 @@ def load_backbone(ckpt: str) -> tuple[nn.Module, dict]:
 
 
 def default_probe_lr(arch: str) -> float:
-    """METHOD.md section 5: lr 30 for ResNets, 3 for EfficientNet/MobileNet (and others)."""
+    """docs/method.md#linear: lr 30 for ResNets, 3 for EfficientNet/MobileNet (and others)."""
     return 30.0 if arch.startswith(("resnet", "wide_resnet", "resnext")) else 3.0

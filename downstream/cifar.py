@@ -1,4 +1,4 @@
-"""CIFAR-10/100 transfer (METHOD.md section 5): the linear probe on CIFAR read from the official
+"""CIFAR-10/100 transfer (docs/method.md#cifar): the linear probe on CIFAR read from the official
 python pickle folders on disk (never downloaded), images resized 32 -> ``image_size`` bicubic.
 
 Layouts (as distributed by the CIFAR authors; dict keys are bytes, labels are lists of ints):
@@ -26,6 +26,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode, v2
 
+from downstream.array_pickle import ArrayUnpickler
 from downstream.backbone import load_backbone
 from downstream.config import EvalConfig
 from downstream.linear import topk_result
@@ -34,12 +35,7 @@ from downstream.result import TaskResult
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.errors import InputError
 
-try:  # numpy >= 2 moved the pickle helpers; files written by numpy 1 (and the official ones) name the old module
-    from numpy._core.multiarray import _reconstruct, scalar
-except ImportError:  # pragma: no cover - numpy 1
-    from numpy.core.multiarray import _reconstruct, scalar
-
-CIFAR_LR = 3.0  # METHOD.md section 5
+CIFAR_LR = 3.0  # docs/method.md#cifar
 SIDE = 32
 
 
@@ -55,28 +51,19 @@ class CifarLayout:
 
 
 LAYOUTS = {
-    "cifar10": CifarLayout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                           "batches.meta", "labels", "label_names"),
-    "cifar100": CifarLayout("cifar100", "cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"),
+    "cifar10": CifarLayout(
+        "cifar10",
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+    "cifar100": CifarLayout(
+        "cifar100", "cifar-100-python", ("train",), ("test",), "meta", "fine_labels", "fine_label_names"
+    ),
 }
-
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-    ("numpy.core.multiarray", "scalar"): scalar,
-    ("numpy._core.multiarray", "scalar"): scalar,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): __import__("codecs").encode,  # how Python 3 pickles bytes at protocol 2
-}
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and plain data") from None
 
 
 def read_pickle(path: Path) -> dict[str, object]:
@@ -85,7 +72,7 @@ def read_pickle(path: Path) -> dict[str, object]:
         raise InputError(f"CIFAR file not found: {path} (expected the official python pickle)")
     try:
         with open(path, "rb") as handle:
-            obj = _ArrayUnpickler(handle, encoding="bytes").load()
+            obj = ArrayUnpickler(handle, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
         raise InputError(f"{path} is not a readable CIFAR pickle: {exc}") from exc
     if not isinstance(obj, dict):
@@ -105,7 +92,9 @@ def read_batch(path: Path, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(_key(d, "data", path))
     labels = np.asarray(_key(d, labels_key, path), dtype=np.int64)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
-        raise InputError(f"{path} b'data' is {data.dtype} {data.shape}; expected uint8 (N, {3 * SIDE * SIDE})")
+        raise InputError(
+            f"{path} b'data' is {data.dtype} {data.shape}; expected uint8 (N, {3 * SIDE * SIDE})"
+        )
     if labels.shape != (len(data),):
         raise InputError(f"{path} has {len(data)} images but {labels.size} b'{labels_key}'")
     return data.reshape(-1, 3, SIDE, SIDE).transpose(0, 2, 3, 1), labels
@@ -131,17 +120,23 @@ def find_cifar(root: str | Path, variant: str = "auto") -> tuple[CifarLayout, Pa
     found = [(lay, root) for lay in wanted if (root / lay.meta).is_file()]
     found = found or [(lay, root / lay.folder) for lay in wanted if (root / lay.folder / lay.meta).is_file()]
     if not found:
-        expected = " or ".join(f"{root}/{lay.folder}/ ({', '.join((*lay.train, *lay.test, lay.meta))})" for lay in wanted)
+        expected = " or ".join(
+            f"{root}/{lay.folder}/ ({', '.join((*lay.train, *lay.test, lay.meta))})" for lay in wanted
+        )
         raise InputError(f"no CIFAR pickle folder at {root}: expected {expected}")
     if len(found) > 1:
-        raise InputError(f"{root} holds both {found[0][1].name} and {found[1][1].name}: set cifar_variant=cifar10 or cifar100")
+        raise InputError(
+            f"{root} holds both {found[0][1].name} and {found[1][1].name}: set cifar_variant=cifar10 or cifar100"
+        )
     return found[0]
 
 
 def is_cifar(root: str | Path) -> bool:
     """Whether ROOT is (or holds) an official CIFAR pickle folder."""
     root = Path(root)
-    return any((root / lay.meta).is_file() or (root / lay.folder / lay.meta).is_file() for lay in LAYOUTS.values())
+    return any(
+        (root / lay.meta).is_file() or (root / lay.folder / lay.meta).is_file() for lay in LAYOUTS.values()
+    )
 
 
 @dataclass
@@ -157,12 +152,16 @@ def load_cifar(root: str | Path, variant: str = "auto") -> CifarData:
     """Both splits and the class names; labels outside the named classes are an error."""
     layout, folder = find_cifar(root, variant)
     classes = read_class_names(folder, layout)
-    data = CifarData(layout, folder, classes, read_split(folder, layout, "train"), read_split(folder, layout, "test"))
+    data = CifarData(
+        layout, folder, classes, read_split(folder, layout, "train"), read_split(folder, layout, "test")
+    )
     for split in ("train", "test"):
         labels = getattr(data, split)[1]
         if labels.size and (labels.min() < 0 or labels.max() >= len(classes)):
-            raise InputError(f"{folder} {split} labels span {labels.min()}..{labels.max()}; "
-                             f"{layout.meta} names {len(classes)} classes")
+            raise InputError(
+                f"{folder} {split} labels span {labels.min()}..{labels.max()}; "
+                f"{layout.meta} names {len(classes)} classes"
+            )
     return data
 
 
@@ -190,20 +189,36 @@ def _to_tensor() -> list:
 
 def train_transform(image_size: int) -> v2.Compose:
     """RandomResizedCrop(size, bicubic) + flip: the 32 px image is cropped and upsampled in one resampling."""
-    return v2.Compose([v2.RandomResizedCrop(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-                       v2.RandomHorizontalFlip(), *_to_tensor()])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_to_tensor(),
+        ]
+    )
 
 
 def test_transform(image_size: int) -> v2.Compose:
-    """Resize(size, bicubic) + CenterCrop(size), as METHOD.md states (the crop keeps the whole square)."""
-    return v2.Compose([v2.Resize(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
-                       v2.CenterCrop(image_size), *_to_tensor()])
+    """Resize(size, bicubic) + CenterCrop(size), as docs/method.md#cifar states (the crop keeps the whole square)."""
+    return v2.Compose(
+        [
+            v2.Resize(image_size, interpolation=InterpolationMode.BICUBIC, antialias=True),
+            v2.CenterCrop(image_size),
+            *_to_tensor(),
+        ]
+    )
 
 
-def cifar_probe_data(root: str | Path, image_size: int, variant: str = "auto") -> tuple[ProbeData, CifarLayout]:
+def cifar_probe_data(
+    root: str | Path, image_size: int, variant: str = "auto"
+) -> tuple[ProbeData, CifarLayout]:
     c = load_cifar(root, variant)
-    data = ProbeData(CifarImages(*c.train, train_transform(image_size)), CifarImages(*c.train, test_transform(image_size)),
-                     CifarImages(*c.test, test_transform(image_size)), len(c.classes))
+    data = ProbeData(
+        CifarImages(*c.train, train_transform(image_size)),
+        CifarImages(*c.train, test_transform(image_size)),
+        CifarImages(*c.test, test_transform(image_size)),
+        len(c.classes),
+    )
     return data, c.layout
 
 
@@ -212,7 +227,9 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     data, layout = cifar_probe_data(cfg.data, cfg.image_size, cfg.cifar_variant)
     lr = cfg.lr if cfg.lr is not None else CIFAR_LR
     acc, details = run_probe(backbone, data, cfg, lr, progress)
-    result = topk_result("cifar", acc, layout.name, cfg.protocol_dict("cifar") | details | {"variant": layout.name}, info)
+    result = topk_result(
+        "cifar", acc, layout.name, cfg.protocol_dict("cifar") | details | {"variant": layout.name}, info
+    )
     for m in result.measurements:
         m.split = "test"
     return result

@@ -17,9 +17,13 @@ def checkpoint_paths(cfg: EvalConfig) -> list[str]:
     if not paths:
         raise InputError("no checkpoint given: set ckpt (one path) or ckpts (a list of paths)")
     if cfg.ckpt and cfg.ckpts and cfg.ckpt != cfg.ckpts[0]:
-        raise InputError(f"ckpt {cfg.ckpt!r} and ckpts {list(cfg.ckpts)!r} disagree: give one of them, or ckpt = ckpts[0]")
+        raise InputError(
+            f"ckpt {cfg.ckpt!r} and ckpts {list(cfg.ckpts)!r} disagree: give one of them, or ckpt = ckpts[0]"
+        )
     if cfg.ckpt_labels and len(cfg.ckpt_labels) != len(paths):
-        raise InputError(f"ckpt_labels has {len(cfg.ckpt_labels)} names for {len(paths)} checkpoints: give one per checkpoint")
+        raise InputError(
+            f"ckpt_labels has {len(cfg.ckpt_labels)} names for {len(paths)} checkpoints: give one per checkpoint"
+        )
     return paths
 
 
@@ -47,5 +51,10 @@ class Labeller:
 
 def identity(label: str, info: dict) -> dict:
     """What a measurement's ``extra`` says about the checkpoint it measures."""
-    return {"ckpt": label, "arch": info.get("arch"), "method": info.get("method"), "teacher": info.get("teacher"),
-            "sha256": info.get("sha256")}
+    return {
+        "ckpt": label,
+        "arch": info.get("arch"),
+        "method": info.get("method"),
+        "teacher": info.get("teacher"),
+        "sha256": info.get("sha256"),
+    }

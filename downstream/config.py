@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from pretrain.validation import (
+    FREE,
+    Device,
+    Each,
+    OneOf,
+    OrNull,
+    Range,
+    at_least,
+    fraction,
+    positive,
+    validate_fields,
+)
+
 # Fields that only matter to one protocol or one task: a record lists only those that shaped its number.
 PAPER_FIELDS = {"epochs", "batch_size", "lr", "lr_milestones", "weight_decay"}
 FAST_FIELDS = {"fast_weight_decays", "fast_holdout", "fast_max_iter"}
@@ -13,13 +26,33 @@ TASK_FIELDS = {
     "knn": {"knn_k", "knn_temperature"},
     "tsne": {"classes", "per_class", "tsne_perplexity", "tsne_knn_k"},
     "mi": {"mi_bins"},
-    "detection": {"det_dataset", "det_backend", "det_trials", "det_max_iter", "det_image_size", "det_batch_size",
-                  "det_lr", "det_norm", "det_clip_grad"},  # detection
+    "detection": {
+        "det_dataset",
+        "det_backend",
+        "det_trials",
+        "det_max_iter",
+        "det_image_size",
+        "det_batch_size",
+        "det_lr",
+        "det_norm",
+        "det_clip_grad",
+        "det_head",
+    },  # detection
 }
 KD_FIELDS = {"kd_teacher", "kd_alpha", "kd_temperature"}  # recorded only when KD is on
 # Where files go and how fast they are made; never part of a protocol.
-RUNTIME_FIELDS = {"ckpt", "data", "out", "workers", "device", "feature_batch_size", "amp", "channels_last", "ckpts",
-                  "ckpt_labels"}
+RUNTIME_FIELDS = {
+    "ckpt",
+    "data",
+    "out",
+    "workers",
+    "device",
+    "feature_batch_size",
+    "amp",
+    "channels_last",
+    "ckpts",
+    "ckpt_labels",
+}
 
 
 @dataclass
@@ -31,7 +64,9 @@ class EvalConfig:
     epochs: int = 100
     image_size: int = 224
     batch_size: int = 256  # global batch; split evenly over torchrun processes
-    lr: float | None = None  # None: the task's default (METHOD.md 5): linear 30 ResNet / 3 others; semisup, cifar 3
+    lr: float | None = (
+        None  # None: the task's default (docs/method.md#linear): linear 30 ResNet / 3 others; semisup, cifar 3
+    )
     lr_milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the epochs (60 and 80 of 100)
     weight_decay: float = 0.0
     seed: int = 0
@@ -55,27 +90,43 @@ class EvalConfig:
     extra: dict = field(default_factory=dict)  # task-specific settings
     # analysis (tsne, mi): several checkpoints side by side
     ckpts: list[str] = field(default_factory=list)  # checkpoints to compare; empty: just ckpt
-    ckpt_labels: list[str] = field(default_factory=list)  # legend names, one per checkpoint; empty: "method arch"
-    classes: int = 10  # t-SNE: the first CLASSES classes of val/ (sorted), PER_CLASS images each (METHOD.md 5)
+    ckpt_labels: list[str] = field(
+        default_factory=list
+    )  # legend names, one per checkpoint; empty: "method arch"
+    classes: int = (
+        10  # t-SNE: the first CLASSES classes of val/ (sorted), PER_CLASS images each (docs/method.md#tsne)
+    )
     per_class: int = 50
     tsne_perplexity: float = 30.0  # capped at (images - 1) / 3
     tsne_knn_k: int = 5  # t-SNE separation score: leave-one-out kNN accuracy in feature space
-    mi_bins: int = 30  # MI: equal bins on [0, 1] per softmax dimension (METHOD.md 5)
-    # detection: paper schedules (METHOD.md 5) unless shortened; None means the paper's value
+    mi_bins: int = 30  # MI: equal bins on [0, 1] per softmax dimension (docs/method.md#mi)
+    # detection: paper schedules (docs/method.md#detection) unless shortened; None means the paper's value
     det_dataset: str = "voc"  # detection: voc (Faster R-CNN) | coco (Mask R-CNN)
     det_backend: str = "torchvision"  # detection: torchvision | detectron2
     det_trials: int = 1  # detection: runs with seeds seed .. seed+N-1; records mean and std (paper VOC: 5)
     det_max_iter: int | None = None  # detection: None = 48k VOC / 180k COCO; steps and warm-up scale with it
-    det_image_size: int | None = None  # detection: None = paper scales; else train and test at this short side
+    det_image_size: int | None = (
+        None  # detection: None = paper scales; else train and test at this short side
+    )
     det_batch_size: int | None = None  # detection: None = 32; lr scales linearly with it unless det_lr is set
     det_lr: float | None = None  # detection: None = 0.1 VOC / 0.11 COCO at batch 32
     det_norm: str = "syncbn"  # detection: syncbn (BN on one process) | bn | frozen
-    det_clip_grad: float = 0.0  # detection: gradient-norm clipping for short runs; 0 = off (paper)
+    det_clip_grad: float | None = (
+        None  # detection: gradient-norm clip; None = off at the paper schedule, on for short ones; 0 = off
+    )
+    det_head: str = (
+        "extranorm"  # detection C4 box head: extranorm (MoCo's Res5ROIHeadsExtraNorm + PreciseBN) | res5
+    )
     # kd: Hinton KD at the probe stage (linear, semisup, cifar probes); see downstream/kd.py
     kd_teacher: str = ""  # a classifier file (backbone + trained linear head); empty: KD off
     kd_alpha: float = 0.5  # weight of the soft (teacher) term; 1 - alpha on the labels
     kd_temperature: float = 2.0
-    kd_save_classifier: bool = False  # write OUT/classifier.pt (this backbone + the trained head) for use as kd_teacher
+    kd_save_classifier: bool = (
+        False  # write OUT/classifier.pt (this backbone + the trained head) for use as kd_teacher
+    )
+
+    def __post_init__(self) -> None:
+        validate_fields(self, FIELD_RULES)
 
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable (other tasks' and protocols' fields left out)."""
@@ -92,3 +143,56 @@ class EvalConfig:
         else:
             skip |= FAST_FIELDS
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
+
+
+AMPS = ("none", "bf16", "fp16")
+
+# One rule per field (pretrain.validation): type from the annotation, then this range or choice.
+FIELD_RULES = {
+    "ckpt": FREE,  # paths: checked when read, naming the file
+    "data": FREE,
+    "out": FREE,
+    "protocol": OneOf(("paper", "fast")),
+    "epochs": at_least(1),
+    "image_size": at_least(1),
+    "batch_size": at_least(1),
+    "lr": OrNull(positive()),
+    "lr_milestones": Each(fraction(low_open=True), ordered=True),
+    "weight_decay": Range(low=0.0),
+    "seed": at_least(0),
+    "workers": at_least(0),
+    "device": Device(),
+    "feature_batch_size": at_least(1),
+    "amp": OneOf(AMPS),
+    "channels_last": FREE,
+    "fast_weight_decays": Each(Range(low=0.0)),
+    "fast_holdout": fraction(low_open=True, high_open=True),
+    "fast_max_iter": at_least(1),
+    "subset_fraction": fraction(low_open=True),
+    "subset_list": FREE,
+    "cifar_variant": OneOf(("auto", "cifar10", "cifar100")),
+    "knn_k": Each(at_least(1)),
+    "knn_temperature": positive(),
+    "extra": FREE,
+    "ckpts": FREE,
+    "ckpt_labels": FREE,
+    "classes": at_least(2),
+    "per_class": at_least(1),
+    "tsne_perplexity": positive(),
+    "tsne_knn_k": at_least(1),
+    "mi_bins": at_least(1),
+    "det_dataset": OneOf(("voc", "coco")),
+    "det_backend": OneOf(("torchvision", "detectron2")),
+    "det_trials": at_least(1),
+    "det_max_iter": OrNull(at_least(1)),
+    "det_image_size": OrNull(at_least(32)),  # smaller leaves no room for the anchors
+    "det_batch_size": OrNull(at_least(1)),
+    "det_lr": OrNull(positive()),
+    "det_norm": OneOf(("syncbn", "bn", "frozen")),
+    "det_clip_grad": OrNull(Range(low=0.0)),
+    "det_head": OneOf(("extranorm", "res5")),
+    "kd_teacher": FREE,
+    "kd_alpha": fraction(),
+    "kd_temperature": positive(),
+    "kd_save_classifier": FREE,
+}

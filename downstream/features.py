@@ -32,11 +32,17 @@ class Runtime:
 
     def describe(self) -> dict:
         """What a record should say about how the numbers were computed."""
-        return {"device": self.device.type, "world_size": self.dist.world_size,
-                "amp": str(self.amp).removeprefix("torch.") if self.amp else "none", "channels_last": self.channels_last}
+        return {
+            "device": self.device.type,
+            "world_size": self.dist.world_size,
+            "amp": str(self.amp).removeprefix("torch.") if self.amp else "none",
+            "channels_last": self.channels_last,
+        }
 
 
-def make_runtime(device: str = "auto", amp: str = "bf16", channels_last: bool = True, distributed: bool = False) -> Runtime:
+def make_runtime(
+    device: str = "auto", amp: str = "bf16", channels_last: bool = True, distributed: bool = False
+) -> Runtime:
     """The device (``cuda:LOCAL_RANK`` under torchrun), and AMP / channels_last only where it is a GPU."""
     if amp not in AMP_DTYPES:
         raise InputError(f"amp={amp!r}: expected one of {', '.join(AMP_DTYPES)}")
@@ -76,8 +82,13 @@ def backbone_features(backbone: nn.Module, images: torch.Tensor, rt: Runtime) ->
 
 @torch.no_grad()
 def extract_features(
-    backbone: nn.Module, dataset: Dataset, batch_size: int, device: torch.device | Runtime, workers: int = 0,
-    desc: str = "features", progress: bool = True,
+    backbone: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device | Runtime,
+    workers: int = 0,
+    desc: str = "features",
+    progress: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(features (N, C) float32 on CPU, labels (N,)) in dataset order.
 
@@ -85,7 +96,13 @@ def extract_features(
     """
     rt = device if isinstance(device, Runtime) else make_runtime(str(device))
     place_backbone(backbone, rt)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=rt.device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=rt.device.type == "cuda",
+    )
     feats, labels = [], []
     for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
         feats.append(backbone_features(backbone, images, rt).cpu())

@@ -41,8 +41,13 @@ from pretrain.models import build_backbone, feature_dim
 CLASSIFIER_KIND = "classifier"
 
 
-def kd_loss(student_logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor, alpha: float,
-            temperature: float) -> torch.Tensor:
+def kd_loss(
+    student_logits: torch.Tensor,
+    targets: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    alpha: float,
+    temperature: float,
+) -> torch.Tensor:
     """Hinton KD: (1 - alpha) * mean CE(s, y) + alpha * T^2 * mean_b KL(softmax(t/T) || softmax(s/T)).
 
     student_logits, teacher_logits: (B, C); targets: (B,) class indices. T^2 keeps the soft term's
@@ -81,8 +86,14 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def save_classifier(path: str | Path, source_ckpt: str, backbone: nn.Module, weight: torch.Tensor, bias: torch.Tensor,
-                    protocol: str) -> Path:
+def save_classifier(
+    path: str | Path,
+    source_ckpt: str,
+    backbone: nn.Module,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    protocol: str,
+) -> Path:
     """Write a probe's backbone + linear head as a KD teacher file (format in the module docstring)."""
     from pretrain.teachers import load_encoder  # the arch is what the source checkpoint says it is
 
@@ -110,11 +121,15 @@ def load_classifier(path: str | Path) -> tuple[Classifier, dict]:
     obj = safe_load(path, "KD teacher classifier")
     if not isinstance(obj, dict) or obj.get("kind") != CLASSIFIER_KIND:
         kind = obj.get("kind") if isinstance(obj, dict) else type(obj).__name__
-        raise InputError(f"kd_teacher {path}: expected a classifier file written by a probe with kd_save_classifier=true, "
-                         f"got kind {kind!r}")
+        raise InputError(
+            f"kd_teacher {path}: expected a classifier file written by a probe with kd_save_classifier=true, "
+            f"got kind {kind!r}"
+        )
     for key in ("arch", "backbone", "classifier", "num_classes"):
         if key not in obj:
-            raise InputError(f"kd_teacher {path}: missing key {key!r} (expected arch, backbone, classifier, num_classes)")
+            raise InputError(
+                f"kd_teacher {path}: missing key {key!r} (expected arch, backbone, classifier, num_classes)"
+            )
     backbone = build_backbone(obj["arch"])
     load_state_strict(backbone, obj["backbone"], f"kd_teacher {path} (backbone, arch {obj['arch']})")
     head = nn.Linear(feature_dim(backbone), int(obj["num_classes"]))
@@ -133,7 +148,9 @@ class KDTeacher:
             raise InputError(f"kd_temperature: expected a positive value, got {temperature}")
         self.model, self.info = load_classifier(path)
         if self.info["num_classes"] != num_classes:
-            raise InputError(f"kd_teacher {path} predicts {self.info['num_classes']} classes, the probe's dataset has {num_classes}")
+            raise InputError(
+                f"kd_teacher {path} predicts {self.info['num_classes']} classes, the probe's dataset has {num_classes}"
+            )
         freeze_backbone(self.model, rt)
         self.alpha, self.temperature, self.rt = alpha, temperature, rt
 
@@ -145,7 +162,9 @@ class KDTeacher:
         return kd_loss(student_logits, targets, self.logits(images), self.alpha, self.temperature)
 
     def soft_targets(self, dataset: Dataset, batch_size: int, workers: int, progress: bool) -> SoftTargets:
-        logits, _ = extract_features(self.model, dataset, batch_size, self.rt, workers, "KD teacher logits", progress)
+        logits, _ = extract_features(
+            self.model, dataset, batch_size, self.rt, workers, "KD teacher logits", progress
+        )
         return SoftTargets(logits, self.alpha, self.temperature)
 
     def describe(self) -> dict:

@@ -25,8 +25,15 @@ from pretrain.errors import InputError
 
 
 @torch.no_grad()
-def knn_scores(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tensor, num_classes: int, k: int,
-               temperature: float, chunk: int = 1024) -> torch.Tensor:
+def knn_scores(
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    query_x: torch.Tensor,
+    num_classes: int,
+    k: int,
+    temperature: float,
+    chunk: int = 1024,
+) -> torch.Tensor:
     """(M, num_classes) vote scores of the M queries; features need not be normalised (this does it)."""
     train_x, query_x = F.normalize(train_x.float(), dim=1), F.normalize(query_x.float(), dim=1)
     k = min(k, len(train_x))
@@ -38,10 +45,17 @@ def knn_scores(train_x: torch.Tensor, train_y: torch.Tensor, query_x: torch.Tens
     return torch.cat(out)
 
 
-def knn_accuracy(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], num_classes: int,
-                 ks: tuple[int, ...], temperature: float) -> dict[int, dict[int, float]]:
+def knn_accuracy(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    ks: tuple[int, ...],
+    temperature: float,
+) -> dict[int, dict[int, float]]:
     """k -> {1: top-1 %, 5: top-5 %} on val."""
-    return {k: topk_accuracy(knn_scores(*train, val[0], num_classes, k, temperature), val[1], (1, 5)) for k in ks}
+    return {
+        k: topk_accuracy(knn_scores(*train, val[0], num_classes, k, temperature), val[1], (1, 5)) for k in ks
+    }
 
 
 def probe_data(cfg: EvalConfig) -> tuple[ProbeData, str]:
@@ -63,5 +77,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     acc = knn_accuracy(train, val, data.num_classes, cfg.knn_k, cfg.knn_temperature)
     split = "test" if is_cifar(cfg.data) else "val"
     measurements = [Measurement(f"top{t}_k{k}", acc[k][t], dataset, split) for k in cfg.knn_k for t in (1, 5)]
-    details = {"k_used": {str(k): min(k, len(train[1])) for k in cfg.knn_k}, "train_images": len(train[1])} | rt.describe()
+    details = {
+        "k_used": {str(k): min(k, len(train[1])) for k in cfg.knn_k},
+        "train_images": len(train[1]),
+    } | rt.describe()
     return TaskResult("knn", measurements, cfg.protocol_dict("knn") | details, source=info)

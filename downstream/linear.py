@@ -1,4 +1,4 @@
-"""Linear evaluation on an ImageFolder dataset (ImageNet protocol, METHOD.md section 5)."""
+"""Linear evaluation on an ImageFolder dataset (ImageNet protocol, docs/method.md#linear)."""
 
 from __future__ import annotations
 
@@ -17,13 +17,15 @@ from pretrain.errors import InputError
 
 
 def train_transform(image_size: int) -> v2.Compose:
-    return v2.Compose([
-        v2.RandomResizedCrop(image_size, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(image_size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def image_folder_probe_data(root: str, image_size: int) -> ProbeData:
@@ -38,8 +40,12 @@ def image_folder_probe_data(root: str, image_size: int) -> ProbeData:
 
 def topk_result(task: str, acc: dict[int, float], dataset: str, protocol: dict, source: dict) -> TaskResult:
     """The TaskResult of a classification probe: top-1 and top-5 on the validation split."""
-    return TaskResult(task=task, measurements=[Measurement("top1", acc[1], dataset), Measurement("top5", acc[5], dataset)],
-                      protocol=protocol, source=source)
+    return TaskResult(
+        task=task,
+        measurements=[Measurement("top1", acc[1], dataset), Measurement("top5", acc[5], dataset)],
+        protocol=protocol,
+        source=source,
+    )
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:

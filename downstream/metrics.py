@@ -16,7 +16,9 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...
     return {k: int(hits[:, : min(k, n_classes)].any(dim=1).sum().item()) for k in ks}
 
 
-def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+def topk_accuracy(
+    logits: torch.Tensor, targets: torch.Tensor, ks: tuple[int, ...] = (1, 5)
+) -> dict[int, float]:
     """Percentage of rows whose target is among the k highest scores (k capped at the class count)."""
     if len(targets) == 0:
         raise ValueError("top-k accuracy of an empty set is undefined")

@@ -1,4 +1,4 @@
-"""Mutual information by binning and the information plane (paper Fig. 6, METHOD.md section 5).
+"""Mutual information by binning and the information plane (paper Fig. 6, docs/method.md#mi).
 
 A linear classifier T = softmax(W f(x) + b) trains on frozen backbone features f(x), and after every
 epoch (and once before the first, at initialisation) we estimate, in **bits** (log base 2):
@@ -68,7 +68,9 @@ def bin_probabilities(probs: np.ndarray, bins: int = 30) -> np.ndarray:
     if probs.size and (probs.min() < 0.0 or probs.max() > 1.0):
         raise ValueError(f"probabilities must lie in [0, 1], got range [{probs.min()}, {probs.max()}]")
     index = np.minimum(np.floor(probs * bins), bins - 1)
-    return index.astype(np.uint8 if bins <= 256 else np.int64)  # one byte per dimension: 1000 classes x 1.28M images fit
+    return index.astype(
+        np.uint8 if bins <= 256 else np.int64
+    )  # one byte per dimension: 1000 classes x 1.28M images fit
 
 
 def pattern_ids(rows: np.ndarray) -> np.ndarray:
@@ -137,8 +139,14 @@ class Curve:
     points: list[dict]  # one per epoch, epoch 0 = before training
 
 
-def _batches(backbone: nn.Module, data: ProbeData, cached: tuple[torch.Tensor, torch.Tensor], cfg: EvalConfig, epoch: int,
-             rt: Runtime) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches(
+    backbone: nn.Module,
+    data: ProbeData,
+    cached: tuple[torch.Tensor, torch.Tensor],
+    cfg: EvalConfig,
+    epoch: int,
+    rt: Runtime,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of (features, targets) on ``rt.device``. paper: freshly augmented images through the
     frozen backbone; fast: the cached centre-crop features, reshuffled."""
     gen = torch.Generator().manual_seed(augment_seed(cfg.seed, 0, epoch))
@@ -149,8 +157,14 @@ def _batches(backbone: nn.Module, data: ProbeData, cached: tuple[torch.Tensor, t
             idx = order[start : start + cfg.batch_size]
             yield x[idx].to(rt.device), y[idx].to(rt.device)
         return
-    loader = DataLoader(data.train_aug, batch_size=cfg.batch_size, shuffle=True, generator=gen, num_workers=cfg.workers,
-                        pin_memory=rt.device.type == "cuda")
+    loader = DataLoader(
+        data.train_aug,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+    )
     for images, targets in loader:
         yield backbone_features(backbone, images, rt), targets.to(rt.device)
 
@@ -163,20 +177,25 @@ def _measure(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, bins: int, epoch
     for start in range(0, len(y), MEASURE_CHUNK):
         logits = head(x[start : start + MEASURE_CHUNK]).double().cpu()
         if not torch.isfinite(logits).all():
-            raise InputError(f"mi: the classifier diverged by epoch {epoch} at lr {lr}; pass a smaller one (--set lr=...)")
+            raise InputError(
+                f"mi: the classifier diverged by epoch {epoch} at lr {lr}; pass a smaller one (--set lr=...)"
+            )
         binned.append(bin_probabilities(F.softmax(logits, dim=1).clamp(0.0, 1.0).numpy(), bins))
         correct += (logits.argmax(dim=1) == y[start : start + MEASURE_CHUNK]).sum().item()
     point = plane_point(np.concatenate(binned), y.numpy())
     return {"epoch": epoch, **point, "top1": 100.0 * correct / len(y)}
 
 
-def information_curve(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, rt: Runtime, progress: bool,
-                      desc: str) -> list[dict]:
+def information_curve(
+    backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, rt: Runtime, progress: bool, desc: str
+) -> list[dict]:
     """Train the linear head for cfg.epochs with the probe recipe (N(0, 0.01) init, SGD momentum 0.9,
     lr x0.1 at the milestones) and return the information-plane point before training and after every epoch."""
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
-    x, y = extract_features(backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, f"{desc} features", progress)
+    x, y = extract_features(
+        backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, f"{desc} features", progress
+    )
     x_on_device = x.to(rt.device)
     head = new_head(feature_dim(backbone), data.num_classes, cfg.seed).to(rt.device)
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -198,8 +217,18 @@ def information_curve(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr:
 
 
 def curves_frame(curves: list[Curve]) -> pd.DataFrame:
-    rows = [{"ckpt": c.label, "arch": c.info.get("arch"), "method": c.info.get("method"), "sha256": c.info.get("sha256"),
-             "lr": c.lr, **p} for c in curves for p in c.points]
+    rows = [
+        {
+            "ckpt": c.label,
+            "arch": c.info.get("arch"),
+            "method": c.info.get("method"),
+            "sha256": c.info.get("sha256"),
+            "lr": c.lr,
+            **p,
+        }
+        for c in curves
+        for p in c.points
+    ]
     return pd.DataFrame(rows)
 
 
@@ -212,15 +241,35 @@ def plot_information_plane(curves: list[Curve], path: Path, title: str) -> Path:
         ys = [p["mi_ty_bits"] for p in curve.points]
         (line,) = ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, label=curve.label)
         for p in (curve.points[0], curve.points[-1]):
-            ax.annotate(f"ep {p['epoch']}", (p["mi_xt_bits"], p["mi_ty_bits"]), textcoords="offset points", xytext=(4, 4),
-                        fontsize=7, color=line.get_color())
+            ax.annotate(
+                f"ep {p['epoch']}",
+                (p["mi_xt_bits"], p["mi_ty_bits"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+                color=line.get_color(),
+            )
     first = curves[0].points[0]  # the bounds are the same for every checkpoint: same images, same labels
     ax.axhline(first["h_y_bits"], color="grey", linestyle="--", linewidth=0.8)
     ax.axvline(math.log2(first["n"]), color="grey", linestyle=":", linewidth=0.8)
-    ax.annotate("H(Y)", (0, first["h_y_bits"]), xycoords=("axes fraction", "data"), xytext=(3, 3), textcoords="offset points",
-                fontsize=7, color="grey")
-    ax.annotate("log2 N", (math.log2(first["n"]), 0), xycoords=("data", "axes fraction"), xytext=(-30, 3),
-                textcoords="offset points", fontsize=7, color="grey")
+    ax.annotate(
+        "H(Y)",
+        (0, first["h_y_bits"]),
+        xycoords=("axes fraction", "data"),
+        xytext=(3, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="grey",
+    )
+    ax.annotate(
+        "log2 N",
+        (math.log2(first["n"]), 0),
+        xycoords=("data", "axes fraction"),
+        xytext=(-30, 3),
+        textcoords="offset points",
+        fontsize=7,
+        color="grey",
+    )
     ax.set_xlabel("I(X;T) (bits)")
     ax.set_ylabel("I(T;Y) (bits)")
     ax.set_title(title, fontsize=9)
@@ -234,7 +283,13 @@ def measurements(curves: list[Curve], dataset: str) -> list[Measurement]:
     for c in curves:
         who = identity(c.label, c.info)
         for p in c.points:
-            extra = {**who, "epoch": p["epoch"], "log_base": LOG_BASE, "patterns": p["patterns"], "bias_bits": p["bias_bits"]}
+            extra = {
+                **who,
+                "epoch": p["epoch"],
+                "log_base": LOG_BASE,
+                "patterns": p["patterns"],
+                "bias_bits": p["bias_bits"],
+            }
             out.append(Measurement("mi_xt_bits", p["mi_xt_bits"], dataset, "train", extra))
             out.append(Measurement("mi_ty_bits", p["mi_ty_bits"], dataset, "train", dict(extra)))
     return out
@@ -244,7 +299,8 @@ def mi_protocol(cfg: EvalConfig) -> dict:
     """The config fields that shape an MI curve: the SGD recipe in both protocols, never the L-BFGS ones."""
     fields = cfg.protocol_dict("mi")
     return {k: v for k, v in fields.items() if k not in FAST_FIELDS} | {
-        k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in PAPER_FIELDS}
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in PAPER_FIELDS
+    }
 
 
 def mi_data(cfg: EvalConfig) -> tuple[ProbeData, str, float | None]:
@@ -259,7 +315,9 @@ def mi_data(cfg: EvalConfig) -> tuple[ProbeData, str, float | None]:
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     """Information-plane curves for every checkpoint in ``cfg.ckpts`` (or ``cfg.ckpt``)."""
     if cfg.mi_bins < 1:
-        raise InputError(f"mi_bins: {cfg.mi_bins} is not a valid bin count; expected an integer >= 1 (paper: 30)")
+        raise InputError(
+            f"mi_bins: {cfg.mi_bins} is not a valid bin count; expected an integer >= 1 (paper: 30)"
+        )
     if cfg.protocol not in ("paper", "fast"):
         raise InputError(f"protocol: {cfg.protocol!r} is not known; expected paper or fast")
     paths = checkpoint_paths(cfg)
@@ -277,13 +335,28 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         del backbone  # one checkpoint in memory at a time
     out = Path(cfg.out)
     csv = atomic_write_text(out / "information_plane.csv", curves_frame(curves).to_csv(index=False))
-    png = plot_information_plane(curves, out / "information_plane.png",
-                                 f"information plane, {dataset} train ({cfg.mi_bins} bins, {cfg.epochs} epochs, {cfg.protocol})")
+    png = plot_information_plane(
+        curves,
+        out / "information_plane.png",
+        f"information plane, {dataset} train ({cfg.mi_bins} bins, {cfg.epochs} epochs, {cfg.protocol})",
+    )
     protocol = mi_protocol(cfg) | {
-        "log_base": LOG_BASE, "bins": cfg.mi_bins, "estimation_split": "train", "estimation_transform": "centre crop",
+        "log_base": LOG_BASE,
+        "bins": cfg.mi_bins,
+        "estimation_split": "train",
+        "estimation_transform": "centre crop",
         "training_inputs": "augmented images" if cfg.protocol == "paper" else "cached centre-crop features",
-        "runtime": rt.describe(), "head_init_std": 0.01, "momentum": 0.9, "milestones_epochs": milestone_epochs(cfg),
-        "lr_per_checkpoint": {c.label: c.lr for c in curves}, "epoch_0": "before training",
+        "runtime": rt.describe(),
+        "head_init_std": 0.01,
+        "momentum": 0.9,
+        "milestones_epochs": milestone_epochs(cfg),
+        "lr_per_checkpoint": {c.label: c.lr for c in curves},
+        "epoch_0": "before training",
     }
-    return TaskResult(task="mi", measurements=measurements(curves, dataset), protocol=protocol,
-                      artifacts=[str(png), str(csv)], source=first_info)
+    return TaskResult(
+        task="mi",
+        measurements=measurements(curves, dataset),
+        protocol=protocol,
+        artifacts=[str(png), str(csv)],
+        source=first_info,
+    )

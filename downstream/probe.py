@@ -1,6 +1,6 @@
 """Linear probing on a frozen backbone, in two protocols shared by linear, semisup and cifar.
 
-``paper``: METHOD.md section 5. The backbone stays in eval mode (BN frozen) and sees freshly
+``paper``: docs/method.md#linear. The backbone stays in eval mode (BN frozen) and sees freshly
 augmented images every epoch; a Linear head initialised N(0, 0.01) trains with SGD momentum 0.9,
 lr x0.1 at 60% and 80% of the epochs; afterwards MoCo's sanity check that no backbone tensor moved.
 Under torchrun each process takes its share of every batch (DistributedSampler) and the head is
@@ -62,7 +62,9 @@ def backbone_snapshot(backbone: nn.Module) -> dict[str, torch.Tensor]:
 def check_backbone_unchanged(backbone: nn.Module, snapshot: dict[str, torch.Tensor]) -> None:
     for key, value in backbone.state_dict().items():
         if not torch.equal(value.detach().cpu(), snapshot[key].cpu()):
-            raise BackboneChanged(f"backbone tensor {key} changed during linear probing; the probe must leave it frozen")
+            raise BackboneChanged(
+                f"backbone tensor {key} changed during linear probing; the probe must leave it frozen"
+            )
 
 
 def snapshot_digest(snapshot: dict[str, torch.Tensor]) -> str:
@@ -77,14 +79,22 @@ def snapshot_digest(snapshot: dict[str, torch.Tensor]) -> str:
 # --- fast protocol --------------------------------------------------------------------------
 
 
-def fit_logistic_lbfgs(x: torch.Tensor, y: torch.Tensor, num_classes: int, weight_decay: float, max_iter: int,
-                       soft: SoftTargets | None = None) -> nn.Linear:
+def fit_logistic_lbfgs(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    weight_decay: float,
+    max_iter: int,
+    soft: SoftTargets | None = None,
+) -> nn.Linear:
     """Multinomial logistic regression: mean CE + weight_decay/2 * ||W||^2, full-batch L-BFGS.
     With ``soft`` (teacher logits per row of x) the CE is replaced by the Hinton KD loss."""
     head = nn.Linear(x.shape[1], num_classes, device=x.device)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        head.parameters(), lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         opt.zero_grad()
@@ -123,9 +133,15 @@ def threads_for(numel: int, device: torch.device | str):
         torch.set_num_threads(before)
 
 
-def fast_probe(train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor], num_classes: int,
-               cfg: EvalConfig, soft: SoftTargets | None = None, on_head=None,
-               device: torch.device | str = "cpu") -> tuple[dict[int, float], dict]:
+def fast_probe(
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    num_classes: int,
+    cfg: EvalConfig,
+    soft: SoftTargets | None = None,
+    on_head=None,
+    device: torch.device | str = "cpu",
+) -> tuple[dict[int, float], dict]:
     """(top-k on val, details) for cached features; standardised with train statistics.
 
     ``soft``: KD teacher logits per training row; ``on_head(head, mean, std)`` sees the final head (on the CPU).
@@ -142,12 +158,20 @@ def _fast_probe(train, val, num_classes, cfg, soft, on_head, device) -> tuple[di
     xtr, xva = (xtr - mean) / std, (xva - mean) / std
     idx = torch.arange(len(ytr))
     stratify = ytr.cpu().numpy() if can_stratify(ytr, cfg.fast_holdout) else None
-    fit_idx, hold_idx = train_test_split(idx.numpy(), test_size=cfg.fast_holdout, random_state=cfg.seed, stratify=stratify)
+    fit_idx, hold_idx = train_test_split(
+        idx.numpy(), test_size=cfg.fast_holdout, random_state=cfg.seed, stratify=stratify
+    )
     fit_idx, hold_idx = torch.as_tensor(fit_idx, device=device), torch.as_tensor(hold_idx, device=device)
     scores = {}
     for wd in cfg.fast_weight_decays:
-        head = fit_logistic_lbfgs(xtr[fit_idx], ytr[fit_idx], num_classes, wd, cfg.fast_max_iter,
-                                  soft.subset(fit_idx) if soft is not None else None)
+        head = fit_logistic_lbfgs(
+            xtr[fit_idx],
+            ytr[fit_idx],
+            num_classes,
+            wd,
+            cfg.fast_max_iter,
+            soft.subset(fit_idx) if soft is not None else None,
+        )
         with torch.no_grad():
             scores[wd] = topk_accuracy(head(xtr[hold_idx]), ytr[hold_idx], (1,))[1]
     best = max(cfg.fast_weight_decays, key=lambda wd: (scores[wd], wd))
@@ -165,13 +189,19 @@ def frozen_features(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progr
     rt = make_runtime(cfg.device, cfg.amp, cfg.channels_last)
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
-    train = extract_features(backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, "train features", progress)
-    val = extract_features(backbone, data.val, cfg.feature_batch_size, rt, cfg.workers, "val features", progress)
+    train = extract_features(
+        backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, "train features", progress
+    )
+    val = extract_features(
+        backbone, data.val, cfg.feature_batch_size, rt, cfg.workers, "val features", progress
+    )
     check_backbone_unchanged(backbone, snapshot)
     return rt, train, val
 
 
-def run_fast(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool) -> tuple[dict[int, float], dict]:
+def run_fast(
+    backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool
+) -> tuple[dict[int, float], dict]:
     rt, train, val = frozen_features(backbone, data, cfg, progress)
     kd = kd_teacher_for(cfg, data.num_classes, rt)
     soft = kd.soft_targets(data.train_plain, cfg.feature_batch_size, cfg.workers, progress) if kd else None
@@ -181,7 +211,11 @@ def run_fast(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bo
 
     acc, details = fast_probe(train, val, data.num_classes, cfg, soft, save_head, rt.device)
     details |= kd.describe() if kd else {}
-    return acc, details | {"solver": "lbfgs", "standardise": True, "train_images": len(data.train_plain)} | rt.describe()
+    return acc, details | {
+        "solver": "lbfgs",
+        "standardise": True,
+        "train_images": len(data.train_plain),
+    } | rt.describe()
 
 
 # --- paper protocol -------------------------------------------------------------------------
@@ -203,10 +237,18 @@ def new_head(in_dim: int, num_classes: int, seed: int) -> nn.Linear:
 
 def resume_key(cfg: EvalConfig, lr: float, data: ProbeData, backbone_digest: str) -> dict:
     """Everything that shapes the head's training; a saved head with another key is never resumed."""
-    settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in RUNTIME_FIELDS}
-    return {"settings": settings, "lr": lr, "data": str(Path(cfg.data).resolve()) if cfg.data else "",
-            "train_images": len(data.train_aug), "num_classes": data.num_classes, "fingerprint": data.fingerprint,
-            "backbone_sha256": backbone_digest}
+    settings = {
+        k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in RUNTIME_FIELDS
+    }
+    return {
+        "settings": settings,
+        "lr": lr,
+        "data": str(Path(cfg.data).resolve()) if cfg.data else "",
+        "train_images": len(data.train_aug),
+        "num_classes": data.num_classes,
+        "fingerprint": data.fingerprint,
+        "backbone_sha256": backbone_digest,
+    }
 
 
 def load_resumable(path: Path, key: dict, head: nn.Module, opt, sched, say) -> int:
@@ -230,24 +272,34 @@ def augment_seed(seed: int, rank: int, epoch: int) -> int:
 
 
 @torch.no_grad()
-def evaluate_head(backbone: nn.Module, head: nn.Module, val: Dataset, cfg: EvalConfig, rt: Runtime,
-                  progress: bool) -> dict[int, float]:
+def evaluate_head(
+    backbone: nn.Module, head: nn.Module, val: Dataset, cfg: EvalConfig, rt: Runtime, progress: bool
+) -> dict[int, float]:
     """top-k on val; under torchrun each process scores every world_size-th image and counts are summed."""
     shard = Subset(val, range(rt.dist.rank, len(val), rt.dist.world_size)) if rt.dist.enabled else val
-    loader = DataLoader(shard, batch_size=cfg.feature_batch_size, shuffle=False, num_workers=cfg.workers,
-                        pin_memory=rt.device.type == "cuda")
+    loader = DataLoader(
+        shard,
+        batch_size=cfg.feature_batch_size,
+        shuffle=False,
+        num_workers=cfg.workers,
+        pin_memory=rt.device.type == "cuda",
+    )
     counts = torch.zeros(len(TOPK) + 1, dtype=torch.float64, device=rt.device)
     for images, targets in tqdm(loader, desc="val", disable=not (progress and rt.dist.is_main), leave=False):
         logits = head(backbone_features(backbone, images, rt))
         correct = topk_correct(logits, targets, TOPK)
-        counts += torch.tensor([correct[k] for k in TOPK] + [len(targets)], dtype=torch.float64, device=rt.device)
+        counts += torch.tensor(
+            [correct[k] for k in TOPK] + [len(targets)], dtype=torch.float64, device=rt.device
+        )
     if rt.dist.enabled:
         dist.all_reduce(counts)
     total = counts[-1].item()
     return {k: 100.0 * counts[i].item() / total for i, k in enumerate(TOPK)}
 
 
-def paper_probe(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, progress: bool) -> tuple[dict[int, float], dict]:
+def paper_probe(
+    backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, progress: bool
+) -> tuple[dict[int, float], dict]:
     rt = make_runtime(cfg.device, cfg.amp, cfg.channels_last, distributed=True)
     world, rank = rt.dist.world_size, rt.dist.rank
     if cfg.batch_size % world:
@@ -255,7 +307,11 @@ def paper_probe(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
     head = new_head(feature_dim(backbone), data.num_classes, cfg.seed).to(rt.device)
-    model = DistributedDataParallel(head, device_ids=[rt.device.index] if rt.device.type == "cuda" else None) if rt.dist.enabled else head
+    model = (
+        DistributedDataParallel(head, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        if rt.dist.enabled
+        else head
+    )
     opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestone_epochs(cfg), gamma=0.1)
     kd = kd_teacher_for(cfg, data.num_classes, rt)
@@ -266,14 +322,26 @@ def paper_probe(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float
     start = load_resumable(state_path, key, head, opt, sched, say)
 
     # Every process holds the same sampler; process r takes every world-th index of the epoch's permutation.
-    sampler = DistributedSampler(data.train_aug, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False)
-    bar = tqdm(range(start, cfg.epochs), desc="linear probe", disable=not (progress and rt.dist.is_main), initial=start,
-               total=cfg.epochs)
+    sampler = DistributedSampler(
+        data.train_aug, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=False
+    )
+    bar = tqdm(
+        range(start, cfg.epochs),
+        desc="linear probe",
+        disable=not (progress and rt.dist.is_main),
+        initial=start,
+        total=cfg.epochs,
+    )
     for epoch in bar:
         sampler.set_epoch(epoch)
         torch.manual_seed(augment_seed(cfg.seed, rank, epoch))
-        loader = DataLoader(data.train_aug, batch_size=cfg.batch_size // world, sampler=sampler, num_workers=cfg.workers,
-                            pin_memory=rt.device.type == "cuda")
+        loader = DataLoader(
+            data.train_aug,
+            batch_size=cfg.batch_size // world,
+            sampler=sampler,
+            num_workers=cfg.workers,
+            pin_memory=rt.device.type == "cuda",
+        )
         total, batches = 0.0, 0
         for images, targets in loader:
             logits, targets = model(backbone_features(backbone, images, rt)), targets.to(rt.device)
@@ -285,20 +353,35 @@ def paper_probe(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float
         sched.step()
         bar.set_postfix(loss=f"{total / max(batches, 1):.3f}", lr=f"{opt.param_groups[0]['lr']:.3g}")
         if rt.dist.is_main:
-            atomic_torch_save({"key": key, "head": head.state_dict(), "optimizer": opt.state_dict(),
-                               "scheduler": sched.state_dict(), "epoch": epoch + 1}, state_path)
+            atomic_torch_save(
+                {
+                    "key": key,
+                    "head": head.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1,
+                },
+                state_path,
+            )
         if rt.dist.enabled:
             dist.barrier()
     check_backbone_unchanged(backbone, snapshot)
     if rt.dist.is_main:
         save_probe_classifier(cfg, backbone, head.weight, head.bias)
     acc = evaluate_head(backbone, head, data.val, cfg, rt, progress)
-    details = {"lr": lr, "solver": "sgd", "head_init_std": 0.01, "milestones_epochs": milestone_epochs(cfg),
-               "train_images": len(data.train_aug)} | (kd.describe() if kd else {})
+    details = {
+        "lr": lr,
+        "solver": "sgd",
+        "head_init_std": 0.01,
+        "milestones_epochs": milestone_epochs(cfg),
+        "train_images": len(data.train_aug),
+    } | (kd.describe() if kd else {})
     return acc, details | rt.describe()
 
 
-def run_probe(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, progress: bool) -> tuple[dict[int, float], dict]:
+def run_probe(
+    backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, progress: bool
+) -> tuple[dict[int, float], dict]:
     """top-k accuracies and protocol details for the protocol ``cfg.protocol``."""
     if cfg.protocol == "fast":
         return run_fast(backbone, data, cfg, progress)

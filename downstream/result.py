@@ -20,4 +20,6 @@ class TaskResult:
     measurements: list[Measurement]
     protocol: dict
     artifacts: list[str] = field(default_factory=list)  # files written (plots, CSVs)
-    source: dict = field(default_factory=dict)  # what the evaluated checkpoint says: arch, method, teacher, sha256, protocol
+    source: dict = field(
+        default_factory=dict
+    )  # what the evaluated checkpoint says: arch, method, teacher, sha256, protocol

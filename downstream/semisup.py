@@ -1,12 +1,18 @@
-"""Semi-supervised evaluation (METHOD.md section 5): the linear probe trained on 1% or 10% of the
+"""Semi-supervised evaluation (docs/method.md#semisup): the linear probe trained on 1% or 10% of the
 training images, evaluated on the full validation split.
 
 The subset comes from a SimCLR-format list file (one image file name per line, e.g.
 ``n01440764_10026.JPEG``) when ``subset_list`` is set. Every line counts: the reference reader
-drops the first file name as if it were a header (METHOD.md section 7, defect 6), which this one
+drops the first file name as if it were a header (docs/method.md#defect-semisup-header), which this one
 does not. Without a list, a stratified subset is drawn: ``round(fraction x n_c)`` images (at least
 one) of each class c, chosen by a generator seeded with (seed, c), so the same seed always gives
 the same images. The subset's sha256 (over its sorted ``class/file`` paths) goes into the record.
+
+Without ``subset_list``, a fraction of 1% or 10% uses SimCLR's published list for it when the list
+is in the data root, i.e. beside the dataset folder: ``DATA/imagenet_subsets/1percent.txt`` and
+``10percent.txt`` for ``--data DATA/imagenet`` (the names and folder of SimCLR's repository). Only
+when it is not there is a stratified subset drawn; the record says which (``subset.source``) and,
+for a stratified subset of those fractions, where the list was looked for.
 """
 
 from __future__ import annotations
@@ -26,17 +32,29 @@ from downstream.probe import ProbeData, run_probe
 from downstream.result import TaskResult
 from pretrain.errors import InputError
 
-SEMISUP_LR = 3.0  # METHOD.md section 5, every architecture
+SEMISUP_LR = 3.0  # docs/method.md#semisup, every architecture
+SIMCLR_LISTS = {0.01: "1percent.txt", 0.1: "10percent.txt"}  # SimCLR's imagenet_subsets/ file per fraction
+SIMCLR_FOLDER = "imagenet_subsets"
+
+
+def simclr_list_for(data: str | Path, fraction: float) -> Path | None:
+    """Where SimCLR's list for ``fraction`` belongs (DATA/imagenet_subsets/, beside the dataset), or None."""
+    name = SIMCLR_LISTS.get(fraction)
+    return Path(data).resolve().parent / SIMCLR_FOLDER / name if name else None
 
 
 def read_simclr_list(path: str | Path) -> list[str]:
     """The entries of a SimCLR subset list, in order, first line included; blank lines skipped."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"subset list not found: {path} (expected a text file with one image file name per line)")
+        raise InputError(
+            f"subset list not found: {path} (expected a text file with one image file name per line)"
+        )
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not names:
-        raise InputError(f"subset list {path} is empty: expected one image file name per line (e.g. n01440764_10026.JPEG)")
+        raise InputError(
+            f"subset list {path} is empty: expected one image file name per line (e.g. n01440764_10026.JPEG)"
+        )
     return names
 
 
@@ -49,12 +67,16 @@ def indices_from_list(samples: Sequence[tuple[str, int]], names: Sequence[str], 
         by_name.setdefault(f"{Path(path).parent.name}/{Path(path).name}", []).append(i)
     missing = [n for n in names if n not in by_name]
     if missing:
-        raise InputError(f"{source}: {len(missing)} of {len(names)} listed images are not in the training folder, "
-                         f"e.g. {', '.join(missing[:3])}")
+        raise InputError(
+            f"{source}: {len(missing)} of {len(names)} listed images are not in the training folder, "
+            f"e.g. {', '.join(missing[:3])}"
+        )
     ambiguous = [n for n in names if len(by_name[n]) > 1]
     if ambiguous:
-        raise InputError(f"{source}: file name {ambiguous[0]} occurs in several class folders; "
-                         "write it as class_folder/file_name")
+        raise InputError(
+            f"{source}: file name {ambiguous[0]} occurs in several class folders; "
+            "write it as class_folder/file_name"
+        )
     return sorted({by_name[n][0] for n in names})
 
 
@@ -80,13 +102,21 @@ def subset_sha256(samples: Sequence[tuple[str, int]], indices: Sequence[int]) ->
 
 def choose_subset(samples: Sequence[tuple[str, int]], cfg: EvalConfig) -> tuple[list[int], dict]:
     """(indices, description for the record) from the list file, or stratified by fraction and seed."""
-    if cfg.subset_list:
-        indices = indices_from_list(samples, read_simclr_list(cfg.subset_list), f"subset list {cfg.subset_list}")
-        desc = {"source": "list", "list": Path(cfg.subset_list).name}
+    published = simclr_list_for(cfg.data, cfg.subset_fraction) if not cfg.subset_list else None
+    listed = cfg.subset_list or (str(published) if published is not None and published.is_file() else "")
+    if listed:
+        indices = indices_from_list(samples, read_simclr_list(listed), f"subset list {listed}")
+        desc = {"source": "list", "list": Path(listed).name}
     else:
         indices = stratified_subset([label for _, label in samples], cfg.subset_fraction, cfg.seed)
         desc = {"source": "stratified", "fraction": cfg.subset_fraction, "seed": cfg.seed}
-    return indices, desc | {"size": len(indices), "of": len(samples), "sha256": subset_sha256(samples, indices)}
+        if published is not None:
+            desc["simclr_list"] = f"not found: {SIMCLR_FOLDER}/{published.name} beside the dataset"
+    return indices, desc | {
+        "size": len(indices),
+        "of": len(samples),
+        "sha256": subset_sha256(samples, indices),
+    }
 
 
 def subset_label(desc: dict) -> str:
@@ -100,11 +130,18 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     backbone, info = load_backbone(cfg.ckpt)
     full = image_folder_probe_data(cfg.data, cfg.image_size)
     indices, desc = choose_subset(full.train_aug.samples, cfg)
-    data = ProbeData(Subset(full.train_aug, indices), Subset(full.train_plain, indices), full.val, full.num_classes,
-                     fingerprint=desc["sha256"])
+    data = ProbeData(
+        Subset(full.train_aug, indices),
+        Subset(full.train_plain, indices),
+        full.val,
+        full.num_classes,
+        fingerprint=desc["sha256"],
+    )
     lr = cfg.lr if cfg.lr is not None else SEMISUP_LR
     acc, details = run_probe(backbone, data, cfg, lr, progress)
     dataset = f"{Path(cfg.data).name}@{subset_label(desc)}"
     protocol = cfg.protocol_dict("semisup")
-    protocol.pop("subset_fraction" if cfg.subset_list else "subset_list")  # only the setting that chose the subset
+    protocol.pop(
+        "subset_list" if desc["source"] == "stratified" else "subset_fraction"
+    )  # what chose the subset
     return topk_result("semisup", acc, dataset, protocol | details | {"subset": desc}, info)

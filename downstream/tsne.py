@@ -1,4 +1,4 @@
-"""t-SNE of pooled backbone features, one panel per checkpoint (paper supp. Fig. 3, METHOD.md section 5).
+"""t-SNE of pooled backbone features, one panel per checkpoint (paper supp. Fig. 3, docs/method.md#tsne).
 
 Images: the first ``classes`` classes of the val split (sorted folder order) and the first
 ``per_class`` images of each (sorted file order), so every checkpoint sees exactly the same images.
@@ -50,12 +50,16 @@ def select_per_class(targets: list[int], classes: int, per_class: int, where: st
     """Indices of the first ``per_class`` items of each class 0..classes-1, in dataset order."""
     available = np.bincount(np.asarray(targets, dtype=np.int64), minlength=1)
     if classes < 2 or per_class < 1:
-        raise InputError(f"{where}: classes={classes}, per_class={per_class}; expected classes >= 2 and per_class >= 1")
+        raise InputError(
+            f"{where}: classes={classes}, per_class={per_class}; expected classes >= 2 and per_class >= 1"
+        )
     if classes > len(available):
         raise InputError(f"{where} has {len(available)} classes; --classes {classes} asks for more")
     short = [c for c in range(classes) if available[c] < per_class]
     if short:
-        raise InputError(f"{where}: class index {short[0]} has {available[short[0]]} images; --per-class {per_class} asks for more")
+        raise InputError(
+            f"{where}: class index {short[0]} has {available[short[0]]} images; --per-class {per_class} asks for more"
+        )
     taken = dict.fromkeys(range(classes), 0)
     chosen = []
     for index, target in enumerate(targets):
@@ -76,7 +80,9 @@ def capped_perplexity(n: int, wanted: float) -> float:
 def embed_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0) -> np.ndarray:
     """(N, C) -> (N, 2) t-SNE points, deterministic for a given seed."""
     features = np.asarray(features, dtype=np.float32)
-    tsne = TSNE(n_components=2, init="pca", random_state=seed, perplexity=capped_perplexity(len(features), perplexity))
+    tsne = TSNE(
+        n_components=2, init="pca", random_state=seed, perplexity=capped_perplexity(len(features), perplexity)
+    )
     # One OpenMP thread: on a busy machine Barnes-Hut with all threads ran 15x slower, and a few
     # hundred points need no more. The points do not depend on the thread count either way.
     with threadpool_limits(limits=1, user_api="openmp"):
@@ -98,8 +104,10 @@ def knn_accuracy(features: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
 
 def separation_scores(features: np.ndarray, labels: np.ndarray, k: int = 5) -> dict[str, float]:
     """How well the classes separate in feature space: silhouette (cosine) and kNN accuracy (%)."""
-    return {"silhouette": float(silhouette_score(features, labels, metric="cosine")),
-            f"knn{k}_top1": knn_accuracy(features, labels, k)}
+    return {
+        "silhouette": float(silhouette_score(features, labels, metric="cosine")),
+        f"knn{k}_top1": knn_accuracy(features, labels, k),
+    }
 
 
 # --- outputs ----------------------------------------------------------------------------------------
@@ -114,7 +122,9 @@ def class_colours(n: int) -> list[tuple]:
     return [colormaps["turbo"](c / (n - 1)) for c in range(n)]
 
 
-def plot_panels(panels: list[tuple[str, np.ndarray]], labels: np.ndarray, class_names: list[str], path: Path) -> Path:
+def plot_panels(
+    panels: list[tuple[str, np.ndarray]], labels: np.ndarray, class_names: list[str], path: Path
+) -> Path:
     """One PNG: a scatter panel per (title, points (N, 2)) side by side, one colour per class, a shared legend."""
     n = len(panels)
     fig = Figure(figsize=(PANEL_INCHES * n, PANEL_INCHES + LEGEND_INCHES), dpi=DPI)
@@ -132,16 +142,33 @@ def plot_panels(panels: list[tuple[str, np.ndarray]], labels: np.ndarray, class_
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(class_names), 10), fontsize=7, markerscale=2,
-               frameon=False)
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=min(len(class_names), 10),
+        fontsize=7,
+        markerscale=2,
+        frameon=False,
+    )
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=DPI))
 
 
-def point_rows(label: str, info: dict, val, chosen: list[int], labels: np.ndarray, points: np.ndarray, root: Path) -> list[dict]:
+def point_rows(
+    label: str, info: dict, val, chosen: list[int], labels: np.ndarray, points: np.ndarray, root: Path
+) -> list[dict]:
     """CSV rows: which checkpoint, which image (relative to val/), its class and its 2-D point."""
-    return [{"ckpt": label, "sha256": info.get("sha256"), "image": str(Path(val.samples[idx][0]).relative_to(root)),
-             "class_index": int(target), "class_name": val.classes[target], "x": float(px), "y": float(py)}
-            for idx, target, (px, py) in zip(chosen, labels, points)]
+    return [
+        {
+            "ckpt": label,
+            "sha256": info.get("sha256"),
+            "image": str(Path(val.samples[idx][0]).relative_to(root)),
+            "class_index": int(target),
+            "class_name": val.classes[target],
+            "x": float(px),
+            "y": float(py),
+        }
+        for idx, target, (px, py) in zip(chosen, labels, points)
+    ]
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
@@ -159,23 +186,44 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         backbone, info = load_backbone(path)
         first_info = first_info or info
         label = name_of(i, info)
-        feats = extract_features(backbone, Subset(val, chosen), cfg.feature_batch_size, rt, cfg.workers,
-                                 f"tsne {label} features", progress)[0].numpy()
+        feats = extract_features(
+            backbone,
+            Subset(val, chosen),
+            cfg.feature_batch_size,
+            rt,
+            cfg.workers,
+            f"tsne {label} features",
+            progress,
+        )[0].numpy()
         del backbone  # one checkpoint in memory at a time
         points = embed_2d(feats, cfg.tsne_perplexity, seed=0)  # random_state=0 as in the paper's protocol
         scores = separation_scores(feats, labels, cfg.tsne_knn_k)
         knn = scores[f"knn{cfg.tsne_knn_k}_top1"]
-        panels.append((f"{label}\nsilhouette {scores['silhouette']:.3f}, {cfg.tsne_knn_k}-NN {knn:.1f}%", points))
-        ms += [Measurement(metric, value, dataset, "val", identity(label, info)) for metric, value in scores.items()]
+        panels.append(
+            (f"{label}\nsilhouette {scores['silhouette']:.3f}, {cfg.tsne_knn_k}-NN {knn:.1f}%", points)
+        )
+        ms += [
+            Measurement(metric, value, dataset, "val", identity(label, info))
+            for metric, value in scores.items()
+        ]
         rows += point_rows(label, info, val, chosen, labels, points, val_root)
     out = Path(cfg.out)
     csv = atomic_write_text(out / "tsne_points.csv", pd.DataFrame(rows).to_csv(index=False))
     png = plot_panels(panels, labels, val.classes[: cfg.classes], out / "tsne.png")
     trains_nothing = PAPER_FIELDS | FAST_FIELDS | {"protocol"}
     protocol = {k: v for k, v in cfg.protocol_dict("tsne").items() if k not in trains_nothing} | {
-        "images": len(chosen), "selection": "first per_class images of the first classes classes of val/, sorted",
-        "tsne": {"n_components": 2, "init": "pca", "random_state": 0,
-                 "perplexity": capped_perplexity(len(chosen), cfg.tsne_perplexity)},
-        "features": "pooled backbone output, centre crop", "distance": "cosine", "runtime": rt.describe(),
+        "images": len(chosen),
+        "selection": "first per_class images of the first classes classes of val/, sorted",
+        "tsne": {
+            "n_components": 2,
+            "init": "pca",
+            "random_state": 0,
+            "perplexity": capped_perplexity(len(chosen), cfg.tsne_perplexity),
+        },
+        "features": "pooled backbone output, centre crop",
+        "distance": "cosine",
+        "runtime": rt.describe(),
     }
-    return TaskResult(task="tsne", measurements=ms, protocol=protocol, artifacts=[str(png), str(csv)], source=first_info)
+    return TaskResult(
+        task="tsne", measurements=ms, protocol=protocol, artifacts=[str(png), str(csv)], source=first_info
+    )

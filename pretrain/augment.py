@@ -1,4 +1,4 @@
-"""The aug+ pipeline of MoCo-v2 (METHOD.md section 1) in torchvision transforms v2, and a faster
+"""The aug+ pipeline of MoCo-v2 (docs/method.md#aug-plus) in torchvision transforms v2, and a faster
 implementation of the same pipeline (``FastAugPlus``, opt-in through ``aug_impl='fast'``)."""
 
 from __future__ import annotations
@@ -134,8 +134,13 @@ class FastAugPlus:
         return x.mul_(1.0 / 255).sub_(self.mean).div_(self.std)
 
 
-def multi_crop(image_size: int, small_crops: int, small_size: int, large_scale: tuple[float, float],
-               small_scale: tuple[float, float]) -> list[v2.Compose]:
+def multi_crop(
+    image_size: int,
+    small_crops: int,
+    small_size: int,
+    large_scale: tuple[float, float],
+    small_scale: tuple[float, float],
+) -> list[v2.Compose]:
     """SwAV/DINO multi-crop: 2 large crops of ``image_size`` then ``small_crops`` crops of ``small_size``,
     each with the aug+ photometric pipeline (one transform per view, in view order)."""
     large = aug_plus(image_size, large_scale)

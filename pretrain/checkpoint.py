@@ -38,6 +38,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except OSError as exc:
         raise InputError(f"cannot write {path}: {exc.strerror or exc}{_kept(path)}") from exc
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp makes 0600; the file gets the mode open() would give it
         with os.fdopen(fd, mode) as handle:
             write(handle)
             handle.flush()
@@ -46,10 +47,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(f"cannot write {path}: {exc.strerror or exc}{_kept(path)}") from exc
+        cause = os_error_of(exc) if isinstance(exc, Exception) else None  # Ctrl-C stays Ctrl-C
+        if cause is not None:
+            raise InputError(f"cannot write {path}: {cause.strerror or cause}{_kept(path)}") from exc
         raise
     return path
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import: os.umask can only be read by setting it
+
+
+def os_error_of(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc``: ``exc`` itself, or the one it was raised from or while handling.
+    torch.save turns a full disk into ``RuntimeError: unexpected pos`` raised while the zip writer
+    is closed, with the ENOSPC OSError only as its context."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _kept(path: Path) -> str:
@@ -79,11 +103,20 @@ def _refusal_reason(exc: BaseException) -> str:
     with ``weights_only=False``, which is exactly what must not be done with a file from a stranger.
     """
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"WeightsUnpickler error: ([^\n]*?)(?: was not an allowed global| Please use|\.?\n|$)", text)
-    if found:
-        return found.group(1).strip().rstrip(".")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:200]
+    after = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
+    lines = [
+        line.strip()
+        for line in after.splitlines()
+        if line.strip() and not line.strip().startswith("Check the doc")
+    ]
+    reason = (
+        re.split(r" was not an allowed global| Please use", lines[0])[0].strip().rstrip(".") if lines else ""
+    )
+    if (
+        not reason or "weights_only" in reason
+    ):  # never an empty reason, never torch's advice to turn the check off
+        return "it asks for Python objects other than tensors and plain containers"
+    return reason[:200]
 
 
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
@@ -91,6 +124,15 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{what} not found: {path} (expected a file written by torch.save)")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    if not head.startswith(
+        (b"PK\x03\x04", b"\x80")
+    ):  # torch.save writes a zip archive (or, legacy, a pickle)
+        raise InputError(
+            f"{what} {path} is not a torch checkpoint (it {f'starts with {head!r}' if head else 'is empty'}); "
+            "expected a file written by torch.save"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -98,11 +140,19 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             f"{what} {path} was refused by the safe loader (weights_only=True): {_refusal_reason(exc)}; "
             "expected only tensors and plain containers, so nothing in it was run or loaded"
         ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        LookupError,
+    ) as exc:  # LookupError: garbage in a pickle
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = first.split(". ")[0].rstrip(".")  # torch adds sentences of advice after the cause
-        raise InputError(f"{what} {path} is not a readable torch checkpoint ({first[:200]}); expected a complete "
-                         "file written by torch.save (a truncated copy or another format?)") from exc
+        raise InputError(
+            f"{what} {path} is not a readable torch checkpoint ({first[:200]}); expected a complete "
+            "file written by torch.save (a truncated copy or another format?)"
+        ) from exc
 
 
 def _fmt_keys(keys: Iterable[str], limit: int = 8) -> str:
@@ -116,12 +166,16 @@ def load_state_strict(
     state: dict[str, torch.Tensor],
     source: str,
     allowed_missing: Iterable[str] = (),
+    supplied_elsewhere: Iterable[str] = (),
 ) -> None:
     """Load ``state`` into ``module``; any missing/unexpected key or shape mismatch is an InputError.
 
     ``allowed_missing`` lists key prefixes that may be absent (e.g. a head the file never had).
+    ``supplied_elsewhere`` lists prefixes of the module's keys that come from another file (a frozen
+    teacher): ``state`` must not hold them (they count as unexpected) and they are left as they are.
     """
-    own = module.state_dict()
+    elsewhere = tuple(supplied_elsewhere)
+    own = {k: v for k, v in module.state_dict().items() if not (elsewhere and k.startswith(elsewhere))}
     allowed = tuple(allowed_missing)
     missing = [k for k in own if k not in state and not k.startswith(allowed)]
     unexpected = [k for k in state if k not in own]

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from pretrain.validation import (
+    FREE,
+    Device,
+    Each,
+    OneOf,
+    OrNull,
+    Range,
+    at_least,
+    fraction,
+    positive,
+    validate_fields,
+)
+
 
 @dataclass
 class PretrainConfig:
@@ -26,13 +39,17 @@ class PretrainConfig:
     amp: str = "none"  # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU); recorded in the protocol
     channels_last: bool = False
     # --- speed options (issue 9); each changes numbers slightly, so each is off by default and recorded ---
-    teacher_amp: str = "none"  # none | bf16 | fp16: autocast around the frozen teacher's forward only, on any device
+    teacher_amp: str = (
+        "none"  # none | bf16 | fp16: autocast around the frozen teacher's forward only, on any device
+    )
     teacher_channels_last: bool = False  # the frozen teacher's weights and inputs in channels_last
-    aug_impl: str = "torchvision"  # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+    aug_impl: str = (
+        "torchvision"  # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+    )
     save_every_steps: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     log_every: int = 10
     max_steps: int = 0  # stop after N steps in all (0: run every epoch); for tests and quick looks
-    # --- method settings (METHOD.md sections 1 and 4) ---
+    # --- method settings (docs/method.md#moco-v2, #disco, #seed) ---
     dim: int = 128
     hidden: int | None = None  # student head hidden width; None: the method's default
     queue_size: int = 65536
@@ -56,7 +73,23 @@ class PretrainConfig:
     swav_temperature: float = 0.1
     swav_sinkhorn_eps: float = 0.05
     swav_sinkhorn_iters: int = 3
-    swav_freeze_prototypes_steps: int = 313  # prototypes get no gradient for the first N steps
+    swav_freeze_prototypes_epochs: int = (
+        1  # prototypes get no gradient in the first N epochs (SwAV: 313 iters at 4096)
+    )
+    swav_queue_length: int = (
+        3840  # feature queue for Sinkhorn (SwAV's batch-256 recipe), cut to a multiple of the batch
+    )
+    swav_queue_max_batch: int = 256  # the queue is used only when the global batch is at most this
+    swav_queue_start_epoch: int = 15
+    # SwAV's optimiser (pretrain/optim.py): LARS on SGD momentum sgd_momentum, lr swav_base_lr x batch/256,
+    # linear warm-up from swav_warmup_start_fraction x lr, then a cosine to swav_final_lr_fraction x lr
+    swav_optimizer: str = "lars"  # lars | sgd (sgd: the base_lr / weight_decay / schedule fields, as moco)
+    swav_base_lr: float = 0.6
+    swav_final_lr_fraction: float = 0.001
+    swav_warmup_epochs: int = 10
+    swav_warmup_start_fraction: float = 0.0625  # 0.3 -> 4.8 at batch 4096
+    swav_weight_decay: float = 1e-6
+    swav_lars_trust: float = 0.001
     # multi-crop for swav and dino: 2 large crops (image_size) + N small ones; 0 = two aug+ views
     multicrop_small_crops: int = 0  # 6 gives SwAV's 2x224 + 6x96 (DINO uses 10)
     multicrop_small_size: int = 96  # side of a small crop in pixels
@@ -71,6 +104,19 @@ class PretrainConfig:
     dino_center_momentum: float = 0.9
     dino_momentum: float = 0.996  # EMA teacher momentum, cosine schedule to 1 over the run
     dino_freeze_last_layer_epochs: int = 1
+    # DINO's optimiser (pretrain/optim.py): AdamW, lr dino_base_lr x batch/256 after a linear warm-up from 0,
+    # cosine to dino_min_lr; weight decay cosine dino_weight_decay -> dino_weight_decay_end (none on biases/norms);
+    # each parameter's gradient clipped to norm dino_clip_grad (0: off)
+    dino_optimizer: str = "adamw"  # adamw | sgd (sgd: the base_lr / weight_decay / schedule fields, as moco)
+    dino_base_lr: float = 5e-4
+    dino_min_lr: float = 1e-6
+    dino_warmup_epochs: int = 10
+    dino_weight_decay: float = 0.04
+    dino_weight_decay_end: float = 0.4
+    dino_clip_grad: float = 3.0
+
+    def __post_init__(self) -> None:
+        validate_fields(self, FIELD_RULES)
 
     def lr(self) -> float:
         return self.base_lr * self.batch_size / 256
@@ -79,9 +125,115 @@ class PretrainConfig:
         """The settings that make a number comparable (no paths)."""
         skip = {"data", "out", "teacher_ckpt", "workers", "device", "log_every", "save_every_steps"}
         base = self.method.split("+")[0]  # at+disco reads the at_ fields, ...
-        skip |= {k for k in asdict(self) for prefix, users in METHOD_FIELDS.items() if k.startswith(prefix) and base not in users}
+        skip |= {
+            k
+            for k in asdict(self)
+            for prefix, users in METHOD_FIELDS.items()
+            if k.startswith(prefix) and base not in users
+        }
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
 # Field prefixes read by some methods only (issue 5): recorded only for those methods (and their +disco).
-METHOD_FIELDS = {"at_": ("at",), "rkd_": ("rkd",), "swav_": ("swav",), "multicrop_": ("swav", "dino"), "dino_": ("dino",)}
+METHOD_FIELDS = {
+    "at_": ("at",),
+    "rkd_": ("rkd",),
+    "swav_": ("swav",),
+    "multicrop_": ("swav", "dino"),
+    "dino_": ("dino",),
+}
+
+
+def _method_names() -> list[str]:
+    from pretrain.methods import METHODS  # read when checked: the registry imports this module
+
+    return sorted(METHODS)
+
+
+def _aug_impls() -> tuple[str, ...]:
+    from pretrain.augment import AUG_IMPLS
+
+    return AUG_IMPLS
+
+
+AMPS = ("none", "bf16", "fp16")
+TEMPERATURE = positive()
+WEIGHT = Range(low=0.0)  # a loss weight (0 switches the term off)
+MOMENTUM = fraction()
+
+# One rule per field (pretrain.validation): type from the annotation, then this range or choice.
+FIELD_RULES = {
+    "method": OneOf(_method_names),
+    "student": FREE,  # any timm name or alias: resolved (with suggestions) by pretrain.models.resolve_arch
+    "teacher": FREE,
+    "teacher_ckpt": FREE,
+    "data": FREE,
+    "out": FREE,
+    "epochs": at_least(1),
+    "batch_size": at_least(1),
+    "image_size": at_least(1),
+    "base_lr": positive(),
+    "sgd_momentum": fraction(high_open=True),
+    "weight_decay": Range(low=0.0),
+    "schedule": OneOf(("cosine", "constant")),
+    "seed": at_least(0),
+    "workers": at_least(0),
+    "device": Device(),
+    "amp": OneOf(AMPS),
+    "channels_last": FREE,
+    "teacher_amp": OneOf(AMPS),
+    "teacher_channels_last": FREE,
+    "aug_impl": OneOf(_aug_impls),
+    "save_every_steps": at_least(0),
+    "log_every": at_least(1),
+    "max_steps": at_least(0),
+    "dim": at_least(1),
+    "hidden": OrNull(at_least(0)),
+    "queue_size": at_least(1),
+    "key_momentum": MOMENTUM,
+    "temperature": TEMPERATURE,
+    "shuffle_bn_splits": at_least(1),
+    "distill_weight": WEIGHT,
+    "distill_reduction": OneOf(("sum", "mean")),
+    "teacher_bn": OneOf(("eval", "train")),
+    "seed_student_temp": TEMPERATURE,
+    "seed_teacher_temp": TEMPERATURE,
+    "at_weight": WEIGHT,
+    "at_strides": Each(at_least(1)),
+    "rkd_distance_weight": WEIGHT,
+    "rkd_angle_weight": WEIGHT,
+    "swav_prototypes": at_least(1),
+    "swav_temperature": TEMPERATURE,
+    "swav_sinkhorn_eps": positive(),
+    "swav_sinkhorn_iters": at_least(1),
+    "swav_freeze_prototypes_epochs": at_least(0),
+    "swav_queue_length": at_least(0),
+    "swav_queue_max_batch": at_least(0),
+    "swav_queue_start_epoch": at_least(0),
+    "swav_optimizer": OneOf(("lars", "sgd")),
+    "swav_base_lr": positive(),
+    "swav_final_lr_fraction": fraction(),
+    "swav_warmup_epochs": at_least(0),
+    "swav_warmup_start_fraction": fraction(),
+    "swav_weight_decay": Range(low=0.0),
+    "swav_lars_trust": positive(),
+    "multicrop_small_crops": at_least(0),
+    "multicrop_small_size": at_least(1),
+    "multicrop_large_scale": Each(fraction(low_open=True), ordered=True),
+    "multicrop_small_scale": Each(fraction(low_open=True), ordered=True),
+    "dino_out_dim": at_least(1),
+    "dino_student_temp": TEMPERATURE,
+    "dino_teacher_temp": TEMPERATURE,
+    "dino_warmup_teacher_temp": TEMPERATURE,
+    "dino_warmup_teacher_temp_epochs": at_least(0),
+    "dino_center_momentum": MOMENTUM,
+    "dino_momentum": MOMENTUM,
+    "dino_freeze_last_layer_epochs": at_least(0),
+    "dino_optimizer": OneOf(("adamw", "sgd")),
+    "dino_base_lr": positive(),
+    "dino_min_lr": Range(low=0.0),
+    "dino_warmup_epochs": at_least(0),
+    "dino_weight_decay": Range(low=0.0),
+    "dino_weight_decay_end": Range(low=0.0),
+    "dino_clip_grad": Range(low=0.0),
+}

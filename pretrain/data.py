@@ -5,6 +5,7 @@ mid-epoch, or run with any number of workers or ranks, sees exactly the same vie
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,21 +32,37 @@ def pil_loader(path: str) -> Image.Image:
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).replace(f"'{path}'", "it").replace(str(path), "it") or type(exc).__name__
-        raise InputError(f"corrupt or truncated image {path} ({reason}): expected a readable image file; "
-                         "remove or replace it") from exc
+        raise InputError(
+            f"corrupt or truncated image {path} ({reason}): expected a readable image file; "
+            "remove or replace it"
+        ) from exc
 
 
 def check_image_folder(root: str | Path) -> list[str]:
     """The class names under ``root`` (an ImageFolder split); one clear error for what is wrong."""
     root = Path(root)
     if not root.is_dir():
-        raise InputError(f"dataset folder not found: {root} (expected an ImageFolder split: {root}/<class>/<image>)")
+        raise InputError(
+            f"dataset folder not found: {root} (expected an ImageFolder split: {root}/<class>/<image>)"
+        )
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise InputError(f"no class folders in {root} (expected {root}/<class>/<image>)")
     for name in classes:
-        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in (root / name).iterdir() if f.is_file()):
-            raise InputError(f"empty class folder {root / name}: expected at least one image ({', '.join(IMAGE_EXTENSIONS)})")
+        images = [
+            entry for entry in os.scandir(root / name) if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        # every listed image must be there now, not fail at the step that first samples it (a broken link)
+        missing = next((entry.path for entry in images if not entry.is_file()), None)
+        if missing:
+            raise InputError(
+                f"image {missing} is listed in {root / name} but is not a readable file (a broken link?); "
+                "expected every image of the dataset to exist"
+            )
+        if not images:
+            raise InputError(
+                f"empty class folder {root / name}: expected at least one image ({', '.join(IMAGE_EXTENSIONS)})"
+            )
     return classes
 
 
@@ -68,7 +85,9 @@ class MultiViewDataset(Dataset):
     def __init__(self, base: ImageFolder, transform: Callable | list[Callable], num_views: int, seed: int):
         transforms = list(transform) if isinstance(transform, list | tuple) else [transform] * num_views
         if len(transforms) != num_views:
-            raise InputError(f"MultiViewDataset: {len(transforms)} transforms given for {num_views} views; expected one per view")
+            raise InputError(
+                f"MultiViewDataset: {len(transforms)} transforms given for {num_views} views; expected one per view"
+            )
         self.base, self.transforms, self.num_views, self.seed = base, transforms, num_views, seed
         self.epoch = 0
 

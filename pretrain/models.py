@@ -1,4 +1,4 @@
-"""Backbones (timm, uniform API) and projection heads (METHOD.md section 1).
+"""Backbones (timm, uniform API) and projection heads (docs/method.md#pretraining).
 
 A backbone maps images to pooled features of width ``feature_dim(backbone)``; timm's
 ``num_classes=0`` gives exactly that for every family (ResNet, EfficientNet, MobileNet, ViT).
@@ -52,13 +52,39 @@ def _resnet50w2(**kwargs) -> nn.Module:
 EXTRA_ARCHS = {"resnet50w2": _resnet50w2}
 
 
+# Characters one is easily typed or read for another ('efficientnet_bo' for 'efficientnet_b0').
+LOOKALIKES = str.maketrans({"o": "0", "O": "0", "l": "1", "I": "1", "i": "1", "-": "_"})
+
+
+def suggest_names(name: str, names: list[str], n: int = 5) -> list[str]:
+    """The ``n`` names closest to ``name``: difflib's ratio, ties broken by the ratio with look-alike
+    characters folded (o/0, l/1, -/_), then by length difference and name. (``get_close_matches``
+    alone breaks ties by reverse alphabetical order: 'efficientnet_bo' got b8, b7, b6 but not b0.)"""
+    matcher = difflib.SequenceMatcher(b=name)
+    folded = difflib.SequenceMatcher(b=name.translate(LOOKALIKES))
+    scored = []
+    for candidate in names:
+        matcher.set_seq1(candidate)
+        if matcher.real_quick_ratio() < 0.5 or matcher.quick_ratio() < 0.5:
+            continue
+        ratio = matcher.ratio()
+        if ratio < 0.5:
+            continue
+        folded.set_seq1(candidate.translate(LOOKALIKES))
+        scored.append((-max(ratio, folded.ratio()), -ratio, abs(len(candidate) - len(name)), candidate))
+    return [c for *_, c in sorted(scored)[:n]]
+
+
 def resolve_arch(name: str) -> str:
     name = ALIASES.get(name, name)
     if name in EXTRA_ARCHS or name in timm.list_models():
         return name
-    choices = difflib.get_close_matches(name, timm.list_models() + list(EXTRA_ARCHS), n=5, cutoff=0.5)
+    close = suggest_names(name, sorted(set(timm.list_models()) | set(EXTRA_ARCHS) | set(ALIASES)), n=10)
+    choices = list(dict.fromkeys(ALIASES.get(c, c) for c in close))[:5]  # an alias is shown as what it names
     hint = f"; did you mean: {', '.join(choices)}" if choices else ""
-    raise InputError(f"unknown model {name!r}: expected a timm model name or one of {sorted(EXTRA_ARCHS)}{hint}")
+    raise InputError(
+        f"unknown model {name!r}: expected a timm model name or one of {sorted(EXTRA_ARCHS)}{hint}"
+    )
 
 
 # timm modules whose ViTs take ``dynamic_img_size``: built that way, a ViT-Tiny student runs at the
@@ -125,11 +151,20 @@ class ProjectionHead(nn.Module):
     Linear(in, out) (the "no hidden layer" row of Tab. 4).
     """
 
-    def __init__(self, in_dim: int, hidden: int, out_dim: int = 128, batchnorm: bool = False, layers: int = 2,
-                 activation: str = "relu"):
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: int,
+        out_dim: int = 128,
+        batchnorm: bool = False,
+        layers: int = 2,
+        activation: str = "relu",
+    ):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise InputError(f"unknown head activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+            raise InputError(
+                f"unknown head activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}"
+            )
         layers = 1 if hidden <= 0 else layers
         if layers < 1:
             raise InputError(f"a projection head needs at least 1 layer, got {layers}")
@@ -147,8 +182,14 @@ class ProjectionHead(nn.Module):
 
     def spec(self) -> dict:
         """What rebuilds this head (stored in checkpoints next to its weights)."""
-        return {"in_dim": self.in_dim, "hidden": self.hidden, "out_dim": self.out_dim, "batchnorm": self.batchnorm,
-                "layers": self.layers, "activation": self.activation}
+        return {
+            "in_dim": self.in_dim,
+            "hidden": self.hidden,
+            "out_dim": self.out_dim,
+            "batchnorm": self.batchnorm,
+            "layers": self.layers,
+            "activation": self.activation,
+        }
 
     def forward(self, x):
         return self.net(x)

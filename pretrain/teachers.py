@@ -25,7 +25,9 @@ taken from ``--teacher``.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+import contextlib
+import contextvars
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +56,11 @@ def _unwrap_ddp(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _is_tensor_dict(obj: Any) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())
+    )
 
 
 def _same_arch(a: str, b: str) -> bool:
@@ -74,7 +80,9 @@ def _pick_arch(requested: str | None, named: str | None, backbone_state: dict, s
     return arch
 
 
-def head_from_state(head_state: dict[str, torch.Tensor], in_dim: int, activation: str = "relu") -> ProjectionHead:
+def head_from_state(
+    head_state: dict[str, torch.Tensor], in_dim: int, activation: str = "relu"
+) -> ProjectionHead:
     """A ProjectionHead shaped like ``head_state`` (``net.<i>.weight`` Linear layers, optional BN)."""
     linears = sorted(
         (int(k.split(".")[1]), v) for k, v in head_state.items() if k.endswith(".weight") and v.dim() == 2
@@ -88,9 +96,32 @@ def head_from_state(head_state: dict[str, torch.Tensor], in_dim: int, activation
     return ProjectionHead(in_dim, hidden, out_dim, batchnorm=batchnorm, layers=layers, activation=activation)
 
 
-def _build(arch: str, backbone_state: dict, head_state: dict | None, source: str, activation: str = "relu",
-           head_spec: dict | None = None) -> Encoder:
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Weights holding NaN/Inf (a diverged run) are refused at load time, naming the tensors, rather than
+    failing later in some other guise (a probe's 'backbone changed' check, a NaN distillation loss)."""
+    bad = [
+        k
+        for k, v in state.items()
+        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
+    ]
+    if bad:
+        shown = ", ".join(sorted(bad)[:4]) + (f", ... ({len(bad)} in all)" if len(bad) > 4 else "")
+        raise InputError(
+            f"{source} holds NaN/Inf weights ({shown}); expected finite weights (a checkpoint of a "
+            "diverged run?)"
+        )
+
+
+def _build(
+    arch: str,
+    backbone_state: dict,
+    head_state: dict | None,
+    source: str,
+    activation: str = "relu",
+    head_spec: dict | None = None,
+) -> Encoder:
     """Build ``arch`` and load both parts strictly; ``head_state=None`` gives a backbone-only encoder."""
+    check_finite({**backbone_state, **{f"head.{k}": v for k, v in (head_state or {}).items()}}, source)
     backbone = build_backbone(arch)
     load_state_strict(backbone, backbone_state, f"{source} (backbone, arch {arch})")
     if head_state is None:
@@ -115,13 +146,63 @@ def _is_own(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT
 
 
+# Whether a checkpoint of an unfinished run (a mid-run last.pt, "done": False) may be loaded: only
+# where the user asked for it (``eval --allow-unfinished``), for the duration of that command.
+_UNFINISHED_ALLOWED: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "unfinished_allowed", default=False
+)
+
+
+@contextlib.contextmanager
+def unfinished_checkpoints_allowed(allowed: bool = True) -> Iterator[None]:
+    token = _UNFINISHED_ALLOWED.set(allowed)
+    try:
+        yield
+    finally:
+        _UNFINISHED_ALLOWED.reset(token)
+
+
+def _unfinished(obj: dict, source: str) -> dict:
+    """{} for a finished run's checkpoint; else what the records carry about it (or an error when not allowed)."""
+    if obj.get("done", True):
+        return {}
+    step, epoch = obj.get("step"), obj.get("epoch")
+    if not _UNFINISHED_ALLOWED.get():
+        raise InputError(
+            f"{source} is from an unfinished run (saved at step {step}, epoch {epoch}); expected the "
+            "final.pt of a finished run (eval --allow-unfinished evaluates it anyway, and says so in "
+            "its records)"
+        )
+    return {"unfinished": {"step": step, "epoch": epoch}}
+
+
+def _own_parts(obj: dict, source: str) -> tuple[dict, str | None, dict, dict | None]:
+    """(encoder entry, its arch, backbone state, head state), or one line saying what the file lacks."""
+    enc = obj.get("encoder")
+    if not isinstance(enc, dict) or not _is_tensor_dict(enc.get("backbone")):
+        raise InputError(
+            f"{source} says it is a {CHECKPOINT_FORMAT} checkpoint but has no encoder weights; "
+            "expected a final.pt or last.pt written by disco-bench pretrain"
+        )
+    head = enc.get("head")
+    return enc, enc.get("arch"), enc["backbone"], head if isinstance(head, dict) and head else None
+
+
 def _load_own(obj: dict, source: str, arch: str | None) -> Loaded:
-    enc = obj["encoder"]
-    arch = _pick_arch(arch, enc["arch"], enc["backbone"], source)
+    enc, named, backbone, head = _own_parts(obj, source)
+    unfinished = _unfinished(obj, source)
+    arch = _pick_arch(arch, named, backbone, source)
     spec = enc.get("head_spec")
-    encoder = _build(arch, enc["backbone"], enc["head"], source, head_spec=spec)
-    return encoder, _info("disco-bench", encoder, enc["arch"], method=obj.get("config", {}).get("method"),
-                          teacher=(obj.get("teacher") or {}).get("arch"), protocol=obj.get("protocol", {}))
+    encoder = _build(arch, backbone, head, source, head_spec=spec)
+    protocol = dict(obj.get("protocol") or {}) | unfinished  # the records of an unfinished run say so
+    return encoder, _info(
+        "disco-bench",
+        encoder,
+        named or arch,
+        method=(obj.get("config") or {}).get("method"),
+        teacher=(obj.get("teacher") or {}).get("arch"),
+        protocol=protocol,
+    )
 
 
 # --- MoCo main_moco.py ------------------------------------------------------------------------
@@ -138,12 +219,18 @@ def _load_moco(obj: dict, source: str, arch: str | None) -> Loaded:
     root = "module." if len(sd) and next(iter(sd)) not in raw else ""
     stray = [root + k for k in sd if not k.startswith(("encoder_q.", "encoder_k.", "queue"))]
     if stray:
-        raise InputError(f"{source}: MoCo checkpoint has keys outside encoder_q/encoder_k/queue: {', '.join(sorted(stray)[:8])}")
+        raise InputError(
+            f"{source}: MoCo checkpoint has keys outside encoder_q/encoder_k/queue: {', '.join(sorted(stray)[:8])}"
+        )
     q = _strip(sd, "encoder_q.")
     backbone = _without(q, ("fc.",))
     fc = _strip(q, "fc.")
     # MoCo v1 has a single Linear (fc.weight); v2 an MLP (fc.0, fc.2)
-    head = {f"net.0.{k}": v for k, v in fc.items()} if set(fc) <= {"weight", "bias"} else {f"net.{k}": v for k, v in fc.items()}
+    head = (
+        {f"net.0.{k}": v for k, v in fc.items()}
+        if set(fc) <= {"weight", "bias"}
+        else {f"net.{k}": v for k, v in fc.items()}
+    )
     arch = _pick_arch(arch, obj.get("arch"), backbone, source)
     encoder = _build(arch, backbone, head or None, source)
     return encoder, _info("moco", encoder, arch, method="moco")
@@ -166,7 +253,11 @@ def _load_swav(obj: Any, source: str, arch: str | None) -> Loaded:
     sd = _swav_state(obj)
     proj = _strip(sd, "projection_head.")
     # hidden_mlp=0 in SwAV makes the head one Linear (projection_head.weight)
-    head = {f"net.0.{k}": v for k, v in proj.items()} if set(proj) <= {"weight", "bias"} else {f"net.{k}": v for k, v in proj.items()}
+    head = (
+        {f"net.0.{k}": v for k, v in proj.items()}
+        if set(proj) <= {"weight", "bias"}
+        else {f"net.{k}": v for k, v in proj.items()}
+    )
     backbone = _without(sd, ("projection_head.", "prototypes."))
     arch = _pick_arch(arch, None, backbone, source)
     encoder = _build(arch, backbone, head or None, source)
@@ -208,9 +299,15 @@ def _load_dino(obj: Any, source: str, arch: str | None) -> Loaded:
     mlp = _strip(sd, "head.mlp.")
     stray = [k for k in _strip(sd, "head.") if not k.startswith(("mlp.", "last_layer."))]
     if stray:
-        raise InputError(f"{source}: DINO head has keys outside mlp/last_layer: {', '.join(sorted(stray)[:8])}")
+        raise InputError(
+            f"{source}: DINO head has keys outside mlp/last_layer: {', '.join(sorted(stray)[:8])}"
+        )
     # nlayers=1 in DINOHead makes the MLP one Linear (head.mlp.weight)
-    head = {f"net.0.{k}": v for k, v in mlp.items()} if set(mlp) <= {"weight", "bias"} else {f"net.{k}": v for k, v in mlp.items()}
+    head = (
+        {f"net.0.{k}": v for k, v in mlp.items()}
+        if set(mlp) <= {"weight", "bias"}
+        else {f"net.{k}": v for k, v in mlp.items()}
+    )
     named = _dino_arch(obj.get("args")) if isinstance(obj, dict) else None
     arch = _pick_arch(arch, named, backbone, source)
     encoder = _build(arch, backbone, head or None, source, activation="gelu")
@@ -243,6 +340,7 @@ def _load_plain(obj: Any, source: str, arch: str | None) -> Loaded:
     backbone = build_backbone(arch)
     # the file's classifier is an expected drop: the backbone is built without one (num_classes=0)
     state = _without(sd, (_classifier_prefix(backbone),))
+    check_finite(state, source)
     load_state_strict(backbone, state, f"{source} (backbone, arch {arch})")
     encoder = Encoder(backbone, None)
     return encoder, _info("plain", encoder, arch)
@@ -275,7 +373,9 @@ def load_encoder(path: str | Path, arch: str | None = None) -> Loaded:
     name = detect_format(obj)
     if name is None:
         keys = ", ".join(sorted(map(str, obj))[:6]) if isinstance(obj, dict) else type(obj).__name__
-        raise InputError(f"{source}: unrecognised checkpoint layout (top-level keys: {keys}); expected one of {', '.join(FORMATS)}")
+        raise InputError(
+            f"{source}: unrecognised checkpoint layout (top-level keys: {keys}); expected one of {', '.join(FORMATS)}"
+        )
     encoder, info = FORMATS[name][1](obj, source, arch)
     info["sha256"] = file_sha256(path)
     info["path"] = str(path)

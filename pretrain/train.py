@@ -2,15 +2,24 @@
 
 Checkpoints (``last.pt`` every epoch and every ``save_every_steps``; ``final.pt`` at the end) are
 written atomically and hold everything a resume needs, so a run killed at any point and started
-again with ``resume=True`` ends with the same weights as an uninterrupted run (CPU, same threads).
+again ends with the same weights as an uninterrupted run (CPU, same threads).
+
+Resuming is the default: a run finds ``OUT/last.pt`` of the same run and continues from it; "the
+same run" compares :func:`run_identity` (every setting that changes a number, paths resolved), so
+``--data DIR/`` and ``--data ./DIR`` are the same run. A checkpoint of another run is refused with
+the fields that differ; ``restart=True`` (``--restart``) discards it and starts from step 0.
 """
 
 from __future__ import annotations
 
 import csv
+import io
+import json
 import math
+import shutil
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -20,14 +29,22 @@ from tqdm import tqdm
 
 from pretrain.allocator import keep_freed_memory
 from pretrain.augment import AUG_IMPLS, aug_plus_for
-from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save, load_state_strict, safe_load
+from pretrain.checkpoint import (
+    CHECKPOINT_FORMAT,
+    atomic_torch_save,
+    atomic_write_text,
+    load_state_strict,
+    safe_load,
+)
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
 from pretrain.distributed import DistInfo, init_distributed, shutdown_distributed
+from pretrain.environment import run_environment
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.base import AMP_DTYPES, FrozenTeacher
 from pretrain.models import build_backbone
+from pretrain.optim import apply_schedule, build_optimizer
 from pretrain.teachers import load_teacher
 
 
@@ -43,6 +60,9 @@ def pick_device(name: str, dist_info: DistInfo) -> torch.device:
     return torch.device(name)
 
 
+# --- the method ---------------------------------------------------------------------------------
+
+
 def build_method(cfg: PretrainConfig):
     """The method module with its student and (frozen) teacher; returns (method, teacher_info)."""
     if cfg.method not in METHODS:
@@ -53,22 +73,37 @@ def build_method(cfg: PretrainConfig):
         if not cfg.teacher_ckpt:
             raise InputError(f"method {cfg.method!r} needs a teacher: pass --teacher-ckpt PATH")
         encoder, teacher_info = load_teacher(cfg.teacher_ckpt, cfg.teacher)
-        if encoder.out_dim != cfg.dim:
+        # dino+disco takes its embedding width from the teacher; the others must match it
+        if encoder.out_dim != cfg.dim and not getattr(cls, "dim_from_teacher", False):
             raise InputError(
                 f"teacher embedding size {encoder.out_dim} (from {cfg.teacher_ckpt}) differs from the "
                 f"student's dim {cfg.dim}; set dim={encoder.out_dim} (--set dim={encoder.out_dim}) or use a matching teacher"
             )
         if cfg.teacher_amp not in AMP_DTYPES:
-            raise InputError(f"unknown teacher_amp {cfg.teacher_amp!r}: expected one of {', '.join(AMP_DTYPES)}")
+            raise InputError(
+                f"unknown teacher_amp {cfg.teacher_amp!r}: expected one of {', '.join(AMP_DTYPES)}"
+            )
         teacher = FrozenTeacher(encoder, cfg.teacher_bn, cfg.teacher_amp, cfg.teacher_channels_last)
     torch.manual_seed(cfg.seed)
     method = cls(cfg, build_backbone(cfg.student), teacher)
     return method, teacher_info
 
 
+def frozen_prefixes(method) -> tuple[str, ...]:
+    """State-dict prefixes of the method's frozen teachers: they never change during a run and are
+    reloaded from their own file (checked by its sha256), so checkpoints do not carry them."""
+    return tuple(f"{name}." for name, module in method.named_modules() if isinstance(module, FrozenTeacher))
+
+
 def method_state(method) -> dict[str, torch.Tensor]:
-    """The method's state without the frozen teacher (which is reloaded from its own file)."""
-    return {k: v for k, v in method.state_dict().items() if not k.startswith("teacher.")}
+    """The method's state that training changes: everything but the frozen teachers."""
+    frozen = frozen_prefixes(method)
+    return {k: v for k, v in method.state_dict().items() if not (frozen and k.startswith(frozen))}
+
+
+def load_method_state(method, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strict inverse of :func:`method_state`: every key of it present, nothing else (no teacher key either)."""
+    load_state_strict(method, state, source, supplied_elsewhere=frozen_prefixes(method))
 
 
 def export_encoder(method, cfg: PretrainConfig) -> dict:
@@ -86,19 +121,15 @@ def export_encoder(method, cfg: PretrainConfig) -> dict:
 
 def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None) -> dict:
     """cfg.protocol() with what the config leaves implicit resolved: the student head's actual
-    hidden width (``hidden=None`` means the method's default) and which teacher file was distilled."""
-    protocol = cfg.protocol() | {"hidden": method.student.head.hidden}
+    hidden width (``hidden=None`` means the method's default), its embedding width (dino+disco takes
+    the teacher's) and which teacher file was distilled."""
+    protocol = cfg.protocol() | {"hidden": method.student.head.hidden, "dim": method.student.head.out_dim}
     if teacher_info:
         protocol["teacher_ckpt"] = {k: teacher_info.get(k) for k in ("arch", "format", "sha256", "head")}
     return protocol
 
 
-def lr_at(cfg: PretrainConfig, epoch: int) -> float:
-    if cfg.schedule == "cosine":
-        return cfg.lr() * 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
-    if cfg.schedule == "constant":
-        return cfg.lr()
-    raise InputError(f"unknown schedule {cfg.schedule!r}: expected cosine or constant")
+# --- optimiser, schedule, one step --------------------------------------------------------------
 
 
 def autocast_for(cfg: PretrainConfig, device: torch.device):
@@ -123,39 +154,150 @@ def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) ->
     """
     with autocast:
         terms = model(views)
-    values = dict(zip(terms, torch.stack([v.detach().reshape(()).double() for v in terms.values()]).tolist(), strict=True))
+    values = dict(
+        zip(
+            terms,
+            torch.stack([v.detach().reshape(()).double() for v in terms.values()]).tolist(),
+            strict=True,
+        )
+    )
     if not math.isfinite(values["loss"]):
         return values
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["loss"]).backward()
+    method = getattr(model, "module", model)  # DDP wraps the method
+    # e.g. the queue takes this step's keys once the loss no longer reads them
+    if hasattr(method, "after_backward"):
+        method.after_backward()
     scaler.step(optimizer)
     scaler.update()
     return values
 
 
-def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) pre-training; returns a summary with the final checkpoint path and losses."""
-    out = Path(cfg.out)
-    final_path, last_path = out / "final.pt", out / "last.pt"
-    device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
-    dist_info = init_distributed(device_type)
-    device = pick_device(cfg.device, dist_info)
-    if device.type == "cpu":
-        keep_freed_memory()  # no page faults for the activations each step re-allocates (same numbers)
-    if cfg.batch_size % dist_info.world_size:
-        raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes")
-    local_batch = cfg.batch_size // dist_info.world_size
+# --- what makes two runs the same run -----------------------------------------------------------
 
-    method, teacher_info = build_method(cfg)
+
+def run_identity(cfg: PretrainConfig, teacher_info: dict | None, method=None) -> dict:
+    """The canonical config a resume must match: every setting that changes a number, never its
+    spelling. It starts from ``cfg.protocol()`` (no output folder, progress or loader settings, no
+    fields of other methods); the data folder is an absolute resolved path (a trailing slash, a
+    relative path or a symlink name the same folder); the teacher is its architecture and the
+    sha256 of its file; the student head's widths are the resolved ones (``hidden=None`` and the
+    method's default are one run); tuples and lists are one thing (JSON)."""
+    ident = cfg.protocol()
+    ident["data"] = str(Path(cfg.data).expanduser().resolve()) if cfg.data else ""
+    if teacher_info:
+        ident |= {"teacher": teacher_info["arch"], "teacher_ckpt": f"sha256:{teacher_info['sha256']}"}
+    if method is not None:
+        ident |= {"hidden": method.student.head.hidden, "dim": method.student.head.out_dim}
+    return json.loads(json.dumps(ident))
+
+
+def identity_differences(saved: dict, now: dict) -> list[str]:
+    """``field (checkpoint X, now Y)`` for every field whose value differs."""
+    missing = "<not set>"
+    return [
+        f"{k} (checkpoint {saved.get(k, missing)!r}, now {now.get(k, missing)!r})"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k, missing) != now.get(k, missing)
+    ]
+
+
+# --- setting up a run ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """Everything a run fixes before its first step."""
+
+    cfg: PretrainConfig
+    dist_info: DistInfo
+    device: torch.device
+    method: torch.nn.Module
+    teacher_info: dict | None
+    protocol: dict
+    identity: dict
+    dataset: MultiViewDataset
+    sampler: EpochBatchSampler
+    per_epoch: int
+    total_steps: int
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def last_path(self) -> Path:
+        return self.out / "last.pt"
+
+    @property
+    def final_path(self) -> Path:
+        return self.out / "final.pt"
+
+
+@dataclass
+class Progress:
+    """Where a run stands; what ``last.pt`` saves besides the weights and optimiser."""
+
+    step: int = 0
+    epoch_means: list[dict] = field(default_factory=list)
+    running: dict[str, float] = field(default_factory=dict)  # sums of the current epoch's logged values
+    saved_step: int | None = None  # the step last.pt holds: named when the loss diverges
+
+    def last_good(self, last_path: Path) -> str:
+        return f"{last_path} (step {self.saved_step})" if self.saved_step is not None else "none"
+
+
+def build_data(cfg: PretrainConfig, method, dist_info: DistInfo, local_batch: int):
+    """(dataset, sampler, steps per epoch) for the method's views."""
     # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
     if cfg.aug_impl not in AUG_IMPLS:
         raise InputError(f"unknown aug_impl {cfg.aug_impl!r}: expected one of {', '.join(AUG_IMPLS)}")
-    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus_for(cfg.image_size, cfg.aug_impl)
+    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus_for(
+        cfg.image_size, cfg.aug_impl
+    )
     dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), transforms, method.num_views, cfg.seed)
     sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
     per_epoch = sampler.batches_per_epoch()
     if per_epoch == 0:
-        raise InputError(f"the {len(dataset)} images of {cfg.data}/train do not fill one global batch of {cfg.batch_size}")
+        raise InputError(
+            f"the {len(dataset)} images of {cfg.data}/train do not fill one global batch of {cfg.batch_size}"
+        )
+    return dataset, sampler, per_epoch
+
+
+def check_teacher_is_not_an_output(cfg: PretrainConfig) -> None:
+    """The teacher file must not be one this run overwrites (``OUT/final.pt``, ``OUT/last.pt``):
+    ``--restart`` would delete it, and the run's own checkpoints would replace the teacher it names."""
+    if not cfg.teacher_ckpt:
+        return
+    teacher = Path(cfg.teacher_ckpt).expanduser().resolve()
+    out = Path(cfg.out).expanduser().resolve()
+    if teacher in (out / "final.pt", out / "last.pt"):
+        raise InputError(
+            f"--teacher-ckpt {cfg.teacher_ckpt} is inside --out {cfg.out}, where this run writes its own "
+            f"{teacher.name}; expected a teacher outside the output folder (copy it, or choose another --out)"
+        )
+
+
+def set_up(cfg: PretrainConfig) -> Run:
+    """Build the method, data and optimiser; every check of the input happens here, before any file is touched."""
+    device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
+    dist_info = init_distributed(device_type)
+    device = pick_device(cfg.device, dist_info)
+    autocast_for(cfg, device)  # an amp this device cannot run: refused here, not once the progress bar is up
+    if device.type == "cpu":
+        keep_freed_memory()  # no page faults for the activations each step re-allocates (same numbers)
+    if cfg.batch_size % dist_info.world_size:
+        raise InputError(
+            f"batch_size {cfg.batch_size} is not divisible by the {dist_info.world_size} processes"
+        )
+    local_batch = cfg.batch_size // dist_info.world_size
+    check_teacher_is_not_an_output(cfg)
+    method, teacher_info = build_method(cfg)
+    dataset, sampler, per_epoch = build_data(cfg, method, dist_info, local_batch)
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -163,122 +305,161 @@ def pretrain(cfg: PretrainConfig, resume: bool = False, progress: bool = True) -
     method.to(device)
     if cfg.channels_last:
         method.to(memory_format=torch.channels_last)
-    params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr(), momentum=cfg.sgd_momentum, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(cfg, method)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-
-    step, epoch_means, running = 0, [], {}
-    saved_step = None  # the step last.pt holds: named when the loss diverges
-    if resume and last_path.exists():
-        state = safe_load(last_path, "resume checkpoint")
-        if state.get("config") != _resumable(cfg):
-            raise InputError(f"{last_path} was written by a different configuration; use another --out or drop --resume")
-        load_state_strict(method, {**method_state(method), **state["method_state"]}, f"resume checkpoint {last_path}")
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"], device)
-        step, epoch_means, running = state["step"], list(state["epoch_means"]), dict(state["running"])
-        saved_step = step
-    elif final_path.exists() and not resume:
-        raise InputError(f"{final_path} already exists; pass --resume to reuse it or choose another --out")
-
-    model = method
-    if dist_info.enabled:
-        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
-    model.train()
-
-    def last_good() -> str:
-        return f"{last_path} (step {saved_step})" if saved_step is not None else "none"
-
-    def save(kind: str) -> Path:
-        nonlocal saved_step
-        path = final_path if kind == "final" else last_path
-        if not dist_info.is_main:
-            return path
-        bad = next((k for k, v in method_state(method).items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-        if bad is not None:  # never overwrite a usable checkpoint with a diverged one
-            raise TrainingDiverged(f"{bad} became NaN/Inf after step {step} (epoch {step // per_epoch}); "
-                                   f"last good checkpoint: {last_good()}; lower base_lr or check the data")
-        payload = {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "pretrain",
-            "done": kind == "final",
-            "config": _resumable(cfg),
-            "protocol": protocol,
-            "step": step,
-            "epoch": step // per_epoch,
-            "encoder": export_encoder(method, cfg),
-            "teacher": teacher_info and {"arch": teacher_info["arch"], "sha256": teacher_info["sha256"], "format": teacher_info["format"]},
-            "epoch_means": epoch_means,
-        }
-        if kind != "final":
-            payload |= {"method_state": method_state(method), "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(), "rng": rng_state(device), "running": dict(running)}
-        written = atomic_torch_save(payload, path)
-        if kind != "final":
-            saved_step = step
-        return written
-
     protocol = run_protocol(cfg, method, teacher_info)
-    log = StepLog(out / "log.csv", step) if dist_info.is_main else None
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and dist_info.is_main), desc=f"pretrain {cfg.method}", unit="step")
-    autocast = autocast_for(cfg, device)
-    seen, t0 = 0, time.perf_counter()
-    while step < total_steps:
-        epoch, start_batch = divmod(step, per_epoch)
-        dataset.set_epoch(epoch)
-        sampler.set_epoch(epoch, start_batch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, epoch)
-        # its own generator: a loader drawn from the global RNG would shift it on every (re)start
-        loader_gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                            persistent_workers=False, generator=loader_gen)
-        for views, _ in loader:
-            views = [v.to(device, non_blocking=True) for v in views]
-            if cfg.channels_last:
-                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-            if hasattr(method, "on_step"):  # schedules inside a method (DINO's EMA momentum, frozen layers)
-                method.on_step(step, per_epoch * cfg.epochs, per_epoch)
-            values = train_step(model, views, optimizer, scaler, autocast)
-            if not math.isfinite(values["loss"]):  # steps count from 1, as in log.csv
-                raise TrainingDiverged(f"loss is {values['loss']} at step {step + 1} (epoch {epoch}); last checkpoint with "
-                                       f"finite weights: {last_good()}; lower base_lr or check the data")
-            step += 1
-            seen += views[0].shape[0] * dist_info.world_size
-            row = {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-            row |= values
-            if log:
-                log.write(row)
-            for k, v in row.items():
-                running[k] = running.get(k, 0.0) + v
-            speed = seen / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")} | {"img/s": f"{speed:.0f}"})
-            bar.update(1)
-            epoch_done = step % per_epoch == 0 or step >= total_steps
-            if epoch_done:  # close the epoch before saving, so a resume never sees a half-closed one
-                n = step - epoch * per_epoch
-                epoch_means.append({"epoch": epoch} | {k: v / n for k, v in running.items() if k.startswith("loss")})
-                running.clear()
-            if epoch_done or (cfg.save_every_steps and step % cfg.save_every_steps == 0):
-                save("last")
-            if step >= total_steps:
-                break
-    bar.close()
-    if log:
-        log.close()
-    path = save("final")
-    shutdown_distributed(dist_info)
-    elapsed = time.perf_counter() - t0
-    last = epoch_means[-1] if epoch_means else {}
-    return {
-        "checkpoint": str(path),
-        "steps": step,
-        "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
-        "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
-        "teacher": teacher_info,
-        "protocol": protocol,
+    # processes, threads, versions: what ran the numbers besides the settings
+    protocol["run"] = run_environment(dist_info.world_size, local_batch, device)
+    return Run(
+        cfg,
+        dist_info,
+        device,
+        method,
+        teacher_info,
+        protocol,
+        run_identity(cfg, teacher_info, method),
+        dataset,
+        sampler,
+        per_epoch,
+        total_steps,
+        optimizer,
+        scaler,
+    )
+
+
+# --- resume or start ----------------------------------------------------------------------------
+
+
+def check_same_run(run: Run, path: Path, saved: dict) -> None:
+    differences = identity_differences(saved.get("config") or {}, run.identity)
+    if differences:
+        raise InputError(
+            f"{path} belongs to a different run: {'; '.join(differences)}; pass --restart to discard "
+            "it and start over (in a suite: delete it), or choose another --out"
+        )
+
+
+def remove_stale_temp_files(out: Path) -> None:
+    """Temp siblings a killed save left behind (``.last.pt.XXXX.tmp``); no other process writes
+    here (the output folder's lock), so none of them is being written."""
+    for name in ("last.pt", "final.pt", "log.csv"):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def discard_previous(run: Run) -> None:
+    """``--restart``: the checkpoints and logs of whatever ran in this folder before."""
+    for path in (run.last_path, run.final_path, run.out / "log.csv"):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.out / "tb", ignore_errors=True)
+
+
+def restore(run: Run, state: dict) -> Progress:
+    """Put the method, optimiser, scaler and RNGs back where ``last.pt`` left them."""
+    load_method_state(run.method, state["method_state"], f"resume checkpoint {run.last_path}")
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scaler.load_state_dict(state["scaler"])
+    restore_rng(state["rng"], run.device)
+    return Progress(
+        step=state["step"],
+        epoch_means=list(state["epoch_means"]),
+        running=dict(state["running"]),
+        saved_step=state["step"],
+    )
+
+
+def resume_or_start(run: Run, restart: bool) -> Progress:
+    """Progress restored from ``last.pt`` of the same run, or a fresh start (``restart`` discards
+    what is there). A ``final.pt`` without ``last.pt`` must be of the same run too; training then
+    starts from step 0 and replaces it."""
+    if run.dist_info.is_main:
+        remove_stale_temp_files(run.out)
+    if restart:
+        if run.dist_info.is_main:
+            discard_previous(run)
+        return Progress()
+    if run.last_path.exists():
+        state = load_previous(run.last_path, "resume checkpoint", RESUME_KEYS)
+        check_same_run(run, run.last_path, state)
+        return restore(run, state)
+    if run.final_path.exists():
+        check_same_run(run, run.final_path, load_previous(run.final_path, "previous final checkpoint"))
+    return Progress()
+
+
+RESUME_KEYS = ("step", "epoch_means", "method_state", "optimizer", "scaler", "rng", "running")
+DISCARD = "pass --restart to discard it and start over (in a suite: delete it)"
+
+
+def load_previous(path: Path, what: str, keys: tuple[str, ...] = ()) -> dict:
+    """A checkpoint an earlier run left in the output folder, as a pre-training checkpoint of this
+    project holding ``keys``; anything else (unreadable, another format, a final.pt copied to
+    last.pt) is one error saying how to get past it."""
+    try:
+        state = safe_load(path, what)
+    except InputError as exc:
+        raise InputError(f"{exc}; {DISCARD}") from None
+    if (
+        not isinstance(state, dict)
+        or state.get("kind") != "pretrain"
+        or not isinstance(state.get("config"), dict)
+    ):
+        raise InputError(f"{what} {path} is not a pre-training checkpoint of disco-bench; {DISCARD}")
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise InputError(
+            f"{what} {path} holds no training state ({', '.join(missing)} missing: a final.pt copied to "
+            f"last.pt?); expected the last.pt a run writes; {DISCARD}"
+        )
+    return state
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def checkpoint_payload(run: Run, progress: Progress, final: bool) -> dict:
+    teacher = run.teacher_info
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "pretrain",
+        "done": final,
+        "config": run.identity,
+        "protocol": run.protocol,
+        "step": progress.step,
+        "epoch": progress.step // run.per_epoch,
+        "encoder": export_encoder(run.method, run.cfg),
+        "teacher": teacher
+        and {"arch": teacher["arch"], "sha256": teacher["sha256"], "format": teacher["format"]},
+        "epoch_means": progress.epoch_means,
     }
+    if not final:
+        payload |= {
+            "method_state": method_state(run.method),
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "rng": rng_state(run.device),
+            "running": dict(progress.running),
+        }
+    return payload
+
+
+def save_checkpoint(run: Run, progress: Progress, final: bool) -> Path:
+    """Write ``final.pt`` or ``last.pt`` (rank 0 only); a diverged state never overwrites a usable one."""
+    path = run.final_path if final else run.last_path
+    if not run.dist_info.is_main:
+        return path
+    state = method_state(run.method)
+    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise TrainingDiverged(
+            f"{bad} became NaN/Inf after step {progress.step} (epoch {progress.step // run.per_epoch}); "
+            f"last good checkpoint: {progress.last_good(run.last_path)}; likely causes: base_lr too high, "
+            "a temperature near 0, or NaN/Inf inputs (teacher, data)"
+        )
+    written = atomic_torch_save(checkpoint_payload(run, progress, final), path)
+    if not final:
+        progress.saved_step = progress.step
+    return written
 
 
 def rng_state(device: torch.device) -> dict:
@@ -295,32 +476,174 @@ def restore_rng(state: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _resumable(cfg: PretrainConfig) -> dict:
-    """The config a resume must match (progress display and logging cadence may change)."""
-    d = dict(cfg.__dict__)
-    for k in ("log_every", "workers", "device", "save_every_steps"):
-        d.pop(k)
-    return d
+# --- the loop -----------------------------------------------------------------------------------
+
+
+def epoch_loader(run: Run, epoch: int, start_batch: int) -> DataLoader:
+    """The batches of ``epoch`` from ``start_batch`` on (a resumed epoch skips the ones done)."""
+    run.dataset.set_epoch(epoch)
+    run.sampler.set_epoch(epoch, start_batch)
+    # its own generator: a loader drawn from the global RNG would shift it on every (re)start
+    loader_gen = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + epoch)
+    return DataLoader(
+        run.dataset,
+        batch_sampler=run.sampler,
+        num_workers=run.cfg.workers,
+        pin_memory=run.device.type == "cuda",
+        persistent_workers=False,
+        generator=loader_gen,
+    )
+
+
+def to_device(run: Run, views: list[torch.Tensor]) -> list[torch.Tensor]:
+    views = [v.to(run.device, non_blocking=True) for v in views]
+    if run.cfg.channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    return views
+
+
+def step_once(run: Run, model, progress: Progress, views: list[torch.Tensor], autocast) -> dict[str, float]:
+    """One step at ``progress.step``; returns the log row (step counted from 1, epoch, lr, loss terms)."""
+    epoch = progress.step // run.per_epoch
+    apply_schedule(run.optimizer, run.cfg, progress.step, run.per_epoch)
+    if hasattr(run.method, "on_step"):  # schedules inside a method (DINO's EMA momentum, frozen layers)
+        run.method.on_step(progress.step, run.per_epoch * run.cfg.epochs, run.per_epoch)
+    values = train_step(model, views, run.optimizer, run.scaler, autocast)
+    if not math.isfinite(values["loss"]):  # steps count from 1, as in log.csv
+        raise TrainingDiverged(
+            f"loss is {values['loss']} at step {progress.step + 1} (epoch {epoch}); last checkpoint "
+            f"with finite weights: {progress.last_good(run.last_path)}; likely causes: base_lr too high, "
+            "a temperature near 0, or NaN/Inf inputs (teacher, data)"
+        )
+    progress.step += 1
+    return {"step": progress.step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]} | values
+
+
+def account(run: Run, progress: Progress, row: dict[str, float]) -> None:
+    """Add the row to the epoch's sums; close the epoch when it is complete (before any save, so a
+    resume never sees a half-closed one), then checkpoint when one is due."""
+    for k, v in row.items():
+        progress.running[k] = progress.running.get(k, 0.0) + v
+    epoch_done = progress.step % run.per_epoch == 0 or progress.step >= run.total_steps
+    if epoch_done:
+        n = progress.step - row["epoch"] * run.per_epoch
+        progress.epoch_means.append(
+            {"epoch": row["epoch"]} | {k: v / n for k, v in progress.running.items() if k.startswith("loss")}
+        )
+        progress.running.clear()
+    every = run.cfg.save_every_steps
+    if epoch_done or (every and progress.step % every == 0):
+        save_checkpoint(run, progress, final=False)
+
+
+def train(run: Run, model, progress: Progress, show: bool) -> int:
+    """Steps from ``progress.step`` to ``run.total_steps``; returns the images this process saw."""
+    log = StepLog(run.out / "log.csv", progress.step) if run.dist_info.is_main else None
+    bar = tqdm(
+        total=run.total_steps,
+        initial=progress.step,
+        disable=not (show and run.dist_info.is_main),
+        desc=f"pretrain {run.cfg.method}",
+        unit="step",
+    )
+    autocast = autocast_for(run.cfg, run.device)
+    seen, t0 = 0, time.perf_counter()
+    try:
+        while progress.step < run.total_steps:
+            epoch, start_batch = divmod(progress.step, run.per_epoch)
+            for views, _ in epoch_loader(run, epoch, start_batch):
+                views = to_device(run, views)
+                row = step_once(run, model, progress, views, autocast)
+                seen += views[0].shape[0] * run.dist_info.world_size
+                if log:
+                    log.write(row)
+                speed = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix(
+                    {k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")}
+                    | {"img/s": f"{speed:.0f}"}
+                )
+                bar.update(1)
+                account(run, progress, row)
+                if progress.step >= run.total_steps:
+                    break
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    return seen
+
+
+def already_final(run: Run, progress: Progress) -> bool:
+    """``final.pt`` of this very run at the step it stopped: the run is finished, and writing it
+    again would change its bytes (it records the threads and versions of the process writing it),
+    and with them the sha256 a student distilling it, or a record, names."""
+    if progress.step < run.total_steps or not run.final_path.exists():
+        return False
+    saved = load_previous(run.final_path, "previous final checkpoint")
+    return (
+        saved.get("done") is True
+        and saved.get("step") == progress.step
+        and not identity_differences(saved["config"], run.identity)
+    )
+
+
+def pretrain(cfg: PretrainConfig, restart: bool = False, progress: bool = True) -> dict:
+    """Run pre-training, continuing from ``OUT/last.pt`` of the same run unless ``restart``;
+    returns a summary with the final checkpoint path and losses."""
+    run = set_up(cfg)
+    state = resume_or_start(run, restart)
+    model = run.method
+    if run.dist_info.enabled:
+        model = DistributedDataParallel(
+            run.method, device_ids=[run.device.index] if run.device.type == "cuda" else None
+        )
+    model.train()
+    t0 = time.perf_counter()
+    done = already_final(run, state)
+    seen = 0 if done else train(run, model, state, progress)
+    path = run.final_path if done else save_checkpoint(run, state, final=True)
+    shutdown_distributed(run.dist_info)
+    elapsed = time.perf_counter() - t0
+    last = state.epoch_means[-1] if state.epoch_means else {}
+    return {
+        "checkpoint": str(path),
+        "steps": state.step,
+        "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
+        "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
+        "teacher": run.teacher_info,
+        "protocol": run.protocol,
+    }
+
+
+# --- the step log -------------------------------------------------------------------------------
 
 
 class StepLog:
     """Per-step loss terms as CSV (and TensorBoard when installed); rows past ``start_step`` that a
-    killed run left behind are dropped on resume so the log matches the checkpoint."""
+    killed run left behind are dropped on resume so the log matches the checkpoint. The files are
+    opened at the first row, so a run stopped before its first step leaves none; a write that fails
+    (disk full) is one InputError naming the file."""
 
     def __init__(self, path: Path, start_step: int):
-        self.path = path
-        kept = []
+        self.path, self.start_step = path, start_step
+        self.pending = []
         if path.exists() and start_step > 0:
             with open(path, newline="") as handle:
-                kept = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
-        # the files are opened at the first row, so a run stopped by bad input before its first step leaves none
-        self.handle, self.tb = None, None
-        self.writer = None
-        self.pending = kept
+                self.pending = [r for r in csv.DictReader(handle) if int(r["step"]) <= start_step]
+        self.handle, self.tb, self.writer = None, None, None
 
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "w", newline="")  # noqa: SIM115 (open for the whole run; close() ends it)
+    def _open(self, fieldnames: list[str]) -> None:
+        """Write the header and the kept rows in one atomic replace (a kill while the log is being
+        rewritten never loses the rows of the checkpoint), then append from there."""
+        if self.start_step == 0:  # a fresh run: no events of an earlier one in its TensorBoard folder
+            shutil.rmtree(self.path.parent / "tb", ignore_errors=True)
+        kept = io.StringIO()
+        head = csv.DictWriter(kept, fieldnames=fieldnames, extrasaction="ignore")
+        head.writeheader()
+        head.writerows(self.pending)
+        atomic_write_text(self.path, kept.getvalue())
+        self.handle = open(self.path, "a", newline="")  # noqa: SIM115 (open for the whole run; close() ends it)
+        self.writer = csv.DictWriter(self.handle, fieldnames=fieldnames, extrasaction="ignore")
         try:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -329,14 +652,15 @@ class StepLog:
             self.tb = None
 
     def write(self, row: dict) -> None:
-        if self.handle is None:
-            self._open()
-        if self.writer is None:
-            self.writer = csv.DictWriter(self.handle, fieldnames=list(row), extrasaction="ignore")
-            self.writer.writeheader()
-            self.writer.writerows(self.pending)
-        self.writer.writerow(row)
-        self.handle.flush()
+        try:
+            if self.handle is None:
+                self._open(list(row))
+            self.writer.writerow(row)
+            self.handle.flush()
+        except OSError as exc:
+            raise InputError(
+                f"cannot write {self.path}: {exc.strerror or exc}; the checkpoints are unchanged"
+            ) from exc
         if self.tb:
             for k, v in row.items():
                 if k not in ("step", "epoch"):

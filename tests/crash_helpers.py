@@ -1,5 +1,6 @@
-"""Helpers for the crash tests: run ``python -m disco_bench`` in a subprocess and SIGKILL it at a
-chosen point, observed on disk (a file appearing or being replaced), never after a blind sleep."""
+"""Helpers for the crash tests: run ``python -m disco_bench`` (or torchrun) in a subprocess and
+SIGKILL it at a chosen point, observed on disk (a file appearing or being replaced), never after a
+blind sleep."""
 
 from __future__ import annotations
 
@@ -10,13 +11,26 @@ import sys
 import time
 from pathlib import Path
 
+from pretrain.outlock import LOCK_NAME
+
 ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # one thread: bit-exact and fast on 2 cores
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": str(ROOT),
+}  # one thread: bit-exact and fast on 2 cores
 
 
-def start(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "disco_bench", *args], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
+    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository root."""
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
@@ -33,25 +47,55 @@ def inode(path: Path) -> int | None:
         return None
 
 
-def kill_after_writes(proc: subprocess.Popen, path: Path, writes: int, timeout: float = 180) -> None:
-    """SIGKILL ``proc`` as soon as ``path`` has been (re)written ``writes`` times since this call."""
-    seen, last = 0, inode(path)
+def wait_for(proc: subprocess.Popen, done, what: str, timeout: float = 180) -> None:
+    """Poll ``done()`` every 2 ms while ``proc`` runs; fail if it ends first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
-    while seen < writes:
+    while not done():
         if proc.poll() is not None:
-            raise AssertionError(f"the run ended before {path} was written {writes} times: {proc.stderr.read()[-2000:]}")
-        assert time.monotonic() < deadline, f"{path} written {seen} of {writes} times after {timeout} s"
-        now = inode(path)
-        if now is not None and now != last:
-            seen, last = seen + 1, now
-        else:
-            time.sleep(0.002)
+            raise AssertionError(f"the run ended before {what}: {proc.stderr.read()[-2000:]}")
+        assert time.monotonic() < deadline, f"no {what} after {timeout} s"
+        time.sleep(0.002)
+
+
+def sigkill(proc: subprocess.Popen) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate()
-    assert proc.returncode == -signal.SIGKILL, f"the run had already ended (code {proc.returncode}) when killed"
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run had already ended (code {proc.returncode}) when killed"
+    )
+
+
+def kill_after_writes(proc: subprocess.Popen, path: Path, writes: int, timeout: float = 180) -> None:
+    """SIGKILL ``proc`` as soon as ``path`` has been (re)written ``writes`` times since this call."""
+    seen, last = [0], [inode(path)]
+
+    def written() -> bool:
+        now = inode(path)
+        if now is not None and now != last[0]:
+            seen[0], last[0] = seen[0] + 1, now
+        return seen[0] >= writes
+
+    wait_for(proc, written, f"{path} was written {writes} times", timeout)
+    sigkill(proc)
 
 
 def stray_files(folder: Path, allowed: set[str]) -> list[str]:
-    """Files under ``folder`` that are neither in ``allowed`` (names) nor temp siblings of an atomic write."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                  if p.is_file() and p.name not in allowed and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+    """Files under ``folder`` that are neither in ``allowed`` (names), temp siblings of an atomic
+    write, nor the output lock a killed process leaves (the next command on the folder takes it over)."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.name not in allowed
+        and p.name != LOCK_NAME
+        and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+    )
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temp files and output locks under ``folder``: none may remain once a command has ended by itself."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob(".*")
+        if p.name == LOCK_NAME or p.name.endswith((".tmp", ".partial"))
+    )

@@ -1,4 +1,4 @@
-"""Detection and instance segmentation transfer (METHOD.md section 5): the ``detection`` task."""
+"""Detection and instance segmentation transfer (docs/method.md#detection): the ``detection`` task."""
 
 from downstream.detection.task import run
 

@@ -27,11 +27,15 @@ def build_features(arch: str, out_indices: tuple[int, ...] = FPN_OUT_INDICES) ->
     """A randomly initialised timm ``features_only`` model for ``arch`` (never downloads)."""
     arch = resolve_arch(arch)
     if arch in EXTRA_ARCHS:
-        raise InputError(f"arch {arch!r} has no features_only form: detection backbones need a timm model name")
+        raise InputError(
+            f"arch {arch!r} has no features_only form: detection backbones need a timm model name"
+        )
     try:
         return timm.create_model(arch, pretrained=False, features_only=True, out_indices=out_indices)
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
-        raise InputError(f"arch {arch!r} cannot give multi-scale features (timm features_only): {exc}") from exc
+        raise InputError(
+            f"arch {arch!r} cannot give multi-scale features (timm features_only): {exc}"
+        ) from exc
 
 
 def load_features_state(features: nn.Module, backbone_state: dict, source: str) -> list[str]:
@@ -40,8 +44,10 @@ def load_features_state(features: nn.Module, backbone_state: dict, source: str) 
     dropped = sorted(k for k in backbone_state if k not in own)
     stray = [k for k in dropped if not k.startswith(tuple(m + "." for m in POST_STAGE_MODULES))]
     if stray:
-        raise InputError(f"{source}: backbone keys with no place in the feature extractor: {', '.join(stray[:6])}"
-                         f"{f' ... ({len(stray)} in all)' if len(stray) > 6 else ''}")
+        raise InputError(
+            f"{source}: backbone keys with no place in the feature extractor: {', '.join(stray[:6])}"
+            f"{f' ... ({len(stray)} in all)' if len(stray) > 6 else ''}"
+        )
     load_state_strict(features, {k: v for k, v in backbone_state.items() if k in own}, source)
     return dropped
 

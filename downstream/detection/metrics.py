@@ -1,7 +1,15 @@
-"""Detection metrics: COCO AP / AP50 / AP75 (boxes and masks) via pycocotools, and VOC AP50.
+"""Detection metrics, each computed the way the paper's numbers were (Detectron2's evaluators).
+
+- COCO (``box_AP``, ``box_AP50``, ``box_AP75``, ``mask_AP``, ...): pycocotools' COCOeval, crowd
+  annotations matched as crowd.
+- Pascal VOC (``AP``, ``AP50``, ``AP75``): Detectron2's PASCAL VOC evaluator. Per class, detections
+  are matched greedily by score to the ground truth of largest IoU (a hit when IoU > threshold and
+  the object is not yet taken); the AP is the VOC2007 11-point metric (precision envelope sampled at
+  recall 0, 0.1, ..., 1.0); mAP averages the classes; ``AP`` averages mAP over IoU 0.50:0.95 in
+  steps of 0.05. ``difficult`` objects are neither hits nor misses. A class absent from the test
+  split has no AP and is left out of the mean (Detectron2 would divide by zero there).
 
 All values are percentages (100.0 = perfect), as Detectron2 and the papers report them.
-Ignored ground truth (VOC "difficult", COCO iscrowd) neither counts as a miss nor as a hit.
 """
 
 from __future__ import annotations
@@ -51,16 +59,22 @@ def coco_ground_truth(gt: DetectionSet, iou_type: str = "bbox") -> COCO:
         for a in img.annotations:
             x1, y1, x2, y2 = a.box
             ann = {
-                "id": len(anns) + 1, "image_id": img.image_id, "category_id": a.category + 1,
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": int(a.difficult),
+                "id": len(anns) + 1,
+                "image_id": img.image_id,
+                "category_id": a.category + 1,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "iscrowd": int(a.ignored),
                 "area": _gt_area(a, a.box, img.height, img.width, iou_type),
             }
             if iou_type == "segm":
                 ann["segmentation"] = a.segmentation or [[x1, y1, x2, y1, x2, y2, x1, y2]]
             anns.append(ann)
     coco = COCO()
-    coco.dataset = {"images": images, "annotations": anns,
-                    "categories": [{"id": i + 1, "name": c} for i, c in enumerate(gt.classes)]}
+    coco.dataset = {
+        "images": images,
+        "annotations": anns,
+        "categories": [{"id": i + 1, "name": c} for i, c in enumerate(gt.classes)],
+    }
     with contextlib.redirect_stdout(io.StringIO()):
         coco.createIndex()
     return coco
@@ -101,14 +115,21 @@ def coco_ap(gt: DetectionSet, predictions: list[Prediction], iou_type: str = "bb
     return {name: max(float(ev.stats[i]), 0.0) * 100.0 for i, name in enumerate(("AP", "AP50", "AP75"))}
 
 
-# --- VOC AP50 -------------------------------------------------------------------------------------
+# --- Pascal VOC (Detectron2's PascalVOCDetectionEvaluator) ------------------------------------------
+
+VOC_IOU_THRESHOLDS = tuple(t / 100 for t in range(50, 100, 5))  # 0.50, 0.55, ..., 0.95
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
     """Area under the precision envelope; VOC2007's 11-point version samples recall 0, 0.1, ..., 1."""
     if use_07_metric:
-        return float(np.mean([precision[recall >= t].max() if np.any(recall >= t) else 0.0
-                              for t in np.linspace(0, 1, 11)]))
+        # np.arange, not linspace: the same sample points (0.30000000000000004, ...) as the VOC devkit
+        return float(
+            sum(
+                precision[recall >= t].max() if np.any(recall >= t) else 0.0 for t in np.arange(0.0, 1.1, 0.1)
+            )
+            / 11.0
+        )
     r = np.concatenate(([0.0], recall, [1.0]))
     p = np.concatenate(([0.0], precision, [0.0]))
     p = np.maximum.accumulate(p[::-1])[::-1]  # envelope: best precision at any higher recall
@@ -125,17 +146,26 @@ def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area + areas - inter, 1e-12)
 
 
-def _class_ap(gt: DetectionSet, predictions: list[Prediction], cls: int, iou_thr: float, use_07: bool) -> float | None:
+def _class_ap(
+    gt: DetectionSet, predictions: list[Prediction], cls: int, iou_thr: float, use_07: bool
+) -> float | None:
     truth = {}
     for img in gt.images:
         anns = [a for a in img.annotations if a.category == cls]
-        truth[img.image_id] = (np.array([a.box for a in anns], dtype=np.float64).reshape(-1, 4),
-                               np.array([a.difficult for a in anns], dtype=bool), np.zeros(len(anns), dtype=bool))
+        truth[img.image_id] = (
+            np.array([a.box for a in anns], dtype=np.float64).reshape(-1, 4),
+            np.array([a.ignored for a in anns], dtype=bool),
+            np.zeros(len(anns), dtype=bool),
+        )
     n_positive = sum(int((~d).sum()) for _, d, _ in truth.values())
     if n_positive == 0:
         return None  # the class does not occur in this split: no AP to average
-    dets = [(float(p.scores[k]), p.image_id, p.boxes[k]) for p in predictions for k in range(len(p.scores))
-            if int(p.labels[k]) == cls]
+    dets = [
+        (float(p.scores[k]), p.image_id, p.boxes[k])
+        for p in predictions
+        for k in range(len(p.scores))
+        if int(p.labels[k]) == cls
+    ]
     dets.sort(key=lambda d: -d[0])
     tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
     for i, (_, image_id, box) in enumerate(dets):
@@ -145,7 +175,7 @@ def _class_ap(gt: DetectionSet, predictions: list[Prediction], cls: int, iou_thr
             continue
         ious = _iou(np.asarray(box, dtype=np.float64), boxes)
         j = int(ious.argmax())
-        if ious[j] < iou_thr:
+        if ious[j] <= iou_thr:  # the devkit's test is IoU > threshold
             fp[i] = 1
         elif difficult[j]:
             continue  # matched an ignored object: neither right nor wrong
@@ -159,16 +189,39 @@ def _class_ap(gt: DetectionSet, predictions: list[Prediction], cls: int, iou_thr
     return voc_ap(recall, precision, use_07)
 
 
-def voc_ap50(gt: DetectionSet, predictions: list[Prediction], use_07_metric: bool = True) -> float:
-    """Mean over classes of the per-class AP at IoU 0.5, in percent (Pascal VOC devkit protocol)."""
-    aps = [ap for c in range(len(gt.classes)) if (ap := _class_ap(gt, predictions, c, 0.5, use_07_metric)) is not None]
+def voc_map(
+    gt: DetectionSet, predictions: list[Prediction], iou_thr: float = 0.5, use_07_metric: bool = True
+) -> float:
+    """Mean over classes of the per-class AP at IoU ``iou_thr``, in percent."""
+    aps = [
+        ap
+        for c in range(len(gt.classes))
+        if (ap := _class_ap(gt, predictions, c, iou_thr, use_07_metric)) is not None
+    ]
     return float(np.mean(aps)) * 100.0 if aps else 0.0
 
 
-def detection_metrics(gt: DetectionSet, predictions: list[Prediction], masks: bool) -> dict[str, float]:
-    """Every number a detection run reports: box AP/AP50/AP75, VOC AP50, and mask AP/AP50/AP75 if ``masks``."""
-    out = {f"box_{k}": v for k, v in coco_ap(gt, predictions, "bbox").items()}
-    out["voc_AP50"] = voc_ap50(gt, predictions)
-    if masks:
-        out |= {f"mask_{k}": v for k, v in coco_ap(gt, predictions, "segm").items()}
+def voc_metrics(gt: DetectionSet, predictions: list[Prediction]) -> dict[str, float]:
+    """{'AP', 'AP50', 'AP75'} in percent, as Detectron2's PASCAL VOC evaluator reports them on VOC2007 test."""
+    maps = {t: voc_map(gt, predictions, t) for t in VOC_IOU_THRESHOLDS}
+    return {"AP": float(np.mean(list(maps.values()))), "AP50": maps[0.5], "AP75": maps[0.75]}
+
+
+def metric_names(dataset: str, masks: bool) -> tuple[str, ...]:
+    """What a run on ``dataset`` ('voc' or 'coco') records: the names Table 2 of the leaderboard reads."""
+    if dataset == "voc":
+        return ("AP", "AP50", "AP75")
+    return ("box_AP", "box_AP50", "box_AP75") + (("mask_AP", "mask_AP50", "mask_AP75") if masks else ())
+
+
+def detection_metrics(
+    gt: DetectionSet, predictions: list[Prediction], masks: bool, dataset: str = "coco"
+) -> dict[str, float]:
+    """Every number a run reports: VOC AP/AP50/AP75 on ``voc``; box (and mask) AP/AP50/AP75 on ``coco``."""
+    if dataset == "voc":
+        out = voc_metrics(gt, predictions)
+    else:
+        out = {f"box_{k}": v for k, v in coco_ap(gt, predictions, "bbox").items()}
+        if masks:
+            out |= {f"mask_{k}": v for k, v in coco_ap(gt, predictions, "segm").items()}
     return out

@@ -1,5 +1,9 @@
 """The detection task: fine-tune a student as a detector on VOC (boxes) or COCO (boxes + masks) and
-report box AP/AP50/AP75, VOC AP50 and, with masks, mask AP/AP50/AP75 (percent).
+report, in percent, on VOC: ``AP``, ``AP50``, ``AP75`` (Detectron2's PASCAL VOC evaluator); on COCO:
+``box_AP``, ``box_AP50``, ``box_AP75`` and, with masks, ``mask_AP``, ``mask_AP50``, ``mask_AP75``
+(pycocotools). Records name the dataset by its folder (a suite renames it, e.g. ``voc``, ``coco``);
+the protocol says which layout was read (``det_dataset``), the train/test sets, the degenerate
+annotations dropped, and any stated fallback (VOC2007 without VOC2012).
 
 ``det_trials`` N runs N fine-tunings with seeds seed..seed+N-1; each metric is then recorded as the
 mean, with ``<metric>_std`` (sample standard deviation) beside it and the per-trial values in
@@ -9,6 +13,7 @@ mean, with ``<metric>_std`` (sample standard deviation) beside it and the per-tr
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +28,11 @@ from downstream.result import Measurement, TaskResult
 def _backend(name: str):
     # imported on demand: the detectron2 backend needs detectron2 installed, the other does not
     if name == "detectron2":
-        from downstream.detection import detectron2_backend
+        with (
+            warnings.catch_warnings()
+        ):  # Detectron2 0.7 scripts functions with torch.jit, deprecated in torch 2.x
+            warnings.filterwarnings("ignore", message=".*torch.jit.script", category=FutureWarning)
+            from downstream.detection import detectron2_backend
 
         return detectron2_backend
     from downstream.detection import torchvision_backend
@@ -40,8 +49,15 @@ def aggregate(trials: list[dict[str, float]], dataset: str) -> list[Measurement]
             out.append(Measurement(metric, values[0], dataset, "test"))
             continue
         std = float(np.std(values, ddof=1))
-        out.append(Measurement(metric, float(np.mean(values)), dataset, "test",
-                               {"trials": len(values), "per_trial": values, "std": std}))
+        out.append(
+            Measurement(
+                metric,
+                float(np.mean(values)),
+                dataset,
+                "test",
+                {"trials": len(values), "per_trial": values, "std": std},
+            )
+        )
         out.append(Measurement(f"{metric}_std", std, dataset, "test", {"trials": len(values)}))
     return out
 
@@ -53,14 +69,32 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     masks = cfg.det_dataset == "coco" and train.has_masks
     trials, details, info = [], [], {}
     for t in range(cfg.det_trials):
-        predictions, detail, info = backend.run_trial(cfg, train, test, masks, schedule, cfg.seed + t, progress)
-        trials.append(detection_metrics(test, predictions, masks))
+        predictions, detail, info = backend.run_trial(
+            cfg, train, test, masks, schedule, cfg.seed + t, progress
+        )
+        trials.append(detection_metrics(test, predictions, masks, cfg.det_dataset))
         details.append(detail)
-    protocol = {k: getattr(cfg, k) for k in sorted(TASK_FIELDS["detection"])} | {
-        "seed": cfg.seed, "model": ("Mask" if masks else "Faster") + " R-CNN",
-        "schedule": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(schedule).items()},
-        "train_images": len(train.images), "test_images": len(test.images), "classes": len(train.classes),
-        "train_set": train.name, "test_set": test.name, "trial_details": details,
-    }
-    return TaskResult(task="detection", measurements=aggregate(trials, f"{Path(cfg.data).name}/{cfg.det_dataset}"), protocol=protocol,
-                      source=info)
+    protocol = (
+        {k: getattr(cfg, k) for k in sorted(TASK_FIELDS["detection"])}
+        | {
+            "seed": cfg.seed,
+            "model": ("Mask" if masks else "Faster") + " R-CNN",
+            "schedule": {
+                k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(schedule).items()
+            },
+            "train_images": len(train.images),
+            "test_images": len(test.images),
+            "classes": len(train.classes),
+            "train_set": train.name,
+            "test_set": test.name,
+            "trial_details": details,
+            "evaluator": "Detectron2 PASCAL VOC (VOC2007 11-point, IoU .50:.95)"
+            if cfg.det_dataset == "voc"
+            else "pycocotools COCOeval",
+            "dropped_annotations": {"train": train.dropped, "test": test.dropped},
+        }
+        | ({"fallback": train.note} if train.note else {})
+    )
+    return TaskResult(
+        task="detection", measurements=aggregate(trials, Path(cfg.data).name), protocol=protocol, source=info
+    )

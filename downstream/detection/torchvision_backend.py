@@ -1,13 +1,19 @@
 """torchvision backend (the embedded default): Faster R-CNN (VOC) or Mask R-CNN (COCO) on an FPN over
-the student's timm feature maps, every parameter fine-tuned, one process.
+the student's timm feature maps, every parameter fine-tuned; under torchrun with DDP, the global
+batch split over the processes (:mod:`downstream.detection.distributed`).
 
 Images are resized by the model's own transform to the schedule's short side (train: drawn from
 the schedule's range per image; test: ``test_min_size``), normalised with ImageNet mean/std as in
 pre-training. Anchor sizes scale with the test size (32..512 px at 800 px, torchvision's FPN default).
+Crowd regions are left out of training; VOC ``difficult`` objects are trained on (Detectron2's VOC
+loader keeps them too). With BatchNorm in train mode (``det_norm`` syncbn/bn), PreciseBN replaces the
+running statistics after training by the average over ``schedule.precise_bn_iters`` training
+batches, as in MoCo's detection config.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import OrderedDict
 
 import numpy as np
@@ -27,8 +33,16 @@ from tqdm import tqdm
 from downstream.config import EvalConfig
 from downstream.detection.backbones import load_features
 from downstream.detection.data import DetectionSet, ImageRecord
+from downstream.detection.distributed import (
+    join,
+    per_process_batch,
+    rank_seed,
+    share_from_main,
+    sync_batchnorm,
+    wrap_ddp,
+)
 from downstream.detection.metrics import Prediction
-from downstream.detection.schedule import Schedule
+from downstream.detection.schedule import Schedule, diverged, loss_curve
 from downstream.features import pick_device
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.errors import InputError
@@ -42,7 +56,9 @@ class TimmFPN(nn.Module):
     def __init__(self, body: nn.Module, out_channels: int = FPN_CHANNELS):
         super().__init__()
         self.body = body
-        self.fpn = FeaturePyramidNetwork(body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(
+            body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool()
+        )
         self.out_channels = out_channels  # read by torchvision's detectors
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -71,12 +87,16 @@ def build_detector(body: nn.Module, num_classes: int, masks: bool, schedule: Sch
     kwargs = dict(
         num_classes=num_classes + 1,  # + background
         min_size=tuple(range(schedule.train_min_size[0], schedule.train_min_size[1] + 1)),
-        max_size=schedule.max_size, image_mean=list(IMAGENET_MEAN), image_std=list(IMAGENET_STD),
+        max_size=schedule.max_size,
+        image_mean=list(IMAGENET_MEAN),
+        image_std=list(IMAGENET_STD),
         rpn_anchor_generator=anchors,
         box_roi_pool=MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=7, sampling_ratio=2),
-        box_batch_size_per_image=schedule.rois_per_image, rpn_post_nms_top_n_train=schedule.proposals_per_image,
+        box_batch_size_per_image=schedule.rois_per_image,
+        rpn_post_nms_top_n_train=schedule.proposals_per_image,
         rpn_pre_nms_top_n_train=schedule.proposals_per_image,
-        rpn_pre_nms_top_n_test=schedule.test_proposals_per_image, rpn_post_nms_top_n_test=schedule.test_proposals_per_image,
+        rpn_pre_nms_top_n_test=schedule.test_proposals_per_image,
+        rpn_post_nms_top_n_test=schedule.test_proposals_per_image,
         box_detections_per_img=schedule.detections_per_image,
     )
     backbone = TimmFPN(body)
@@ -104,8 +124,8 @@ def _decode_mask(segmentation, height: int, width: int) -> np.ndarray:
 
 
 class DetectionTrainData(Dataset):
-    """(image in [0, 1], target) pairs; ignored objects (difficult / crowd) are left out of training;
-    random horizontal flip with probability 0.5."""
+    """(image in [0, 1], target) pairs; crowd regions are left out of training; random horizontal
+    flip with probability 0.5."""
 
     def __init__(self, ds: DetectionSet, masks: bool, seed: int):
         self.ds, self.masks = ds, masks
@@ -117,17 +137,21 @@ class DetectionTrainData(Dataset):
     def __getitem__(self, i: int):
         record = self.ds.images[i]
         image = _load_image(record)
-        anns = [a for a in record.annotations if not a.difficult]
+        anns = [a for a in record.annotations if not a.crowd]
         boxes = torch.tensor([a.box for a in anns], dtype=torch.float32).reshape(-1, 4)
         target = {"boxes": boxes, "labels": torch.tensor([a.category + 1 for a in anns], dtype=torch.int64)}
         if self.masks:
-            target["masks"] = torch.from_numpy(np.stack(
-                [_decode_mask(a.segmentation, record.height, record.width) for a in anns]
-            ) if anns else np.zeros((0, record.height, record.width), np.uint8))
+            target["masks"] = torch.from_numpy(
+                np.stack([_decode_mask(a.segmentation, record.height, record.width) for a in anns])
+                if anns
+                else np.zeros((0, record.height, record.width), np.uint8)
+            )
         if self.rng.random() < 0.5:
             width = image.shape[-1]
             image = image.flip(-1)
-            target["boxes"] = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
+            target["boxes"] = torch.stack(
+                [width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1
+            )
             if self.masks:
                 target["masks"] = target["masks"].flip(-1)
         return image, target
@@ -137,15 +161,27 @@ def _collate(batch):
     return tuple(zip(*batch))
 
 
-def train_detector(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule, seed: int, clip_grad: float,
-                   progress: bool) -> list[float]:
-    """SGD over ``schedule``; returns the total loss of every iteration."""
+def _train_loader(ds: DetectionSet, masks: bool, batch_size: int, batches: int, seed: int) -> DataLoader:
     generator = torch.Generator().manual_seed(seed)
-    sampler = RandomSampler(DetectionTrainData(ds, masks, seed), replacement=True,
-                            num_samples=schedule.max_iter * schedule.batch_size, generator=generator)
-    loader = DataLoader(sampler.data_source, batch_size=schedule.batch_size, sampler=sampler, collate_fn=_collate)
+    sampler = RandomSampler(
+        DetectionTrainData(ds, masks, seed),
+        replacement=True,
+        num_samples=batches * batch_size,
+        generator=generator,
+    )
+    return DataLoader(sampler.data_source, batch_size=batch_size, sampler=sampler, collate_fn=_collate)
+
+
+def train_detector(
+    model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule, seed: int, progress: bool
+) -> list[float]:
+    """SGD over ``schedule``; returns the total loss of every iteration."""
+    loader = _train_loader(ds, masks, schedule.batch_size, schedule.max_iter, seed)
+    clip_grad = schedule.clip_grad
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay)
+    opt = torch.optim.SGD(
+        params, lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
+    )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule.lr_factor)
     model.train()
     losses = []
@@ -157,8 +193,7 @@ def train_detector(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Sc
         loss_dict = model(images, targets)
         loss = sum(loss_dict.values())
         if not torch.isfinite(loss):
-            parts = ", ".join(f"{k} {v.item():.3g}" for k, v in loss_dict.items())
-            raise RuntimeError(f"detection loss is not finite at iteration {it} ({parts}); lower det_lr or set det_clip_grad")
+            raise diverged(it + 1, {k: v.item() for k, v in loss_dict.items()}, schedule, clip_grad)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if clip_grad > 0:
@@ -171,7 +206,32 @@ def train_detector(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Sc
 
 
 @torch.no_grad()
-def predict(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule, batch_size: int = 4) -> list[Prediction]:
+def precise_bn(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule, seed: int) -> int:
+    """Set every train-mode BatchNorm's running statistics to their average over
+    ``schedule.precise_bn_iters`` training batches (PreciseBN); returns the number of BN layers."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not layers or schedule.precise_bn_iters < 1:
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    device = next(model.parameters()).device
+    for images, targets in _train_loader(ds, masks, schedule.batch_size, schedule.precise_bn_iters, seed + 1):
+        batch, _ = model.transform(
+            [im.to(device) for im in images], [{k: v.to(device) for k, v in t.items()} for t in targets]
+        )
+        model.backbone(batch.tensors)  # BatchNorm lives in the backbone body only
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    return len(layers)
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule, batch_size: int = 4
+) -> list[Prediction]:
     """Detections (in original image coordinates) for every image of ``ds``."""
     model.eval()
     model.transform.min_size = (schedule.test_min_size,)
@@ -181,22 +241,51 @@ def predict(model: nn.Module, ds: DetectionSet, masks: bool, schedule: Schedule,
         device = next(model.parameters()).device
         for record, det in zip(records, model([_load_image(r).to(device) for r in records])):
             det = {k: v.cpu() for k, v in det.items()}
-            out.append(Prediction(
-                record.image_id, det["boxes"].numpy(), det["scores"].numpy(), det["labels"].numpy() - 1,
-                (det["masks"][:, 0] > 0.5).numpy() if masks else None,
-            ))
+            out.append(
+                Prediction(
+                    record.image_id,
+                    det["boxes"].numpy(),
+                    det["scores"].numpy(),
+                    det["labels"].numpy() - 1,
+                    (det["masks"][:, 0] > 0.5).numpy() if masks else None,
+                )
+            )
     return out
 
 
-def run_trial(cfg: EvalConfig, train: DetectionSet, test: DetectionSet, masks: bool, schedule: Schedule, seed: int,
-              progress: bool) -> tuple[list[Prediction], dict, dict]:
+def run_trial(
+    cfg: EvalConfig,
+    train: DetectionSet,
+    test: DetectionSet,
+    masks: bool,
+    schedule: Schedule,
+    seed: int,
+    progress: bool,
+) -> tuple[list[Prediction], dict, dict]:
     """Fine-tune a fresh detector from ``cfg.ckpt`` on ``train``, predict ``test``: (predictions, details, info)."""
     body, info = load_features(cfg.ckpt)  # reloaded per trial: fine-tuning changes the weights
     torch.manual_seed(seed)  # the FPN and heads start from the same random init for the same seed
     if cfg.det_norm == "frozen":
         body = freeze_batchnorm(body)
-    model = build_detector(body, len(train.classes), masks, schedule).to(pick_device(cfg.device))
-    losses = train_detector(model, train, masks, schedule, seed, cfg.det_clip_grad, progress)
-    details = {"seed": seed, "first_loss": losses[0], "final_loss": float(np.mean(losses[-10:])),
-               "norm_effective": "FrozenBN" if cfg.det_norm == "frozen" else "BN (one process)"}
-    return predict(model, test, masks, schedule), details, info
+    procs, device = join(pick_device(cfg.device))  # under torchrun: one of N DDP processes
+    detector = build_detector(body, len(train.classes), masks, schedule)
+    model, norm = sync_batchnorm(detector, cfg.det_norm, procs, device)
+    model = model.to(device)
+    # this process's share of the global batch, and its own draw of the images
+    local = dataclasses.replace(schedule, batch_size=per_process_batch(schedule.batch_size, procs))
+    data_seed = rank_seed(seed, procs)
+    losses = train_detector(
+        wrap_ddp(model, procs, device), train, masks, local, data_seed, progress and procs.is_main
+    )
+    bn_layers = precise_bn(model, train, masks, local, data_seed)
+    if not procs.is_main:  # rank 0 predicts with the weights DDP kept equal everywhere
+        return share_from_main(None, procs)
+    details = {
+        "seed": seed,
+        "first_loss": losses[0],
+        "final_loss": float(np.mean(losses[-10:])),
+        "loss_curve": loss_curve(losses),
+        "precise_bn_layers": bn_layers,
+        "norm_effective": norm,
+    }
+    return share_from_main((predict(model, test, masks, schedule), details, info), procs)

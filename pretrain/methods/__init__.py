@@ -5,12 +5,15 @@ class attributes ``num_views`` and ``needs_teacher``, a ``student`` property (th
 backbone and head are exported) and ``forward(views) -> {'loss': ..., other detached terms}``.
 Optional hooks the training loop calls when present: ``view_transforms() -> list | None`` (one
 transform per view, e.g. multi-crop; None: aug+ for every view; an instance may then set its own
-``num_views``) and ``on_step(step, total_steps, steps_per_epoch)`` before each step (schedules).
+``num_views``), ``on_step(step, total_steps, steps_per_epoch)`` before each step (schedules) and
+``after_backward()`` between the backward and the optimiser step (frozen layers drop their
+gradients there, as SwAV's and DINO's code cancel them; queues take the step's keys).
 """
 
 from pretrain.methods.at import AttentionTransfer, AttentionTransferDisCo
 from pretrain.methods.dino import DINO, DINODisCo
 from pretrain.methods.disco import DisCo, DisCoStar
+from pretrain.methods.distill_only import DistillOnly
 from pretrain.methods.moco import MoCo
 from pretrain.methods.rkd import RelationalKD, RelationalKDDisCo
 from pretrain.methods.seed import SEED
@@ -20,6 +23,7 @@ METHODS = {
     "moco": MoCo,
     "disco": DisCo,
     "disco*": DisCoStar,
+    "distill-only": DistillOnly,
     "seed": SEED,
     "at": AttentionTransfer,
     "at+disco": AttentionTransferDisCo,

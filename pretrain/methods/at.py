@@ -58,7 +58,9 @@ def stage_modules(backbone: nn.Module, strides: tuple[int, ...], role: str) -> d
     """stride -> name of the last module with that output stride in timm's ``feature_info``."""
     info = getattr(backbone, "feature_info", None)
     if not info:
-        raise InputError(f"AT {role}: {type(backbone).__name__} has no timm feature_info; expected a timm CNN with stages")
+        raise InputError(
+            f"AT {role}: {type(backbone).__name__} has no timm feature_info; expected a timm CNN with stages"
+        )
     entries = info.get_dicts() if hasattr(info, "get_dicts") else list(info)
     last_at = {int(e["reduction"]): e["module"] for e in entries}
     missing = [s for s in strides if s not in last_at]
@@ -138,4 +140,9 @@ class AttentionTransferDisCo(AttentionTransfer):
         self.student_taps.discard()  # the v2 maps of qk and t2 are not used by AT
         self.teacher_taps.discard()
         loss = loss_con + self.cfg.distill_weight * loss_dis + self.cfg.at_weight * loss_at
-        return {"loss": loss, "loss_con": loss_con.detach(), "loss_dis": loss_dis.detach(), "loss_at": loss_at.detach()}
+        return {
+            "loss": loss,
+            "loss_con": loss_con.detach(),
+            "loss_dis": loss_dis.detach(),
+            "loss_at": loss_at.detach(),
+        }

@@ -18,6 +18,13 @@ class EmbeddingQueue(nn.Module):
     """A FIFO of the last ``size`` L2-normalised embeddings, stored as (size, dim) rows.
 
     Enqueue wraps around the end, so ``size`` need not be a multiple of the batch.
+
+    A loss that reads ``items`` keeps them for its backward, so the new keys cannot be written in
+    place during the forward (MoCo's reference clones the whole queue every step instead: 32 MiB
+    at K = 65,536). ``stage`` holds the keys and ``flush`` writes them once the backward is done
+    (the training loop calls the method's ``after_backward``); a forward that finds keys still
+    staged (no backward ran, e.g. under ``no_grad``) flushes them first, so the queue a loss sees
+    is always the one the clone gave.
     """
 
     def __init__(self, size: int, dim: int):
@@ -26,6 +33,18 @@ class EmbeddingQueue(nn.Module):
             raise ValueError(f"queue_size must be positive, got {size}")
         self.register_buffer("items", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self._staged: torch.Tensor | None = None
+
+    def stage(self, keys: torch.Tensor) -> None:
+        """Hold ``keys`` until ``flush`` (after the backward of the loss that read ``items``)."""
+        if self._staged is not None:
+            raise RuntimeError("EmbeddingQueue.stage: keys from the previous step were never flushed")
+        self._staged = keys.detach()
+
+    def flush(self) -> None:
+        if self._staged is not None:
+            keys, self._staged = self._staged, None
+            self.enqueue(keys)
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor) -> None:
@@ -89,11 +108,13 @@ class FrozenTeacher(nn.Module):
     """A teacher encoder that never trains: no gradients, BN in eval mode by default.
 
     ``bn_mode='train'`` reproduces the DisCo reference code, whose teacher BN normalised with the
-    current batch's statistics (METHOD.md section 7, defect 1); the running stats still do not
+    current batch's statistics (docs/method.md#defect-teacher-bn); the running stats still do not
     move because the forward runs on a throw-away copy of them.
     """
 
-    def __init__(self, encoder: Encoder, bn_mode: str = "eval", amp: str = "none", channels_last: bool = False):
+    def __init__(
+        self, encoder: Encoder, bn_mode: str = "eval", amp: str = "none", channels_last: bool = False
+    ):
         super().__init__()
         if bn_mode not in ("eval", "train"):
             raise ValueError(f"teacher_bn must be 'eval' or 'train', got {bn_mode!r}")
@@ -130,7 +151,11 @@ class FrozenTeacher(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn_mode == "train":
-            saved = {k: v.clone() for k, v in self.encoder.state_dict().items() if "running_" in k or "num_batches" in k}
+            saved = {
+                k: v.clone()
+                for k, v in self.encoder.state_dict().items()
+                if "running_" in k or "num_batches" in k
+            }
             out = self._encode(x)
             self.encoder.load_state_dict(saved, strict=False)
             return out
@@ -147,7 +172,12 @@ class FrozenTeacher(nn.Module):
         """
         if batched is None:
             batched = views[0].is_cuda
-        if batched and self.bn_mode == "eval" and len(views) > 1 and all(v.shape == views[0].shape for v in views):
+        if (
+            batched
+            and self.bn_mode == "eval"
+            and len(views) > 1
+            and all(v.shape == views[0].shape for v in views)
+        ):
             return list(self(torch.cat(views, dim=0)).chunk(len(views)))
         return [self(v) for v in views]
 

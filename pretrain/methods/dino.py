@@ -16,8 +16,11 @@ with its head is the same bottleneck; on the two large views, like DisCo's two v
 because it is the analogue of DisCo's final-embedding MSE (the prototype scores are DINO's own
 target) and it has the same width on both sides (``dim``: 256 for the released DINO heads).
 
-Not here: DINO's AdamW, lr warm-up, weight-decay schedule and gradient clipping; the project's
-loop trains every method with SGD (METHOD.md section 1).
+Trained as DINO trains: AdamW (no weight decay on biases and norms), a linear lr warm-up then a
+cosine, weight decay on a cosine from ``dino_weight_decay`` to ``dino_weight_decay_end``, per-parameter
+gradient clipping (``dino_optimizer`` ...; pretrain/optim.py), the last layer frozen for the first
+epoch (its gradient cancelled after the backward). ``dino+disco`` takes the bottleneck width from
+the teacher's embedding (256 for the released DINO heads), whatever ``dim`` says.
 """
 
 from __future__ import annotations
@@ -30,17 +33,21 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.augment import multi_crop
 from pretrain.distributed import is_distributed
 from pretrain.errors import InputError
 from pretrain.methods.base import momentum_update
 from pretrain.methods.disco import with_disco_term
-from pretrain.methods.swav import encode_by_size
+from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
-def dino_loss(student_logits: list[torch.Tensor], teacher_logits: list[torch.Tensor], center: torch.Tensor,
-              student_temp: float, teacher_temp: float) -> torch.Tensor:
+def dino_loss(
+    student_logits: list[torch.Tensor],
+    teacher_logits: list[torch.Tensor],
+    center: torch.Tensor,
+    student_temp: float,
+    teacher_temp: float,
+) -> torch.Tensor:
     """Mean over pairs (teacher view i, student view v != i) of the batch-mean cross-entropy
     -sum_k softmax((t_i - center) / teacher_temp)_k log softmax(s_v / student_temp)_k.
 
@@ -86,30 +93,29 @@ class PrototypeLayer(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_dim, dim))
         nn.init.trunc_normal_(self.weight, std=0.02)
 
-    def forward(self, z: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        weight = self.weight.detach() if frozen else self.weight
-        return z @ F.normalize(weight, dim=1).t()
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return z @ F.normalize(self.weight, dim=1).t()
 
 
-class DINO(nn.Module):
+class DINO(MultiCropMixin, nn.Module):
     num_views = 2
     needs_teacher = False
+    dim_from_teacher = False  # dino+disco: the bottleneck takes the teacher's embedding width
 
     def __init__(self, cfg, backbone: nn.Module, teacher=None):
         super().__init__()
         self.cfg = cfg
-        if cfg.multicrop_small_crops < 0:
-            raise InputError(f"multicrop_small_crops: expected 0 or more, got {cfg.multicrop_small_crops}")
-        if cfg.multicrop_small_crops and not 0 < cfg.multicrop_small_size <= cfg.image_size:
-            raise InputError(f"multicrop_small_size: expected 1..image_size ({cfg.image_size}), got {cfg.multicrop_small_size}")
+        self.num_views = multicrop_views(cfg)
         if cfg.multicrop_small_crops and getattr(backbone, "dynamic_img_size", None) is False:
-            raise InputError(f"multicrop_small_crops={cfg.multicrop_small_crops} needs a ViT built with dynamic_img_size=True "
-                             f"(timm kwarg) to take {cfg.multicrop_small_size}px crops; {cfg.student} was built without it")
-        self.num_views = 2 + cfg.multicrop_small_crops
+            raise InputError(
+                f"multicrop_small_crops={cfg.multicrop_small_crops} needs a ViT built with dynamic_img_size=True "
+                f"(timm kwarg) to take {cfg.multicrop_small_size}px crops; {cfg.student} was built without it"
+            )
         feat = feature_dim(backbone)
         hidden = self.default_hidden(feat) if cfg.hidden is None else cfg.hidden
-        self.encoder = Encoder(backbone, ProjectionHead(feat, hidden, cfg.dim, layers=3, activation="gelu"))
-        self.prototypes = PrototypeLayer(cfg.dim, cfg.dino_out_dim)
+        dim = teacher.dim if self.dim_from_teacher and teacher is not None else cfg.dim
+        self.encoder = Encoder(backbone, ProjectionHead(feat, hidden, dim, layers=3, activation="gelu"))
+        self.prototypes = PrototypeLayer(dim, cfg.dino_out_dim)
         # DINO's own teacher: an EMA of the student, never trained by the optimiser
         self.ema_encoder = copy.deepcopy(self.encoder)
         self.ema_prototypes = copy.deepcopy(self.prototypes)
@@ -118,7 +124,9 @@ class DINO(nn.Module):
         self.register_buffer("center", torch.zeros(1, cfg.dino_out_dim))
         self.teacher = teacher
         self.momentum = cfg.dino_momentum
-        self.teacher_temp = cfg.dino_warmup_teacher_temp if cfg.dino_warmup_teacher_temp_epochs else cfg.dino_teacher_temp
+        self.teacher_temp = (
+            cfg.dino_warmup_teacher_temp if cfg.dino_warmup_teacher_temp_epochs else cfg.dino_teacher_temp
+        )
         self.freeze_last_layer = cfg.dino_freeze_last_layer_epochs > 0
 
     @staticmethod
@@ -129,22 +137,24 @@ class DINO(nn.Module):
     def student(self) -> Encoder:
         return self.encoder
 
-    def view_transforms(self):
-        cfg = self.cfg
-        if not cfg.multicrop_small_crops:
-            return None
-        return multi_crop(cfg.image_size, cfg.multicrop_small_crops, cfg.multicrop_small_size, cfg.multicrop_large_scale,
-                          cfg.multicrop_small_scale)
-
     def on_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
         cfg = self.cfg
         self.momentum = cosine_to_one(cfg.dino_momentum, step, total_steps)
         warmup = cfg.dino_warmup_teacher_temp_epochs * steps_per_epoch
         if step < warmup:
-            self.teacher_temp = cfg.dino_warmup_teacher_temp + (cfg.dino_teacher_temp - cfg.dino_warmup_teacher_temp) * step / warmup
+            self.teacher_temp = (
+                cfg.dino_warmup_teacher_temp
+                + (cfg.dino_teacher_temp - cfg.dino_warmup_teacher_temp) * step / warmup
+            )
         else:
             self.teacher_temp = cfg.dino_teacher_temp
         self.freeze_last_layer = step < cfg.dino_freeze_last_layer_epochs * steps_per_epoch
+
+    def after_backward(self) -> None:
+        # the frozen last layer stays in the graph (DDP needs a gradient for every parameter) and
+        # loses its gradient here, so the optimiser skips it: DINO's cancel_gradients_last_layer
+        if self.freeze_last_layer:
+            self.prototypes.weight.grad = None
 
     def dino_terms(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(student z per view, DINO loss); also moves the EMA teacher and the centre."""
@@ -154,8 +164,10 @@ class DINO(nn.Module):
             momentum_update(self.ema_prototypes, self.prototypes, self.momentum)
             teacher_logits = [self.ema_prototypes(z) for z in encode_by_size(self.ema_encoder, views[:2])]
         z = encode_by_size(self.encoder, views)
-        student_logits = [self.prototypes(e, frozen=self.freeze_last_layer) for e in z]
-        loss = dino_loss(student_logits, teacher_logits, self.center, self.cfg.dino_student_temp, self.teacher_temp)
+        student_logits = [self.prototypes(e) for e in z]
+        loss = dino_loss(
+            student_logits, teacher_logits, self.center, self.cfg.dino_student_temp, self.teacher_temp
+        )
         self.center.copy_(updated_center(self.center, teacher_logits, self.cfg.dino_center_momentum))
         return z, loss
 
@@ -168,6 +180,7 @@ class DINODisCo(DINO):
     """``dino+disco``: DINO + distill_weight x MSE(student z, frozen teacher embedding) on the two large views."""
 
     needs_teacher = True
+    dim_from_teacher = True
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         z, loss_dino = self.dino_terms(views)

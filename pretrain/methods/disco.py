@@ -1,5 +1,5 @@
 """DisCo (Gao et al., ECCV 2022): MoCo-v2 plus MSE between the student's and the frozen
-teacher's final L2-normalised embeddings on both views (paper Eq. 1-2, METHOD.md section 1)."""
+teacher's final L2-normalised embeddings on both views (paper Eq. 1-2, docs/method.md#disco)."""
 
 from __future__ import annotations
 
@@ -20,15 +20,23 @@ def disco_distill_loss(
     """
     if reduction not in ("sum", "mean"):
         raise ValueError(f"distill_reduction must be 'sum' or 'mean', got {reduction!r}")
-    return sum(F.mse_loss(s, t, reduction=reduction) for s, t in zip(student_views, teacher_views, strict=True))
+    return sum(
+        F.mse_loss(s, t, reduction=reduction) for s, t in zip(student_views, teacher_views, strict=True)
+    )
 
 
-def with_disco_term(method, name: str, loss: torch.Tensor, z: list[torch.Tensor], views: list[torch.Tensor]) -> dict:
+def with_disco_term(
+    method, name: str, loss: torch.Tensor, z: list[torch.Tensor], views: list[torch.Tensor]
+) -> dict:
     """A testbed's own ``loss`` (logged as ``name``) plus lambda x the DisCo MSE between the student
     embeddings ``z`` of the two large views and the frozen teacher's embeddings of the same views."""
     teacher = method.teacher.embed_views(views[:2])
     loss_dis = disco_distill_loss(z[:2], teacher, method.cfg.distill_reduction)
-    return {"loss": loss + method.cfg.distill_weight * loss_dis, name: loss.detach(), "loss_dis": loss_dis.detach()}
+    return {
+        "loss": loss + method.cfg.distill_weight * loss_dis,
+        name: loss.detach(),
+        "loss_dis": loss_dis.detach(),
+    }
 
 
 class DisCo(MoCo):

@@ -50,13 +50,17 @@ class MoCo(nn.Module):
 
     def contrastive(self, v_q: torch.Tensor, v_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Query embedding of ``v_q`` and the MoCo loss against the momentum key of ``v_k``."""
+        self.queue.flush()  # keys a forward without backward left staged
         q = self.encoder_q(v_q)
         with torch.no_grad():
             momentum_update(self.encoder_k, self.encoder_q, self.cfg.key_momentum)
             k = shuffled_forward(self.encoder_k, v_k, self.cfg.shuffle_bn_splits, self._shuffle_gen)
-        loss = info_nce(q, k, self.queue.items.clone().detach(), self.cfg.temperature)
-        self.queue.enqueue(all_gather_cat(k))
+        loss = info_nce(q, k, self.queue.items, self.cfg.temperature)
+        self.queue.stage(all_gather_cat(k))  # written by after_backward
         return q, loss
+
+    def after_backward(self) -> None:
+        self.queue.flush()
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         _, loss = self.contrastive(views[0], views[1])

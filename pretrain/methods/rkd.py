@@ -67,8 +67,12 @@ def rkd_angle_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor
     return F.smooth_l1_loss(a_s[mask], a_t[mask].to(a_s.dtype), beta=1.0)
 
 
-def rkd_loss(student: torch.Tensor, teacher: torch.Tensor, distance_weight: float, angle_weight: float) -> torch.Tensor:
-    return distance_weight * rkd_distance_loss(student, teacher) + angle_weight * rkd_angle_loss(student, teacher)
+def rkd_loss(
+    student: torch.Tensor, teacher: torch.Tensor, distance_weight: float, angle_weight: float
+) -> torch.Tensor:
+    return distance_weight * rkd_distance_loss(student, teacher) + angle_weight * rkd_angle_loss(
+        student, teacher
+    )
 
 
 class RelationalKD(MoCo):
@@ -100,4 +104,9 @@ class RelationalKDDisCo(RelationalKD):
         loss_dis = disco_distill_loss([q, qk], [t1, t2], self.cfg.distill_reduction)
         loss_rkd = self.relational_term(q, t1)
         loss = loss_con + self.cfg.distill_weight * loss_dis + loss_rkd
-        return {"loss": loss, "loss_con": loss_con.detach(), "loss_dis": loss_dis.detach(), "loss_rkd": loss_rkd.detach()}
+        return {
+            "loss": loss,
+            "loss_con": loss_con.detach(),
+            "loss_dis": loss_dis.detach(),
+            "loss_rkd": loss_rkd.detach(),
+        }

@@ -1,5 +1,5 @@
 """SEED (Fang et al., ICLR 2021): the student matches the teacher's similarity distribution over
-a queue of past teacher embeddings (METHOD.md section 4). One view, no momentum encoder."""
+a queue of past teacher embeddings (docs/method.md#seed). One view, no momentum encoder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pretrain.methods.base import EmbeddingQueue
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
-def seed_loss(s: torch.Tensor, t: torch.Tensor, queue: torch.Tensor, tau_s: float, tau_t: float) -> torch.Tensor:
+def seed_loss(
+    s: torch.Tensor, t: torch.Tensor, queue: torch.Tensor, tau_s: float, tau_t: float
+) -> torch.Tensor:
     """Soft cross-entropy -sum p_T log softmax(z_S), mean over the batch.
 
     s, t: (B, D) L2-normalised student/teacher embeddings; queue: (K, D) past teacher embeddings.
@@ -44,10 +46,14 @@ class SEED(nn.Module):
     def student(self) -> Encoder:
         return self.encoder_q
 
+    def after_backward(self) -> None:
+        self.queue.flush()
+
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        self.queue.flush()  # keys a forward without backward left staged
         x = views[0]
         s = self.encoder_q(x)
         t = self.teacher(x)
-        loss = seed_loss(s, t, self.queue.items.clone().detach(), self.cfg.seed_student_temp, self.cfg.seed_teacher_temp)
-        self.queue.enqueue(all_gather_cat(t))
+        loss = seed_loss(s, t, self.queue.items, self.cfg.seed_student_temp, self.cfg.seed_teacher_temp)
+        self.queue.stage(all_gather_cat(t))  # written by after_backward
         return {"loss": loss, "loss_seed": loss.detach()}

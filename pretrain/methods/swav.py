@@ -10,7 +10,11 @@ views are aug+ at ``image_size``, the same views the DisCo testbed uses.
 The DisCo term of ``swav+disco`` is the MSE between the student's z (the exported embedding, the
 projection output before the prototypes) and the teacher's embedding on the two large views; for a
 SwAV-family teacher that is likewise its L2-normalised projection output with prototypes dropped.
-Not implemented: SwAV's feature queue for small batches (a run with batch < 256 does without it).
+
+Trained as SwAV trains (its batch-256 and batch-4096 recipes): the prototypes are frozen for the
+first ``swav_freeze_prototypes_epochs`` epoch(s) (their gradient is cancelled after the backward,
+as in SwAV's code), a feature queue joins Sinkhorn-Knopp once the global batch is small, and the
+optimiser is LARS with a linear warm-up then a cosine (``swav_optimizer`` ...; pretrain/optim.py).
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.augment import multi_crop
-from pretrain.distributed import is_distributed
-from pretrain.errors import InputError
+from pretrain.distributed import all_gather_cat, is_distributed
 from pretrain.methods.disco import with_disco_term
+from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
@@ -62,7 +65,9 @@ def sinkhorn_knopp(scores: torch.Tensor, eps: float, iters: int) -> torch.Tensor
     return (log_q + math.log(b)).exp().t()
 
 
-def swapped_prediction_loss(scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float) -> torch.Tensor:
+def swapped_prediction_loss(
+    scores: list[torch.Tensor], codes: list[torch.Tensor], temperature: float
+) -> torch.Tensor:
     """SwAV's swapped prediction: for each coded view i, mean over views v != i of
     -sum_k q_i log softmax(scores_v / T), mean over the batch; then the mean over coded views.
 
@@ -76,37 +81,74 @@ def swapped_prediction_loss(scores: list[torch.Tensor], codes: list[torch.Tensor
     return total / len(codes)
 
 
-def encode_by_size(encoder: nn.Module, views: list[torch.Tensor]) -> list[torch.Tensor]:
-    """encoder(view) for each view; consecutive views of one size share one forward (and so their
-    BN statistics), as SwAV's and DINO's multi-crop wrappers do."""
-    out, start = [], 0
-    while start < len(views):
-        end = start
-        while end < len(views) and views[end].shape == views[start].shape:
-            end += 1
-        out += list(encoder(torch.cat(views[start:end])).chunk(end - start))
-        start = end
-    return out
+class FeatureQueue(nn.Module):
+    """SwAV's queue for small batches: the last ``length`` embeddings of each of the two large views,
+    newest first, whose prototype scores join the batch's in Sinkhorn-Knopp (more samples to
+    spread over the prototypes). Used once full, from ``swav_queue_start_epoch`` on.
+
+    It holds the global batch (gathered from every rank, rank-major), so every rank holds the same
+    buffer (DDP broadcasts buffers; a checkpoint holds it whole); ``mine`` gives a rank its own rows,
+    which is what each rank's queue in SwAV's code holds. ``length`` is cut to a multiple of the
+    global batch, as SwAV does.
+    """
+
+    def __init__(self, length: int, dim: int, global_batch: int):
+        super().__init__()
+        self.global_batch = global_batch
+        self.register_buffer("items", torch.zeros(2, length - length % global_batch, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    @property
+    def length(self) -> int:
+        return self.items.shape[1]
+
+    def full(self) -> bool:
+        return int(self.filled) >= self.length
+
+    def mine(self, view: int) -> torch.Tensor:
+        if not is_distributed():
+            return self.items[view]
+        world, rank = dist.get_world_size(), dist.get_rank()
+        return (
+            self.items[view]
+            .view(-1, world, self.global_batch // world, self.items.shape[2])[:, rank]
+            .flatten(0, 1)
+        )
+
+    @torch.no_grad()
+    def push(self, view: int, embeddings: torch.Tensor) -> None:
+        n = embeddings.shape[0]
+        self.items[view, n:] = self.items[view, :-n].clone()
+        self.items[view, :n] = embeddings
+        if view == 1:
+            self.filled.add_(n)
 
 
-class SwAV(nn.Module):
+def queue_length(cfg) -> int:
+    """The feature queue's length: ``swav_queue_length`` once the global batch is small
+    (``batch_size <= swav_queue_max_batch``, SwAV's batch-256 recipe), else 0; a multiple of the batch."""
+    if cfg.batch_size > cfg.swav_queue_max_batch or cfg.swav_queue_length <= 0:
+        return 0
+    return cfg.swav_queue_length - cfg.swav_queue_length % cfg.batch_size
+
+
+class SwAV(MultiCropMixin, nn.Module):
     num_views = 2
     needs_teacher = False
 
     def __init__(self, cfg, backbone: nn.Module, teacher=None):
         super().__init__()
         self.cfg = cfg
-        if cfg.multicrop_small_crops < 0:
-            raise InputError(f"multicrop_small_crops: expected 0 or more, got {cfg.multicrop_small_crops}")
-        if cfg.multicrop_small_crops and not 0 < cfg.multicrop_small_size <= cfg.image_size:
-            raise InputError(f"multicrop_small_size: expected 1..image_size ({cfg.image_size}), got {cfg.multicrop_small_size}")
-        self.num_views = 2 + cfg.multicrop_small_crops
+        self.num_views = multicrop_views(cfg)
         feat = feature_dim(backbone)
         hidden = self.default_hidden(feat) if cfg.hidden is None else cfg.hidden
         self.encoder = Encoder(backbone, ProjectionHead(feat, hidden, cfg.dim, batchnorm=True))
         self.prototypes = nn.Linear(cfg.dim, cfg.swav_prototypes, bias=False)
+        length = queue_length(cfg)
+        self.feature_queue = FeatureQueue(length, cfg.dim, cfg.batch_size) if length else None
         self.teacher = teacher
-        self.freeze_prototypes = cfg.swav_freeze_prototypes_steps > 0
+        self.freeze_prototypes = cfg.swav_freeze_prototypes_epochs > 0
+        self.queue_started = cfg.swav_queue_start_epoch <= 0
 
     @staticmethod
     def default_hidden(feat: int) -> int:
@@ -116,24 +158,37 @@ class SwAV(nn.Module):
     def student(self) -> Encoder:
         return self.encoder
 
-    def view_transforms(self):
-        cfg = self.cfg
-        if not cfg.multicrop_small_crops:
-            return None
-        return multi_crop(cfg.image_size, cfg.multicrop_small_crops, cfg.multicrop_small_size, cfg.multicrop_large_scale,
-                          cfg.multicrop_small_scale)
-
     def on_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
-        self.freeze_prototypes = step < self.cfg.swav_freeze_prototypes_steps
+        self.freeze_prototypes = step < self.cfg.swav_freeze_prototypes_epochs * steps_per_epoch
+        self.queue_started = step >= self.cfg.swav_queue_start_epoch * steps_per_epoch
+
+    def after_backward(self) -> None:
+        # frozen prototypes stay in the graph (every parameter gets a gradient, as DDP requires) and
+        # lose their gradient here, so the optimiser skips them: SwAV's own "cancel gradients"
+        if self.freeze_prototypes:
+            self.prototypes.weight.grad = None
+
+    @torch.no_grad()
+    def codes(self, scores: torch.Tensor, z: torch.Tensor, view: int) -> torch.Tensor:
+        """Sinkhorn-Knopp codes of one large view's batch, over the queue's scores too once it is full."""
+        batch = scores.shape[0]
+        queue = self.feature_queue if self.queue_started else None
+        if queue is not None:
+            if queue.full():
+                scores = torch.cat([queue.mine(view) @ self.prototypes.weight.t(), scores])
+            queue.push(view, all_gather_cat(z))
+        return sinkhorn_knopp(scores, self.cfg.swav_sinkhorn_eps, self.cfg.swav_sinkhorn_iters)[-batch:]
 
     def swav_terms(self, views: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """(z per view, swapped-prediction loss)."""
         with torch.no_grad():
             self.prototypes.weight.copy_(F.normalize(self.prototypes.weight, dim=1))
         z = encode_by_size(self.encoder, views)
-        weight = self.prototypes.weight.detach() if self.freeze_prototypes else self.prototypes.weight
-        scores = [e @ weight.t() for e in z]
-        codes = [sinkhorn_knopp(s.detach(), self.cfg.swav_sinkhorn_eps, self.cfg.swav_sinkhorn_iters) for s in scores[:2]]
+        scores = [e @ self.prototypes.weight.t() for e in z]
+        codes = [
+            self.codes(s.detach(), e.detach(), i)
+            for i, (s, e) in enumerate(zip(scores[:2], z[:2], strict=True))
+        ]
         return z, swapped_prediction_loss(scores, codes, self.cfg.swav_temperature)
 
     def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from disco_bench import results
 from disco_bench.config import replace
+from disco_bench.steps import STEP_KINDS
 from downstream.result import Measurement, TaskResult
 from pretrain.errors import InputError
 
@@ -56,7 +57,9 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     (ctx.out / f"started-{step.id}").write_text(str(torch.get_num_threads()))
     if cfg.wait_for_record:
         deadline = time.monotonic() + 60
-        while not any(r.get("step") == cfg.wait_for_record for r in results.read_records(ctx.out / "results.jsonl")):
+        while not any(
+            r.get("step") == cfg.wait_for_record for r in results.read_records(ctx.out / "results.jsonl")
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{step.id}: no record of {cfg.wait_for_record} while this step ran")
             time.sleep(0.05)
@@ -75,13 +78,27 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
             raise KeyboardInterrupt
         progress.write_text(str(unit + 1))
     ctx.checkpoint(step.id).write_bytes(b"done")
-    result = TaskResult("fake", [Measurement("units_this_run", float(cfg.work - start), "none", "-")], {"work": cfg.work})
+    result = TaskResult(
+        "fake", [Measurement("units_this_run", float(cfg.work - start), "none", "-")], {"work": cfg.work}
+    )
     now = results.now()
-    return results.make_records(result, student="tiny", teacher=None, method="fake", seed=0, protocol=result.protocol,
-                                config_hash=config_hash, checkpoint_sha256=None, started_at=now, finished_at=now,
-                                step=step.id, label=step.label)
+    return results.make_records(
+        result,
+        student="tiny",
+        teacher=None,
+        method="fake",
+        seed=0,
+        protocol=result.protocol,
+        config_hash=config_hash,
+        checkpoint_sha256=None,
+        started_at=now,
+        finished_at=now,
+        step=step.id,
+        label=step.label,
+    )
 
 
-# Registered by the tests (monkeypatch.setitem(STEP_KINDS, "fake", FAKE_KIND)); "fake" steps also
-# produce a checkpoint that "@id" references resolve to.
+# "fake" steps also produce a checkpoint that "@id" references resolve to.
 FAKE_KIND = (fake_config, run_fake)
+# The registry tests hand to run_suite(kinds=...): the real kinds plus "fake"; steps.STEP_KINDS is never changed.
+FAKE_KINDS = {**STEP_KINDS, "fake": FAKE_KIND}

@@ -10,7 +10,6 @@ import contextlib
 import io
 import json
 import os
-import pathlib
 import re
 import shutil
 from collections.abc import Callable
@@ -23,7 +22,8 @@ import torch
 from disco_bench.cli import main
 from disco_bench.embedded import EmbeddedConfig, make_embedded
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
-from tests.downstream.conftest import save_random_encoder
+from disco_bench.results import REQUIRED_FIELDS
+from tests.pretrain.helpers import PlantsMarker, pretrain_args, save_student
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "errors.md"
@@ -41,18 +41,30 @@ def data(tmp: Path) -> Path:
     """A fresh copy of a tiny ImageFolder (3 classes, 8 train + 4 val images each, 16 px) to spoil."""
     shared = tmp.parent / "shared-data"
     if not shared.exists():
-        make_embedded(shared, EmbeddedConfig(classes=3, train_per_class=8, val_per_class=4, image_size=16), progress=False)
+        make_embedded(
+            shared,
+            EmbeddedConfig(classes=3, train_per_class=8, val_per_class=4, image_size=16),
+            progress=False,
+        )
     shutil.copytree(shared, tmp / "data")
     return tmp / "data"
 
 
 def student(tmp: Path, **kwargs) -> Path:
-    return save_random_encoder(tmp / "student.pt", **kwargs)  # resnet10t, head 32 -> 16
+    return Path(save_student(tmp / "student.pt", **kwargs))  # resnet10t, head 32 -> 16
 
 
 def pretrain(tmp: Path, *extra: str, data_dir: Path | None = None) -> list[str]:
-    return ["pretrain", "--method", "moco", "--student", "resnet10t", "--data", str(data_dir or data(tmp)),
-            "--epochs", "1", "--batch-size", "8", "--image-size", "16", "--out", str(tmp / "out"), "--quiet", *extra]
+    return pretrain_args(
+        data_dir or data(tmp),
+        tmp / "out",
+        *extra,
+        student="resnet10t",
+        epochs=1,
+        batch_size=8,
+        sets=(),
+        save_every=None,
+    )
 
 
 def distil(tmp: Path, teacher: Path, *sets: str) -> list[str]:
@@ -60,8 +72,22 @@ def distil(tmp: Path, teacher: Path, *sets: str) -> list[str]:
 
 
 def evaluate(tmp: Path, ckpt: Path, *extra: str, task: str = "linear") -> list[str]:
-    return ["eval", task, "--ckpt", str(ckpt), "--data", str(data(tmp)), "--image-size", "16", "--out", str(tmp / "out"),
-            "--quiet", "--protocol", "fast", *extra]
+    return [
+        "eval",
+        task,
+        "--ckpt",
+        str(ckpt),
+        "--data",
+        str(data(tmp)),
+        "--image-size",
+        "16",
+        "--out",
+        str(tmp / "out"),
+        "--quiet",
+        "--protocol",
+        "fast",
+        *extra,
+    ]
 
 
 def spoil_images(tmp: Path, how: str) -> Path:
@@ -99,12 +125,19 @@ def foreign_last_checkpoint(tmp: Path) -> list[str]:
     return pretrain(tmp, "--resume", "--set", "queue_size=32", data_dir=tmp / "data")
 
 
-class PlantsMarker:
-    def __init__(self, marker: Path):
-        self.marker = marker
+def final_copied_to_last(tmp: Path) -> list[str]:
+    """OUT/final.pt copied over OUT/last.pt: a checkpoint without the training state a resume needs."""
+    argv = pretrain(tmp, "--set", "queue_size=16", "max_steps=1")
+    assert main(argv) == 0
+    shutil.copy(tmp / "out" / "final.pt", tmp / "out" / "last.pt")
+    return argv
 
-    def __reduce__(self):
-        return pathlib.Path.touch, (self.marker,)
+
+def teacher_inside_out(tmp: Path) -> list[str]:
+    """The teacher is OUT/final.pt of the very folder the student run writes (and --restart clears)."""
+    assert main(pretrain(tmp, "--set", "queue_size=16", "max_steps=1")) == 0
+    teacher = ["--method", "disco", "--teacher-ckpt", str(tmp / "out" / "final.pt")]
+    return pretrain(tmp, *teacher, "--set", "queue_size=16", "--restart", data_dir=tmp / "data")
 
 
 def crafted(tmp: Path) -> Path:
@@ -118,6 +151,66 @@ def truncated_checkpoint(tmp: Path) -> Path:
     return tmp / "cut.pt"
 
 
+def not_a_checkpoint(tmp: Path, text: str, name: str) -> Path:
+    (tmp / name).write_text(text)
+    return tmp / name
+
+
+def nan_weights(tmp: Path) -> Path:
+    """A student whose weights diverged (what a run without the save-time check could have written)."""
+    ckpt = torch.load(student(tmp), weights_only=True)
+    ckpt["encoder"]["backbone"]["layer1.0.conv1.weight"].fill_(float("nan"))
+    torch.save(ckpt, tmp / "nan.pt")
+    return tmp / "nan.pt"
+
+
+def unfinished(tmp: Path) -> Path:
+    """A mid-run last.pt: what pretrain writes every epoch before the run is done."""
+    ckpt = torch.load(student(tmp), weights_only=True)
+    torch.save(ckpt | {"done": False, "step": 3, "epoch": 0}, tmp / "last.pt")
+    return tmp / "last.pt"
+
+
+def out_is_a_file(tmp: Path) -> Path:
+    (tmp / "out").write_text("my notes")
+    return tmp / "out"
+
+
+def data_make(tmp: Path, *sets: str) -> list[str]:
+    return [
+        "data",
+        "make",
+        "--out",
+        str(tmp / "out"),
+        "--quiet",
+        "--set",
+        "classes=2",
+        "train_per_class=1",
+        "val_per_class=1",
+        *sets,
+    ]
+
+
+def foreign_folder(tmp: Path) -> list[str]:
+    (tmp / "out").mkdir()
+    (tmp / "out" / "notes.txt").write_text("keep me")
+    return data_make(tmp)
+
+
+def broken_link(tmp: Path) -> Path:
+    root = data(tmp)
+    (sorted((root / "train").iterdir())[0] / "99999.png").symlink_to(tmp / "gone.png")
+    return root
+
+
+def record_value_abc(tmp: Path) -> list[str]:
+    """A results.jsonl whose one record has the value "abc" (edited by hand, or written by another tool)."""
+    (tmp / "out").mkdir()
+    record = {f: None for f in REQUIRED_FIELDS} | {"id": "r1", "value": "abc"}
+    (tmp / "out" / "results.jsonl").write_text(json.dumps(record) + "\n")
+    return ["report", "--out", str(tmp / "out")]
+
+
 def suite_file(tmp: Path, step: str) -> list[str]:
     text = (
         "name: tiny\n"
@@ -129,9 +222,32 @@ def suite_file(tmp: Path, step: str) -> list[str]:
     return ["run", "--suite", str(tmp / "suite.yaml"), "--out", str(tmp / "out"), "--quiet"]
 
 
-def detection(tmp: Path, fmt: str) -> list[str]:
+def detection_set(tmp: Path) -> Path:
+    """The embedded detection set (2 + 2 scenes of 32 px, one object each) under ``tmp/det``."""
     root = tmp / "det"
-    make_embedded_detection(root, EmbeddedDetectionConfig(train_images=2, val_images=2, image_size=32, max_objects=1))
+    make_embedded_detection(
+        root, EmbeddedDetectionConfig(train_images=2, val_images=2, image_size=32, max_objects=1)
+    )
+    return root
+
+
+def detection_eval(tmp: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        "eval",
+        "detection",
+        "--ckpt",
+        str(student(tmp)),
+        "--data",
+        str(root),
+        "--out",
+        str(tmp / "out"),
+        "--quiet",
+        *extra,
+    ]
+
+
+def detection(tmp: Path, fmt: str) -> list[str]:
+    root = detection_set(tmp)
     if fmt == "voc":
         xml = sorted((root / "VOCdevkit" / "VOC2007" / "Annotations").iterdir())[0]
         xml.write_text(re.sub(r"<xmax>\d+</xmax>", "<xmax>40</xmax>", xml.read_text(), count=1))
@@ -140,76 +256,344 @@ def detection(tmp: Path, fmt: str) -> list[str]:
         coco = json.loads(ann.read_text())
         coco["annotations"][0]["bbox"] = [-6.0, 2.0, 10.0, 10.0]
         ann.write_text(json.dumps(coco))
-    return ["eval", "detection", "--ckpt", str(student(tmp)), "--data", str(root), "--out", str(tmp / "out"), "--quiet",
-            "--set", f"det_dataset={fmt}", "det_backend=torchvision"]
+    return detection_eval(tmp, root, "--set", f"det_dataset={fmt}", "det_backend=torchvision")
+
+
+def detection_spoiled(tmp: Path, how: str, *extra: str) -> list[str]:
+    """The embedded detection set in its COCO layout with one thing spoiled (issue 18: user data)."""
+    root = detection_set(tmp)
+    ann = root / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    if how == "missing image":
+        (root / "train2017" / coco["images"][-1]["file_name"]).unlink()
+    elif how == "no bbox":
+        del coco["annotations"][0]["bbox"]
+    elif how == "rle size":
+        coco["annotations"][0]["segmentation"] = {"size": [8, 8], "counts": "04"}
+    ann.write_text(json.dumps(coco))
+    return detection_eval(tmp, root, "--dataset", "coco", "--backend", "torchvision", *extra)
 
 
 CASES = [
-    Case("missing dataset folder", lambda t: pretrain(t, data_dir=t / "missing"), ("<tmp>/missing/train", "expected")),
-    Case("empty class folder", lambda t: pretrain(t, data_dir=empty_class(t)), ("<tmp>/data/train/", "expected")),
-    Case("corrupt image (not an image at all)", lambda t: pretrain(t, data_dir=spoil_images(t, "corrupt")),
-         ("<tmp>/data/train/", ".png", "expected"), untouched=False),
-    Case("truncated image, read in a DataLoader worker (workers=2)",
-         lambda t: pretrain(t, "--set", "workers=2", data_dir=spoil_images(t, "truncated")),
-         ("<tmp>/data/train/", ".png", "expected"), untouched=False),
+    Case(
+        "missing dataset folder",
+        lambda t: pretrain(t, data_dir=t / "missing"),
+        ("<tmp>/missing/train", "expected"),
+    ),
+    Case(
+        "empty class folder",
+        lambda t: pretrain(t, data_dir=empty_class(t)),
+        ("<tmp>/data/train/", "expected"),
+    ),
+    Case(
+        "corrupt image (not an image at all)",
+        lambda t: pretrain(t, data_dir=spoil_images(t, "corrupt")),
+        ("<tmp>/data/train/", ".png", "expected"),
+        untouched=False,
+    ),
+    Case(
+        "truncated image, read in a DataLoader worker (workers=2)",
+        lambda t: pretrain(t, "--set", "workers=2", data_dir=spoil_images(t, "truncated")),
+        ("<tmp>/data/train/", ".png", "expected"),
+        untouched=False,
+    ),
     Case("missing checkpoint file", lambda t: evaluate(t, t / "nope.pt"), ("<tmp>/nope.pt", "expected")),
-    Case("truncated checkpoint file", lambda t: evaluate(t, truncated_checkpoint(t)), ("<tmp>/cut.pt", "expected")),
-    Case("checkpoint that runs code when unpickled", lambda t: evaluate(t, crafted(t)), ("<tmp>/crafted.pt", "expected")),
-    Case("teacher checkpoint of the wrong architecture", lambda t: distil(t, student(t), "dim=16") + ["--teacher", "resnet18"],
-         ("<tmp>/student.pt", "resnet18")),
-    Case("teacher checkpoint with a missing key", lambda t: distil(t, teacher_missing_keys(t), "dim=16"),
-         ("<tmp>/teacher.pt", "conv1.0.weight")),
-    Case("teacher embedding 16 wide, student dim 128", lambda t: distil(t, student(t)), ("<tmp>/student.pt", "dim=16")),
-    Case("--resume from a last.pt of another configuration", foreign_last_checkpoint, ("<tmp>/out/last.pt",),
-         untouched=False),
-    Case("unknown model", lambda t: pretrain(t, "--student", "resnet_eighteen"), ("resnet_eighteen", "expected")),
+    Case(
+        "truncated checkpoint file",
+        lambda t: evaluate(t, truncated_checkpoint(t)),
+        ("<tmp>/cut.pt", "expected"),
+    ),
+    Case(
+        "checkpoint that runs code when unpickled",
+        lambda t: evaluate(t, crafted(t)),
+        ("<tmp>/crafted.pt", "expected"),
+    ),
+    Case(
+        "teacher checkpoint of the wrong architecture",
+        lambda t: distil(t, student(t), "dim=16") + ["--teacher", "resnet18"],
+        ("<tmp>/student.pt", "resnet18"),
+    ),
+    Case(
+        "teacher checkpoint with a missing key",
+        lambda t: distil(t, teacher_missing_keys(t), "dim=16"),
+        ("<tmp>/teacher.pt", "conv1.0.weight"),
+    ),
+    Case(
+        "teacher embedding 16 wide, student dim 128",
+        lambda t: distil(t, student(t)),
+        ("<tmp>/student.pt", "dim=16"),
+    ),
+    Case(
+        "--resume from a last.pt of another configuration",
+        foreign_last_checkpoint,
+        ("<tmp>/out/last.pt",),
+        untouched=False,
+    ),
+    Case(
+        "unknown model",
+        lambda t: pretrain(t, "--student", "resnet_eighteen"),
+        ("resnet_eighteen", "expected"),
+    ),
     Case("unknown method", lambda t: pretrain(t, "--method", "mocco"), ("mocco", "moco")),
     Case("unknown task", lambda t: ["eval", "lineer", "--ckpt", "x.pt", "--data", "d"], ("lineer", "linear")),
     Case("unknown suite", lambda t: ["run", "--suite", "smok", "--out", str(t / "out")], ("smok", "smoke")),
-    Case("suite YAML: typo'd step key", lambda t: suite_file(t, "  - {id: s, kind: pretrain, wiht: {method: moco}}\n"),
-         ("wiht", "with")),
-    Case("suite YAML: typo'd setting of a step", lambda t: suite_file(
-        t, "  - {id: s, kind: pretrain, with: {method: moco, student: resnet10t, data: d, epochz: 1}}\n"),
-         ("epochz", "epochs")),
-    Case("VOC box outside the image", lambda t: detection(t, "voc"), ("<tmp>/det/VOCdevkit/VOC2007/Annotations/", "xmax=40")),
-    Case("COCO box outside the image", lambda t: detection(t, "coco"), ("instances_train2017.json", "[-6, 2, 10, 10]")),
-    Case("NaN loss in training (base_lr=1e30)", lambda t: pretrain(t, "--set", "base_lr=1e30", "save_every_steps=1",
-                                                                    "queue_size=16"),
-         ("step 2", "<tmp>/out/last.pt (step 1)"), untouched=False),
+    Case(
+        "suite YAML: typo'd step key",
+        lambda t: suite_file(t, "  - {id: s, kind: pretrain, wiht: {method: moco}}\n"),
+        ("wiht", "with"),
+    ),
+    Case(
+        "suite YAML: typo'd setting of a step",
+        lambda t: suite_file(
+            t, "  - {id: s, kind: pretrain, with: {method: moco, student: resnet10t, data: d, epochz: 1}}\n"
+        ),
+        ("epochz", "epochs"),
+    ),
+    Case(
+        "VOC box outside the image",
+        lambda t: detection(t, "voc"),
+        ("<tmp>/det/VOCdevkit/VOC2007/Annotations/", "xmax=40"),
+    ),
+    Case(
+        "COCO box outside the image",
+        lambda t: detection(t, "coco"),
+        ("instances_train2017.json", "[-6, 2, 10, 10]"),
+    ),
+    Case(
+        "COCO image file missing (checked before training, sampled or not)",
+        lambda t: detection_spoiled(t, "missing image"),
+        ("<tmp>/det/train2017/", "not found", "coco_2017_train"),
+    ),
+    Case(
+        "COCO annotation without a bbox",
+        lambda t: detection_spoiled(t, "no bbox"),
+        ("instances_train2017.json", "annotation 1", "'bbox'"),
+    ),
+    Case(
+        "COCO RLE mask of another size than its image",
+        lambda t: detection_spoiled(t, "rle size"),
+        ("instances_train2017.json", "RLE size [8, 8]", "[32, 32]"),
+    ),
+    Case(
+        "detection loss not finite (det_lr=1e12, no clipping)",
+        lambda t: detection_spoiled(
+            t,
+            "nothing",
+            "--max-iter",
+            "4",
+            "--image-size",
+            "32",
+            "--set",
+            "det_lr=1e12",
+            "det_clip_grad=0",
+            "det_batch_size=2",
+        ),
+        ("not finite at iteration", "loss_", "det_lr", "det_clip_grad"),
+        untouched=False,
+    ),
+    Case(
+        "--batch-size 0",
+        lambda t: pretrain(t, "--batch-size", "0"),
+        ("batch_size=0", "expected an integer >= 1"),
+    ),
+    Case(
+        "--batch-size -4",
+        lambda t: pretrain(t, "--batch-size", "-4"),
+        ("batch_size=-4", "expected an integer >= 1"),
+    ),
+    Case(
+        "--image-size 0",
+        lambda t: pretrain(t, "--image-size", "0"),
+        ("image_size=0", "expected an integer >= 1"),
+    ),
+    Case(
+        "--epochs 0 (would write an untrained final.pt)",
+        lambda t: pretrain(t, "--epochs", "0"),
+        ("epochs=0", "expected an integer >= 1"),
+    ),
+    Case(
+        "--set workers=-1",
+        lambda t: pretrain(t, "--set", "workers=-1"),
+        ("workers=-1", "expected an integer >= 0"),
+    ),
+    Case("--set queue_size=0", lambda t: pretrain(t, "--set", "queue_size=0"), ("queue_size=0", "expected")),
+    Case("--set dim=0", lambda t: pretrain(t, "--set", "dim=0"), ("dim=0", "expected an integer >= 1")),
+    Case(
+        "--set temperature=0",
+        lambda t: pretrain(t, "--set", "temperature=0"),
+        ("temperature=0", "expected a number > 0"),
+    ),
+    Case(
+        "--set distill_reduction=avg",
+        lambda t: pretrain(t, "--set", "distill_reduction=avg"),
+        ("distill_reduction='avg'", "expected one of sum, mean"),
+    ),
+    Case(
+        "--set teacher_bn=foo",
+        lambda t: pretrain(t, "--set", "teacher_bn=foo"),
+        ("teacher_bn='foo'", "eval, train"),
+    ),
+    Case(
+        "--set with the same key twice",
+        lambda t: pretrain(t, "--set", "seed=1", "--set", "seed=2"),
+        ("seed", "1 and 2", "expected each key once"),
+    ),
+    Case(
+        "unknown model, one character off",
+        lambda t: pretrain(t, "--student", "efficientnet_bo"),
+        ("efficientnet_bo", "did you mean: efficientnet_b0"),
+    ),
+    Case(
+        "--out is an existing file (pretrain)",
+        lambda t: pretrain(t) if out_is_a_file(t) else [],
+        ("<tmp>/out",),
+        untouched=False,
+    ),
+    Case(
+        "--out is an existing file (run)",
+        lambda t: ["run", "--suite", "smoke", "--out", str(out_is_a_file(t)), "--quiet"],
+        ("<tmp>/out",),
+        untouched=False,
+    ),
+    Case(
+        "--out is an existing file (data make)",
+        lambda t: data_make(t) if out_is_a_file(t) else [],
+        ("--out <tmp>/out", "expected a folder"),
+        untouched=False,
+    ),
+    Case(
+        "data make into a folder it did not generate",
+        foreign_folder,
+        ("<tmp>/out", "not generated", "nothing"),
+        untouched=False,
+    ),
+    Case(
+        "data make --set image_size=0", lambda t: data_make(t, "image_size=0"), ("image_size=0", "expected")
+    ),
+    Case(
+        "data make --set noise=-1", lambda t: data_make(t, "noise=-1"), ("noise=-1", "expected a number >= 0")
+    ),
+    Case(
+        "run --set epochs=1 (no step-kind scope)",
+        lambda t: ["run", "--suite", "smoke", "--out", str(t / "out"), "--set", "epochs=1"],
+        ("epochs", "pretrain., eval."),
+    ),
+    Case(
+        "eval --set knn_k=[a,b]",
+        lambda t: evaluate(t, t / "x.pt", "--set", "knn_k=[a,b]", task="knn"),
+        ("knn_k=['a', 'b']", "expected a list of integers"),
+    ),
+    Case(
+        "eval --set batch_size=0",
+        lambda t: evaluate(t, t / "x.pt", "--set", "batch_size=0"),
+        ("batch_size=0", "expected"),
+    ),
+    Case(
+        "eval --image-size 0",
+        lambda t: evaluate(t, t / "x.pt", "--image-size", "0"),
+        ("image_size=0", "expected"),
+    ),
+    Case(
+        "text file given as a checkpoint",
+        lambda t: evaluate(t, not_a_checkpoint(t, "hello\n", "notes.pt")),
+        ("<tmp>/notes.pt", "not a torch checkpoint", "expected"),
+    ),
+    Case(
+        "JSON file given as a checkpoint",
+        lambda t: evaluate(t, not_a_checkpoint(t, '{"epoch": 3}', "ckpt.json")),
+        ("<tmp>/ckpt.json", "not a torch checkpoint", "expected"),
+    ),
+    Case(
+        "checkpoint with NaN weights",
+        lambda t: evaluate(t, nan_weights(t)),
+        ("<tmp>/nan.pt", "NaN/Inf", "layer1.0.conv1.weight", "expected finite"),
+    ),
+    Case(
+        "teacher checkpoint with NaN weights",
+        lambda t: distil(t, nan_weights(t), "dim=16"),
+        ("<tmp>/nan.pt", "NaN/Inf"),
+    ),
+    Case(
+        "unfinished checkpoint (a mid-run last.pt) without --allow-unfinished",
+        lambda t: evaluate(t, unfinished(t)),
+        ("<tmp>/last.pt", "unfinished", "--allow-unfinished"),
+    ),
+    Case(
+        "image listed in a class folder is a broken link",
+        lambda t: pretrain(t, data_dir=broken_link(t)),
+        ("99999.png", "expected every image"),
+    ),
+    Case(
+        'report of a record whose value is "abc"',
+        record_value_abc,
+        ("<tmp>/out/results.jsonl:1", "'value'", "expected a number"),
+        untouched=False,
+    ),
+    Case(
+        "NaN loss in training (base_lr=1e30)",
+        lambda t: pretrain(t, "--set", "base_lr=1e30", "save_every_steps=1", "queue_size=16"),
+        ("step 2", "<tmp>/out/last.pt (step 1)"),
+        untouched=False,
+    ),
+    Case(
+        "OUT/last.pt is a copy of final.pt (no training state)",
+        final_copied_to_last,
+        ("<tmp>/out/last.pt", "no training state", "--restart"),
+    ),
+    Case(
+        "--teacher-ckpt is OUT/final.pt of the run's own --out (with --restart)",
+        teacher_inside_out,
+        ("--teacher-ckpt <tmp>/out/final.pt", "inside --out <tmp>/out", "outside the output folder"),
+    ),
 ]
 
 
-def run_case(case: Case, tmp: Path) -> tuple[int, str]:
+def contents(out: Path) -> dict[str, bytes] | None:
+    """What the user had at --out before the command (None: nothing), to check it is left as it was."""
+    if out.is_file():
+        return {"": out.read_bytes()}
+    return (
+        {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+        if out.exists()
+        else None
+    )
+
+
+def run_case(case: Case, tmp: Path) -> tuple[int, str, dict[str, bytes] | None]:
     tmp.mkdir()
     argv = case.argv(tmp)
+    before = contents(tmp / "out")
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
             code = main(argv)
         except SystemExit as exc:  # argparse's own errors
             code = exc.code
-    return code, err.getvalue()
+    return code, err.getvalue(), before
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory) -> dict[str, tuple[int, str, Path]]:
+def outcomes(tmp_path_factory) -> dict[str, tuple[int, str, Path, dict[str, bytes] | None]]:
     base = tmp_path_factory.mktemp("errors")
     found = {}
     for n, case in enumerate(CASES):
-        code, err = run_case(case, base / f"case{n}")
-        found[case.what] = (code, err.replace(str(base / f"case{n}"), "<tmp>"), base / f"case{n}")
+        code, err, before = run_case(case, base / f"case{n}")
+        found[case.what] = (code, err.replace(str(base / f"case{n}"), "<tmp>"), base / f"case{n}", before)
     return found
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.what for c in CASES])
 def test_bad_input_is_one_line_naming_it_with_no_partial_output(case, outcomes):
-    code, err, folder = outcomes[case.what]
+    code, err, folder, before = outcomes[case.what]
     assert code == 2, err
     assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err and "weights_only=False" not in err and ": ;" not in err
     for name in case.names:
         assert name in err, f"{name!r} not in {err!r}"
     out = folder / "out"
-    if case.untouched:
+    if before is not None:  # the user's --out (a folder or a file) is left exactly as it was
+        assert contents(out) == before
+    elif case.untouched:
         assert not out.exists(), sorted(str(p) for p in out.rglob("*"))
     else:
         assert not (out / "final.pt").exists() and not (out / "results.jsonl").exists()
@@ -219,9 +603,15 @@ def test_bad_input_is_one_line_naming_it_with_no_partial_output(case, outcomes):
 def shown(message: str) -> str:
     """The message as the table shows it: a long list of valid keys (every config field, which grows
     as fields are added) is abbreviated, so adding a field does not make the doc stale."""
+
     def abbreviate(m: re.Match) -> str:
         keys = m.group(1).split(", ")
-        return m.group(0) if len(keys) <= 12 else f"valid keys: {', '.join(keys[:3])}, ... ({len(keys) // 10 * 10}+ in all)"
+        return (
+            m.group(0)
+            if len(keys) <= 12
+            else f"valid keys: {', '.join(keys[:3])}, ... ({len(keys) // 10 * 10}+ in all)"
+        )
+
     return re.sub(r"valid keys: ([^;]+)$", abbreviate, message.strip()).replace("|", "&#124;")
 
 
@@ -247,6 +637,17 @@ def render(outcomes) -> str:
         "  which never holds NaN/Inf weights (a save checks them first and refuses).\n"
         "- Checkpoints load with `torch.load(weights_only=True)` only; a file asking to build any\n"
         "  Python object other than tensors and plain containers is refused, and nothing in it runs.\n"
+        "- Config values: every field of the typed configs (`PretrainConfig`, `EvalConfig`, the `data make`\n"
+        "  config) has one rule (type, then range or choices) checked whenever the config is built, so a\n"
+        "  flag, a `--set`, a suite step and Python code get the same message naming the field, the value\n"
+        "  and what is expected (`tests/disco_bench/test_field_validation.py` tries a bad value of every\n"
+        "  field on every command). `--set` may be repeated (the pairs merge; one key twice is an error);\n"
+        "  in a suite (`run`, `step`) every key names its step kind (`pretrain.`, `eval.`).\n"
+        "- Checkpoints: a file that is not a torch checkpoint, weights holding NaN/Inf, or a mid-run\n"
+        "  `last.pt` are refused when loaded; `eval --allow-unfinished` evaluates the last, and its\n"
+        "  records carry `protocol.pretrain.unfinished` (step and epoch).\n"
+        "- `data make` builds beside the target and swaps in only a complete set; it replaces only a set\n"
+        "  it generated and that holds nothing else, and refuses any other folder without touching it.\n"
         "- Disk full or read-only output folder: every file is written to a temp sibling and renamed\n"
         "  into place, so the previous checkpoint or `results.jsonl` survives; the error is\n"
         "  `cannot write PATH: No space left on device; the previous file is unchanged` (or\n"
@@ -259,4 +660,6 @@ def test_docs_errors_md_lists_every_case_with_its_message(outcomes):
     text = render(outcomes)
     if os.environ.get("DISCO_BENCH_UPDATE_DOCS") == "1":
         DOC.write_text(text)
-    assert DOC.exists() and DOC.read_text() == text, "docs/errors.md is stale: rerun with DISCO_BENCH_UPDATE_DOCS=1"
+    assert DOC.exists() and DOC.read_text() == text, (
+        "docs/errors.md is stale: rerun with DISCO_BENCH_UPDATE_DOCS=1"
+    )

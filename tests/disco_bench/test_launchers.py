@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KIND
+from fake_steps import FAKE_KINDS
 
-from disco_bench import steps
 from disco_bench.launchers import StepRequest, make_launcher, torchrun_command, with_retries
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
@@ -43,10 +42,15 @@ def test_with_retries_counts_attempts_and_never_retries_bad_input():
 
 
 def test_torchrun_command_runs_one_step_per_process_group(tmp_path):
-    req = StepRequest(suite="suites/full.yaml", step="moco-resnet18", out=str(tmp_path), data_root="/data",
-                      overrides={"pretrain.epochs": 2, "pretrain.amp": "bf16"})
+    req = StepRequest(
+        suite="suites/full.yaml",
+        step="moco-resnet18",
+        out=str(tmp_path),
+        data_root="/data",
+        overrides={"pretrain.epochs": 2, "pretrain.amp": "bf16"},
+    )
     cmd = torchrun_command(req, 4, tmp_path / "r.json")
-    assert cmd[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    assert cmd[1:7] == ["-m", "torch.distributed.run", "--standalone", "--tee", "3", "--nproc_per_node=4"]
     text = " ".join(cmd)
     assert "-m disco_bench step --suite suites/full.yaml --step moco-resnet18" in text
     assert f"--records {tmp_path / 'r.json'}" in text and "--data-root /data" in text
@@ -67,7 +71,10 @@ def test_slurm_parameters_carry_dependencies(tmp_path):
 
     params = launcher._parameters(True, [Dep()])
     assert params["tasks_per_node"] == 8 and params["gpus_per_node"] == 8
-    assert params["slurm_additional_parameters"] == {"dependency": "afterok:123", "kill_on_invalid_dep": "yes"}
+    assert params["slurm_additional_parameters"] == {
+        "dependency": "afterok:123",
+        "kill_on_invalid_dep": "yes",
+    }
     alone = launcher._parameters(False, [])
     assert alone["tasks_per_node"] == 1 and alone["slurm_additional_parameters"] == {}
 
@@ -75,21 +82,45 @@ def test_slurm_parameters_carry_dependencies(tmp_path):
 @pytest.mark.slow
 def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
     import submitit  # noqa: F401  (installed by .ci/setup through the slurm extra; never skipped)
-    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
+
     # the job processes unpickle the fake step functions by module name
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    )
     suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
-        {"id": "a", "kind": "fake", "with": {}},
-        {"id": "b", "kind": "fake", "with": {"ckpt": "@a", "fail_times": 1}},  # fails once, retried inside its job
-        {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
-        {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
-    ]}))
+    suite_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "jobs",
+                "steps": [
+                    {"id": "a", "kind": "fake", "with": {}},
+                    {
+                        "id": "b",
+                        "kind": "fake",
+                        "with": {"ckpt": "@a", "fail_times": 1},
+                    },  # fails once, retried inside its job
+                    {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
+                    {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
+                ],
+            }
+        )
+    )
     out = tmp_path / "out"
     lines: list[str] = []
-    launcher = make_launcher("slurm", out, retries=1, options={"cluster": "local", "timeout_min": 5}, echo=lines.append)
-    code = run_suite(load_suite(str(suite_file)), out, None, {}, progress=False, echo=lines.append, retries=1,
-                     launcher=launcher)
+    launcher = make_launcher(
+        "slurm", out, retries=1, options={"cluster": "local", "timeout_min": 5}, echo=lines.append
+    )
+    code = run_suite(
+        load_suite(str(suite_file)),
+        out,
+        None,
+        {},
+        progress=False,
+        echo=lines.append,
+        retries=1,
+        launcher=launcher,
+        kinds=FAKE_KINDS,
+    )
     text = "\n".join(lines)
     assert code == 1, text
     assert {r["step"] for r in read_records(out / "results.jsonl")} == {"a", "b"}
@@ -100,27 +131,49 @@ def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_respects_dependencies(tmp_path, monkeypatch):
-    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
+def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_respects_dependencies(tmp_path):
     suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
-        {"id": "a", "kind": "fake", "with": {"wait_for_record": "c"}},  # ends only once c ran and was recorded
-        {"id": "b", "kind": "fake", "with": {"ckpt": "@a"}},
-        {"id": "c", "kind": "fake", "with": {}},
-        {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
-        {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
-    ]}))
+    suite_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "jobs",
+                "steps": [
+                    {
+                        "id": "a",
+                        "kind": "fake",
+                        "with": {"wait_for_record": "c"},
+                    },  # ends only once c ran and was recorded
+                    {"id": "b", "kind": "fake", "with": {"ckpt": "@a"}},
+                    {"id": "c", "kind": "fake", "with": {}},
+                    {"id": "d", "kind": "fake", "with": {"fail_times": 99}},
+                    {"id": "e", "kind": "fake", "with": {"ckpt": "@d"}},
+                ],
+            }
+        )
+    )
     out = tmp_path / "out"
     lines: list[str] = []
     launcher = make_launcher("local", out, echo=lines.append, jobs=2)
     launcher.threads = 1
-    code = run_suite(load_suite(str(suite_file)), out, None, {}, progress=False, echo=lines.append, launcher=launcher)
+    code = run_suite(
+        load_suite(str(suite_file)),
+        out,
+        None,
+        {},
+        progress=False,
+        echo=lines.append,
+        launcher=launcher,
+        kinds=FAKE_KINDS,
+    )
     text = "\n".join(lines)
     assert code == 1, text
     assert {r["step"] for r in read_records(out / "results.jsonl")} == {"a", "b", "c"}
     order = (out / "order.txt").read_text().split()
     assert sorted(order) == ["a", "b", "c", "d"] and order.index("b") > order.index("a")  # e never started
-    assert "e: skipped (needs d, which did not finish)" in text and "d: FAILED: RuntimeError: d failed on purpose" in text
+    assert (
+        "e: skipped (needs d, which did not finish)" in text
+        and "d: FAILED: RuntimeError: d failed on purpose" in text
+    )
     assert all((out / f"started-{s}").read_text() == "1" for s in "abcd")  # one torch thread per job
     assert "d failed on purpose" in (out / "logs" / "d.log").read_text()  # each step's output in its own log
     assert sum("started (job" in line for line in lines) == 4
@@ -134,22 +187,40 @@ def test_jobs_belong_to_the_local_launcher(tmp_path):
 
 
 @pytest.mark.slow
-def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path, monkeypatch):
+def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path):
     import threading
     import time
 
-    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
     suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(yaml.safe_dump({"name": "jobs", "steps": [
-        {"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}},  # would wait 60 s
-    ]}))
+    suite_file.write_text(
+        yaml.safe_dump(
+            {
+                "name": "jobs",
+                "steps": [
+                    {"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}},  # would wait 60 s
+                ],
+            }
+        )
+    )
     out = tmp_path / "out"
     lines: list[str] = []
     launcher = make_launcher("local", out, echo=lines.append, jobs=2)
     launcher.threads = 1
     codes = []
-    runner = threading.Thread(target=lambda: codes.append(run_suite(load_suite(str(suite_file)), out, None, {},
-                                                                    progress=False, echo=lines.append, launcher=launcher)))
+    runner = threading.Thread(
+        target=lambda: codes.append(
+            run_suite(
+                load_suite(str(suite_file)),
+                out,
+                None,
+                {},
+                progress=False,
+                echo=lines.append,
+                launcher=launcher,
+                kinds=FAKE_KINDS,
+            )
+        )
+    )
     runner.start()
     deadline = time.monotonic() + 60
     while not (out / "started-a").exists() and time.monotonic() < deadline:

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from paper_records import linear_record
 
-from disco_bench.report import cell_matches, paper_tables, render, write_report
+from disco_bench.leaderboard.markdown import render
+from disco_bench.leaderboard.matching import cell_matches
+from disco_bench.leaderboard.paper import paper_tables
+from disco_bench.report import write_report
 from pretrain.errors import InputError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -40,7 +44,11 @@ def cells(board) -> pd.DataFrame:
 
 def test_seeds_are_averaged_and_compared_with_the_paper(board):
     cell = cells(board).loc[("table1", "resnet18", "moco")]
-    assert cell.n == 2 and cell.ours_mean == pytest.approx(51.5) and cell.ours_std == pytest.approx(0.7071, abs=1e-4)
+    assert (
+        cell.n == 2
+        and cell.ours_mean == pytest.approx(51.5)
+        and cell.ours_std == pytest.approx(0.7071, abs=1e-4)
+    )
     assert cell.paper == 52.2 and cell.delta == pytest.approx(-0.7)
     assert "51.50 ± 0.71 (n=2) (paper 52.2, Δ -0.70)" in (board / "LEADERBOARD.md").read_text()
 
@@ -58,7 +66,9 @@ def test_numbers_outside_the_papers_setting_are_not_compared(board):
 def test_missing_cells_name_the_step_that_fills_them(board):
     row = cells(board).loc[("table1", "resnet18", "seed-r50")]
     assert row.n == 0 and row.fill_command.endswith("--only linear-seed-r50-resnet18")
-    assert pd.isna(cells(board).loc[("table1", "resnet18", "seed-r101")].fill_command)  # no such step in the suite
+    assert pd.isna(
+        cells(board).loc[("table1", "resnet18", "seed-r101")].fill_command
+    )  # no such step in the suite
 
 
 def test_each_row_says_where_its_numbers_came_from(board):
@@ -76,18 +86,24 @@ def test_plots_are_written_and_linked(board):
 
 def test_a_teacher_column_of_any_matches_only_a_distilled_record():
     dino = next(t for t in paper_tables() if t.key == "dino_testbed")
-    rec = {"task": "linear", "metric": "top1", "dataset": "imagenet", "student": "vit_tiny_patch16_224",
-           "method": "dino+disco", "teacher": "vit_small_patch16_224", "protocol": {"eval": {"protocol": "paper"}}}
+    rec = linear_record("disco", student="vit_tiny_patch16_224") | {
+        "method": "dino+disco",
+        "teacher": "vit_small_patch16_224",
+    }
+    rec["protocol"]["pretrain"] |= {"method": "dino+disco", "epochs": 100}
+    rec["protocol"]["eval"]["lr"] = 3.0  # the probe's default for a ViT
     assert cell_matches(rec, dino, dino.columns[1], "vit_tiny_patch16_224")
     assert not cell_matches(rec | {"teacher": None}, dino, dino.columns[1], "vit_tiny_patch16_224")
 
 
 def test_a_bad_paper_file_is_one_line(tmp_path):
     bad = tmp_path / "p.yaml"
-    bad.write_text("t: {title: x, task: linear, metric: top1, dataset: imagenet, columns: [{key: a, method: moco}], "
-                   "rows: {resnet18: [1.0, 2.0]}}")
+    bad.write_text(
+        "t: {title: x, task: linear, metric: top1, dataset: imagenet, columns: [{key: a, method: moco}], "
+        "rows: {resnet18: [1.0, 2.0]}}"
+    )
     with pytest.raises(InputError, match="rows.resnet18: expected 1 values"):
-        render([{"task": "linear"}], paper_file=bad)
+        render([{"task": "linear"}], paper_path=bad)
 
 
 def test_no_records_is_a_short_board(tmp_path):
@@ -95,7 +111,7 @@ def test_no_records_is_a_short_board(tmp_path):
 
 
 def test_small_values_keep_three_significant_digits():
-    from disco_bench.report import _fmt
+    from disco_bench.leaderboard.cells import fmt as _fmt
 
     assert _fmt([0.0012]) == "0.0012" and _fmt([5.341, 5.3]) == "5.32 ± 0.03 (n=2)"
     assert _fmt([0.001, 0.003]) == "0.002 ± 0.00141 (n=2)"  # a mean-reduced MSE does not print as 0.00
@@ -104,17 +120,34 @@ def test_small_values_keep_three_significant_digits():
 def test_a_multi_checkpoint_record_shows_its_own_checkpoints_pretraining():
     import json
 
-    from disco_bench.report import _frame
+    from disco_bench.leaderboard.markdown import _frame
 
-    base = json.loads(next(line for line in (GOLDEN / "records.jsonl").read_text().splitlines() if '"tsne"' in line))
+    base = json.loads(
+        next(line for line in (GOLDEN / "records.jsonl").read_text().splitlines() if '"tsne"' in line)
+    )
 
     def pretrain(sha: str, epochs: int) -> dict:
-        return base | {"id": f"p{sha}", "task": "pretrain", "metric": "final_loss", "value": 1.0, "checkpoint_sha256": sha,
-                       "protocol": {"epochs": epochs, "hidden": 512}, "extra": None}
+        return base | {
+            "id": f"p{sha}",
+            "task": "pretrain",
+            "metric": "final_loss",
+            "value": 1.0,
+            "checkpoint_sha256": sha,
+            "protocol": {"epochs": epochs, "hidden": 512},
+            "extra": None,
+        }
 
     first = {"epochs": 6, "hidden": 512}  # a tsne step's protocol is its first checkpoint's
-    tsne = [base | {"id": f"t{sha}", "checkpoint_sha256": "A", "protocol": {"eval": {}, "pretrain": first},
-                    "extra": {"arch": "resnet10t", "method": "disco", "ckpt": sha, "sha256": sha}} for sha in "ABC"]
+    tsne = [
+        base
+        | {
+            "id": f"t{sha}",
+            "checkpoint_sha256": "A",
+            "protocol": {"eval": {}, "pretrain": first},
+            "extra": {"arch": "resnet10t", "method": "disco", "ckpt": sha, "sha256": sha},
+        }
+        for sha in "ABC"
+    ]
     df = _frame([pretrain("A", 6), pretrain("B", 40)] + tsne).set_index("id")
     assert df.loc["tA", "setting"] == "6 ep, hidden 512"
     assert df.loc["tB", "setting"] == "40 ep, hidden 512"  # not the first checkpoint's 6 epochs

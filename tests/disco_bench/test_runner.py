@@ -7,18 +7,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KIND
+from fake_steps import FAKE_KINDS
 
-from disco_bench import steps
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import load_suite
 from pretrain.errors import InputError
-
-
-@pytest.fixture(autouse=True)
-def fake_kind(monkeypatch):
-    monkeypatch.setitem(steps.STEP_KINDS, "fake", FAKE_KIND)
 
 
 def write_suite(path: Path, step_list: list[dict]) -> Path:
@@ -29,15 +23,22 @@ def write_suite(path: Path, step_list: list[dict]) -> Path:
 def chain(**params) -> list[dict]:
     """a -> b -> c, and d on its own; ``params[id]`` adds to that step's settings."""
     base = {"a": {}, "b": {"ckpt": "@a"}, "c": {"ckpt": "@b"}, "d": {}}
-    return [{"id": k, "kind": "fake", "tags": ["odd" if k in "ac" else "even"], "with": {**v, **params.get(k, {})}}
-            for k, v in base.items()]
+    return [
+        {
+            "id": k,
+            "kind": "fake",
+            "tags": ["odd" if k in "ac" else "even"],
+            "with": {**v, **params.get(k, {})},
+        }
+        for k, v in base.items()
+    ]
 
 
 def run(tmp_path, step_list, **kwargs) -> tuple[int, list[str], Path]:
     out = tmp_path / "out"
     suite = load_suite(str(write_suite(tmp_path / "suite.yaml", step_list)))
     lines: list[str] = []
-    code = run_suite(suite, out, None, {}, progress=False, echo=lines.append, **kwargs)
+    code = run_suite(suite, out, None, {}, progress=False, echo=lines.append, kinds=FAKE_KINDS, **kwargs)
     return code, lines, out
 
 
@@ -46,8 +47,13 @@ def order(out: Path) -> list[str]:
 
 
 def status(lines: list[str], step: str) -> str:
-    return next(line for line in lines if line.split(":")[0].endswith(f"] {step}") and ":" in line and
-                any(w in line for w in ("finished", "FAILED", "skipped")))
+    return next(
+        line
+        for line in lines
+        if line.split(":")[0].endswith(f"] {step}")
+        and ":" in line
+        and any(w in line for w in ("finished", "FAILED", "skipped"))
+    )
 
 
 def test_steps_run_in_dependency_order_and_write_records(tmp_path):
@@ -127,7 +133,9 @@ def test_only_skips_dependencies_that_are_done(tmp_path):
     assert any(line.startswith("[1/3] a: skipped, already done") for line in lines)
 
 
-@pytest.mark.parametrize(("pattern", "ran"), [("even", ["a", "b", "d"]), ("[cd]", ["a", "b", "c", "d"]), ("a*", ["a"])])
+@pytest.mark.parametrize(
+    ("pattern", "ran"), [("even", ["a", "b", "d"]), ("[cd]", ["a", "b", "c", "d"]), ("a*", ["a"])]
+)
 def test_only_matches_tags_and_globs(tmp_path, pattern, ran):
     code, lines, out = run(tmp_path, chain(), only=[pattern])  # tag 'even' is b and d; b needs a
     assert order(out) == ran
@@ -155,3 +163,14 @@ def test_records_of_a_failed_run_are_kept(tmp_path):
     assert code == 0  # the second attempt of c (its attempts file persists) succeeds
     assert order(out) == ["a", "b", "c", "d", "c"]
     assert json.loads((out / "results.jsonl").read_text().splitlines()[-1])["step"] == "c"
+
+
+def test_a_kind_registry_is_passed_in_and_the_module_registry_stays_as_it_was(tmp_path):
+    from disco_bench.steps import STEP_KINDS
+
+    before = dict(STEP_KINDS)
+    code, _, _ = run(tmp_path, chain())
+    assert code == 0 and before == STEP_KINDS and "fake" not in STEP_KINDS
+    suite = load_suite(str(write_suite(tmp_path / "plain.yaml", chain())))
+    with pytest.raises(InputError, match="unknown kind 'fake'; choose from checkpoint, eval, pretrain"):
+        run_suite(suite, tmp_path / "plain", None, {}, progress=False, echo=lambda line: None)

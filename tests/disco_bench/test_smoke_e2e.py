@@ -11,7 +11,14 @@ from disco_bench.cli import main
 from disco_bench.results import REQUIRED_FIELDS
 from disco_bench.suite import load_suite
 
-FAST = ["--quiet", "--set", "pretrain.max_steps=2", "pretrain.batch_size=32", "eval.epochs=2", "eval.det_max_iter=2"]
+FAST = [
+    "--quiet",
+    "--set",
+    "pretrain.max_steps=2",
+    "pretrain.batch_size=32",
+    "eval.epochs=2",
+    "eval.det_max_iter=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +34,16 @@ def test_smoke_suite_runs_and_writes_a_leaderboard(smoke_run):
     board = (out / "LEADERBOARD.md").read_text()
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     for label in ("teacher", "student-moco", "student-disco"):
-        top1 = next(r["value"] for r in records if r["task"] == "linear" and r["label"] == label and r["metric"] == "top1")
-        rows = [line for line in board.splitlines() if line.startswith("|") and label in line and f"{top1:.2f}" in line]
+        top1 = next(
+            r["value"]
+            for r in records
+            if r["task"] == "linear" and r["label"] == label and r["metric"] == "top1"
+        )
+        rows = [
+            line
+            for line in board.splitlines()
+            if line.startswith("|") and label in line and f"{top1:.2f}" in line
+        ]
         assert rows, f"no leaderboard row shows {label}'s top-1 {top1:.2f}"
 
 
@@ -67,7 +82,21 @@ def test_dry_run_lists_steps_and_runs_nothing(tmp_path, capsys):
 
 def test_missing_data_root_is_one_clear_error(tmp_path, capsys):
     missing = tmp_path / "nowhere"
-    assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "out"), "--data-root", str(missing), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "run",
+                "--suite",
+                "smoke",
+                "--out",
+                str(tmp_path / "out"),
+                "--data-root",
+                str(missing),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(missing) in err[0] and "not found" in err[0]
     assert not (tmp_path / "out" / "results.jsonl").exists()
@@ -79,7 +108,10 @@ def test_empty_class_folder_is_one_clear_error(tmp_path, capsys, tiny_imagefolde
     empty = sorted((root / "embedded" / "train").iterdir())[1]
     shutil.rmtree(empty)
     empty.mkdir()
-    assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "out"), "--data-root", str(root), "--quiet"]) == 2
+    assert (
+        main(["run", "--suite", "smoke", "--out", str(tmp_path / "out"), "--data-root", str(root), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "empty class folder" in err[0] and str(empty) in err[0]
     assert not (tmp_path / "out" / "results.jsonl").exists()

@@ -36,7 +36,16 @@ def check_records(path) -> list[dict]:
 def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path):
     (tmp_path / "suite.yaml").write_text(SUITE)
     out = tmp_path / "out"
-    args = ["run", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out), "--quiet", "--set", "pretrain.max_steps=5"]
+    args = [
+        "run",
+        "--suite",
+        str(tmp_path / "suite.yaml"),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "pretrain.max_steps=5",
+    ]
 
     kill_after_writes(start(args), out / "checkpoints" / "a" / "last.pt", writes=2)  # inside step a
     assert not (out / "results.jsonl").exists()

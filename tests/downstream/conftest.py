@@ -3,41 +3,27 @@ checkpoint format, and tiny CIFAR pickle folders written in the official layouts
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
-import torch
 
+from disco_bench.embedded import EmbeddedConfig, make_embedded
 from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
 from downstream.config import EvalConfig
-from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save
-from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
-from pretrain.train import export_encoder
-
-
-def save_random_encoder(path, arch: str = "resnet10t", seed: int = 0):
-    """A random-init encoder exported exactly as pre-training exports its student."""
-    torch.manual_seed(seed)
-    backbone = build_backbone(arch)
-    encoder = Encoder(backbone, ProjectionHead(feature_dim(backbone), 32, 16))
-    payload = {"format": CHECKPOINT_FORMAT, "kind": "pretrain", "done": True, "config": {"method": "random-init"},
-               "protocol": {}, "encoder": export_encoder(SimpleNamespace(student=encoder), SimpleNamespace(student=arch))}
-    return atomic_torch_save(payload, path)
-
-
-@pytest.fixture()
-def single_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared 2-core CPU thread contention
-    makes them 10-30x slower. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from tests.pretrain.helpers import save_student
 
 
 @pytest.fixture(scope="session")
 def encoder_ckpt(tmp_path_factory):
-    return str(save_random_encoder(tmp_path_factory.mktemp("ckpt") / "random.pt"))
+    return save_student(tmp_path_factory.mktemp("ckpt") / "random.pt")
+
+
+@pytest.fixture(scope="session")
+def seven_class_imagefolder(tmp_path_factory):
+    """A 7-class ImageFolder (train/ 4 per class, val/ 3 per class) of 16 px images: more classes than
+    top-5, so a top-5 accuracy can miss."""
+    root = tmp_path_factory.mktemp("data7") / "embedded7"
+    return make_embedded(
+        root, EmbeddedConfig(classes=7, train_per_class=4, val_per_class=3, image_size=16), progress=False
+    )
 
 
 @pytest.fixture(scope="session")
@@ -56,5 +42,14 @@ def tiny_cifar100(tmp_path_factory):
 @pytest.fixture()
 def eval_cfg(encoder_ckpt, tiny_imagefolder, tmp_path):
     """An EvalConfig for the tiny ImageFolder at 16 px on the CPU; override fields with dataclasses.replace."""
-    return EvalConfig(ckpt=encoder_ckpt, data=str(tiny_imagefolder), out=str(tmp_path / "eval"), protocol="fast", epochs=2,
-                      image_size=16, batch_size=8, device="cpu", fast_max_iter=50)
+    return EvalConfig(
+        ckpt=encoder_ckpt,
+        data=str(tiny_imagefolder),
+        out=str(tmp_path / "eval"),
+        protocol="fast",
+        epochs=2,
+        image_size=16,
+        batch_size=8,
+        device="cpu",
+        fast_max_iter=50,
+    )

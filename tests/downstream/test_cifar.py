@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,9 +15,9 @@ from torchvision.transforms import InterpolationMode
 from disco_bench.embedded_cifar import EmbeddedCifarConfig, draw_split
 from downstream import cifar
 from downstream.cifar import find_cifar, load_cifar, read_batch
+from downstream.kd import load_classifier
 from pretrain.errors import InputError
-
-pytestmark = pytest.mark.usefixtures("single_thread")
+from tests.pretrain.helpers import hand_topk_accuracy
 
 
 def _official_rows() -> tuple[np.ndarray, np.ndarray]:
@@ -40,8 +41,15 @@ def test_reads_a_hand_written_cifar10_folder(tmp_path):
     folder.mkdir()
     rows, images = _official_rows()
     for b in range(1, 6):
-        _dump(folder / f"data_batch_{b}", {b"batch_label": b"x", b"labels": [b % 2, 1 - b % 2], b"data": rows,
-                                           b"filenames": [b"a.png", b"b.png"]})
+        _dump(
+            folder / f"data_batch_{b}",
+            {
+                b"batch_label": b"x",
+                b"labels": [b % 2, 1 - b % 2],
+                b"data": rows,
+                b"filenames": [b"a.png", b"b.png"],
+            },
+        )
     _dump(folder / "test_batch", {b"labels": [1, 0], b"data": rows[::-1].copy()})
     _dump(folder / "batches.meta", {b"label_names": [b"airplane", b"automobile"], b"num_cases_per_batch": 2})
     data = load_cifar(tmp_path)
@@ -56,8 +64,13 @@ def test_reads_a_hand_written_cifar100_folder(tmp_path):
     folder.mkdir()
     rows, images = _official_rows()
     for split in ("train", "test"):
-        _dump(folder / split, {b"filenames": [b"a", b"b"], b"fine_labels": [2, 0], b"coarse_labels": [0, 0], b"data": rows})
-    _dump(folder / "meta", {b"fine_label_names": [b"apple", b"bear", b"cloud"], b"coarse_label_names": [b"g"]})
+        _dump(
+            folder / split,
+            {b"filenames": [b"a", b"b"], b"fine_labels": [2, 0], b"coarse_labels": [0, 0], b"data": rows},
+        )
+    _dump(
+        folder / "meta", {b"fine_label_names": [b"apple", b"bear", b"cloud"], b"coarse_label_names": [b"g"]}
+    )
     data = load_cifar(folder)  # the pickle folder itself works too
     assert data.layout.name == "cifar100" and data.classes == ["apple", "bear", "cloud"]
     assert np.array_equal(data.test[0], images) and data.train[1].tolist() == [2, 0]
@@ -105,11 +118,20 @@ def test_generator_round_trips_through_the_loader(tiny_cifar10, tiny_cifar100):
     rows, labels, _ = draw_split(cfg10, "train")
     data = load_cifar(tiny_cifar10)
     assert sorted(p.name for p in (tiny_cifar10 / "cifar-10-batches-py").iterdir()) == [
-        "batches.meta", "data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"]
+        "batches.meta",
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+    ]
     assert np.array_equal(data.train[0], rows.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     assert data.train[1].tolist() == labels and data.classes == ["hstripes", "vstripes", "checker"]
     c100 = load_cifar(tiny_cifar100)
-    assert c100.layout.name == "cifar100" and len(c100.classes) == 7 and c100.train[0].shape == (21, 32, 32, 3)
+    assert (
+        c100.layout.name == "cifar100" and len(c100.classes) == 7 and c100.train[0].shape == (21, 32, 32, 3)
+    )
     with open(tiny_cifar100 / "cifar-100-python" / "train", "rb") as handle:
         raw = pickle.load(handle, encoding="bytes")  # the official recipe on the CIFAR web page
     assert {b"data", b"fine_labels", b"coarse_labels", b"filenames", b"batch_label"} == set(raw)
@@ -130,14 +152,33 @@ def test_transforms_upsample_bicubic_to_image_size():
 def test_cifar_task_returns_top1_and_top5(eval_cfg, tiny_cifar10, protocol):
     cfg = dataclasses.replace(eval_cfg, data=str(tiny_cifar10), protocol=protocol, epochs=1)
     result = cifar.run(cfg, progress=False)
-    assert [(m.metric, m.dataset, m.split) for m in result.measurements] == [("top1", "cifar10", "test"),
-                                                                             ("top5", "cifar10", "test")]
-    assert result.measurements[1].value == 100.0  # 3 classes: the target is always in the top 5
+    assert [(m.metric, m.dataset, m.split) for m in result.measurements] == [
+        ("top1", "cifar10", "test"),
+        ("top5", "cifar10", "test"),
+    ]
+    # 12 test images: every accuracy is a multiple of 100/12
+    assert all(round(m.value * 12 / 100, 6).is_integer() for m in result.measurements)
     assert result.protocol["variant"] == "cifar10" and result.protocol["train_images"] == 30
     if protocol == "paper":
         assert result.protocol["lr"] == 3.0
 
 
-def test_cifar100_task_runs(eval_cfg, tiny_cifar100):
-    result = cifar.run(dataclasses.replace(eval_cfg, data=str(tiny_cifar100)), progress=False)
-    assert {m.metric for m in result.measurements} == {"top1", "top5"} and result.measurements[0].dataset == "cifar100"
+@pytest.mark.parametrize("protocol", ["fast", "paper"])
+def test_cifar100_top1_and_top5_are_those_of_the_trained_head_scored_by_hand(
+    eval_cfg, tiny_cifar100, protocol
+):
+    cfg = dataclasses.replace(
+        eval_cfg, data=str(tiny_cifar100), protocol=protocol, epochs=1, kd_save_classifier=True
+    )
+    result = cifar.run(cfg, progress=False)
+    values = {m.metric: m.value for m in result.measurements}
+    assert result.measurements[0].dataset == "cifar100" and set(values) == {"top1", "top5"}
+    classifier, _ = load_classifier(Path(cfg.out) / "classifier.pt")
+    test = cifar.cifar_probe_data(cfg.data, cfg.image_size)[0].val
+    images, labels = zip(*(test[i] for i in range(len(test))))
+    with torch.no_grad():
+        logits = classifier.eval()(torch.stack(images))
+    assert logits.shape == (14, 7)  # 7 classes x 2 test images: top-5 can miss
+    assert values["top1"] == pytest.approx(hand_topk_accuracy(logits, labels, 1))
+    assert values["top5"] == pytest.approx(hand_topk_accuracy(logits, labels, 5))
+    assert values["top5"] < 100.0

@@ -15,7 +15,7 @@ from downstream.kd import SoftTargets, fold_standardisation, kd_loss, load_class
 from downstream.probe import fit_logistic_lbfgs
 from pretrain.checkpoint import atomic_torch_save
 from pretrain.errors import InputError
-from tests.downstream.conftest import save_random_encoder
+from tests.pretrain.helpers import save_student
 
 
 def log_softmax(row: list) -> list:
@@ -50,7 +50,11 @@ def test_kd_gradient_flows_to_the_student_only():
 
 def test_fold_standardisation_gives_the_same_logits():
     gen = torch.Generator().manual_seed(1)
-    x, w, b = torch.randn(5, 3, generator=gen), torch.randn(2, 3, generator=gen), torch.randn(2, generator=gen)
+    x, w, b = (
+        torch.randn(5, 3, generator=gen),
+        torch.randn(2, 3, generator=gen),
+        torch.randn(2, generator=gen),
+    )
     mean, std = torch.randn(3, generator=gen), torch.rand(3, generator=gen) + 0.5
     w2, b2 = fold_standardisation(w, b, mean, std)
     assert torch.allclose(x @ w2.t() + b2, ((x - mean) / std) @ w.t() + b, atol=1e-6)
@@ -70,16 +74,27 @@ def test_pure_distillation_reproduces_the_teachers_tempered_distribution():
 
 def test_soft_targets_follow_the_row_subset():
     soft = SoftTargets(torch.arange(12.0).view(4, 3), 0.5, 2.0)
-    assert torch.equal(soft.subset(torch.tensor([3, 1])).logits, torch.tensor([[9.0, 10.0, 11.0], [3.0, 4.0, 5.0]]))
+    assert torch.equal(
+        soft.subset(torch.tensor([3, 1])).logits, torch.tensor([[9.0, 10.0, 11.0], [3.0, 4.0, 5.0]])
+    )
 
 
 @pytest.fixture(scope="module")
 def teacher_probe(tmp_path_factory, tiny_imagefolder):
     """A 'teacher' checkpoint probed with the fast protocol, its head saved for KD: (file, probe result)."""
     root = tmp_path_factory.mktemp("kd")
-    ckpt = str(save_random_encoder(root / "teacher.pt", seed=5))
-    cfg = EvalConfig(ckpt=ckpt, data=str(tiny_imagefolder), out=str(root / "probe"), protocol="fast", image_size=16,
-                     device="cpu", fast_max_iter=50, fast_weight_decays=(1e-3,), kd_save_classifier=True)
+    ckpt = save_student(root / "teacher.pt", seed=5)
+    cfg = EvalConfig(
+        ckpt=ckpt,
+        data=str(tiny_imagefolder),
+        out=str(root / "probe"),
+        protocol="fast",
+        image_size=16,
+        device="cpu",
+        fast_max_iter=50,
+        fast_weight_decays=(1e-3,),
+        kd_save_classifier=True,
+    )
     result = linear.run(cfg, progress=False)
     return root / "probe" / "classifier.pt", result
 
@@ -106,13 +121,34 @@ def test_saved_classifier_reproduces_the_probe(teacher_probe, tiny_imagefolder):
 
 
 @pytest.mark.parametrize("protocol", ["fast", "paper"])
-def test_kd_probe_runs_and_records_the_teacher(eval_cfg, teacher_classifier, protocol):
-    cfg = dataclasses.replace(eval_cfg, protocol=protocol, epochs=1, kd_teacher=str(teacher_classifier),
-                              fast_weight_decays=(1e-3,))
+def test_kd_probe_trains_with_the_configured_weights_and_records_them(
+    eval_cfg, teacher_classifier, protocol, monkeypatch
+):
+    from downstream import kd
+
+    used = []  # (alpha, temperature) of every KD loss the probe computes
+    original = kd.kd_loss
+    monkeypatch.setattr(
+        kd,
+        "kd_loss",
+        lambda s, y, t, alpha, temp: used.append((alpha, temp)) or original(s, y, t, alpha, temp),
+    )
+    cfg = dataclasses.replace(
+        eval_cfg,
+        protocol=protocol,
+        epochs=1,
+        kd_teacher=str(teacher_classifier),
+        kd_alpha=0.3,
+        kd_temperature=4.0,
+        fast_weight_decays=(1e-3,),
+    )
     result = linear.run(cfg, progress=False)
     assert {m.metric for m in result.measurements} == {"top1", "top5"}
-    assert result.protocol["kd_alpha"] == 0.5 and result.protocol["kd_temperature"] == 2.0
-    assert result.protocol["kd_teacher_arch"] == "resnet10t" and len(result.protocol["kd_teacher_sha256"]) == 64
+    assert used and set(used) == {(0.3, 4.0)}  # the loss the head trained on, not just the record
+    assert result.protocol["kd_alpha"] == 0.3 and result.protocol["kd_temperature"] == 4.0
+    assert (
+        result.protocol["kd_teacher_arch"] == "resnet10t" and len(result.protocol["kd_teacher_sha256"]) == 64
+    )
 
 
 def test_kd_changes_the_fitted_head(eval_cfg, teacher_classifier, monkeypatch):
@@ -121,7 +157,9 @@ def test_kd_changes_the_fitted_head(eval_cfg, teacher_classifier, monkeypatch):
 
     heads = []
     original = probe.fit_logistic_lbfgs
-    monkeypatch.setattr(probe, "fit_logistic_lbfgs", lambda *a, **k: heads.append(original(*a, **k)) or heads[-1])
+    monkeypatch.setattr(
+        probe, "fit_logistic_lbfgs", lambda *a, **k: heads.append(original(*a, **k)) or heads[-1]
+    )
     base = dataclasses.replace(eval_cfg, fast_weight_decays=(1e-3,))
     linear.run(base, progress=False)
     linear.run(dataclasses.replace(base, kd_teacher=str(teacher_classifier)), progress=False)
@@ -130,16 +168,22 @@ def test_kd_changes_the_fitted_head(eval_cfg, teacher_classifier, monkeypatch):
 
 
 def test_kd_fields_are_recorded_only_when_kd_is_on():
-    assert "kd_alpha" not in EvalConfig().protocol_dict("linear")
-    on = EvalConfig(kd_teacher="t.pt").protocol_dict("linear")
-    assert on["kd_alpha"] == 0.5 and on["kd_temperature"] == 2.0 and "kd_save_classifier" not in on
+    off = EvalConfig(kd_alpha=0.3).protocol_dict("linear")
+    assert not any(k.startswith("kd_") for k in off)  # KD off: its settings change no number
+    on = EvalConfig(
+        kd_teacher="t.pt", kd_alpha=0.3, kd_temperature=4.0, kd_save_classifier=True
+    ).protocol_dict("linear")
+    assert (on["kd_alpha"], on["kd_temperature"]) == (0.3, 4.0)
+    assert "kd_save_classifier" not in on  # writing the head's file changes no number either
 
 
 def test_bad_kd_teacher_files_are_one_line_errors(tmp_path, eval_cfg, teacher_classifier):
     wrong = atomic_torch_save({"kind": "pretrain"}, tmp_path / "wrong.pt")
     with pytest.raises(InputError, match="expected a classifier file"):
         load_classifier(wrong)
-    with pytest.raises(InputError, match="kd_alpha: expected a value in \\[0, 1\\]"):
-        linear.run(dataclasses.replace(eval_cfg, kd_teacher=str(teacher_classifier), kd_alpha=1.5), progress=False)
+    with pytest.raises(InputError, match=r"kd_alpha=1\.5: expected"):  # validated where the field is defined
+        linear.run(
+            dataclasses.replace(eval_cfg, kd_teacher=str(teacher_classifier), kd_alpha=1.5), progress=False
+        )
     with pytest.raises(InputError, match="not found"):
         linear.run(dataclasses.replace(eval_cfg, kd_teacher=str(tmp_path / "missing.pt")), progress=False)

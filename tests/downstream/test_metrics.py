@@ -12,12 +12,14 @@ from downstream.metrics import topk_accuracy, topk_correct
 #   row 1: target 0 is 3rd (0.9, 0.8 above its 0.7)       -> top-5 hit only
 #   row 2: target 5 is 6th (lowest)                        -> miss
 #   row 3: target 4 is 5th                                 -> top-5 hit only
-LOGITS = torch.tensor([
-    [0.1, 0.2, 0.9, 0.0, 0.3, 0.4],
-    [0.7, 0.9, 0.8, 0.1, 0.2, 0.3],
-    [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
-    [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
-])
+LOGITS = torch.tensor(
+    [
+        [0.1, 0.2, 0.9, 0.0, 0.3, 0.4],
+        [0.7, 0.9, 0.8, 0.1, 0.2, 0.3],
+        [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+        [0.6, 0.5, 0.4, 0.3, 0.2, 0.1],
+    ]
+)
 TARGETS = torch.tensor([2, 0, 5, 4])
 
 

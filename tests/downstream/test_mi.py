@@ -56,7 +56,9 @@ def test_one_hot_copy_with_three_equiprobable_classes_gives_log2_3():
 def test_n_inputs_with_distinct_patterns_give_log2_n():
     p = np.array([0.05, 0.25, 0.45, 0.65, 0.85])  # bins 1, 7, 13, 19, 25 of 30: all distinct
     probs = np.stack([p, 1 - p], axis=1)
-    assert mi.information_point(probs, np.zeros(5, int))["mi_xt_bits"] == pytest.approx(math.log2(5), abs=1e-12)
+    assert mi.information_point(probs, np.zeros(5, int))["mi_xt_bits"] == pytest.approx(
+        math.log2(5), abs=1e-12
+    )
     assert mi.information_point(probs, np.zeros(5, int))["mi_ty_bits"] == 0.0  # one label: nothing to know
 
 
@@ -115,12 +117,20 @@ def test_ity_stays_within_h_t_and_h_y():
 
 
 def test_mi_task_records_every_epoch_of_every_checkpoint(eval_cfg):
-    cfg = dataclasses.replace(eval_cfg, ckpts=[eval_cfg.ckpt, eval_cfg.ckpt], ckpt_labels=["a", "b"], epochs=2)
+    cfg = dataclasses.replace(
+        eval_cfg, ckpts=[eval_cfg.ckpt, eval_cfg.ckpt], ckpt_labels=["a", "b"], epochs=2
+    )
     result = mi.run(cfg, progress=False)
     assert len(result.measurements) == 2 * 3 * 2  # checkpoints x (epoch 0 + 2 epochs) x (I(X;T), I(T;Y))
     keys = [(m.extra["ckpt"], m.extra["epoch"], m.metric) for m in result.measurements]
-    assert keys[:6] == [("a", 0, "mi_xt_bits"), ("a", 0, "mi_ty_bits"), ("a", 1, "mi_xt_bits"), ("a", 1, "mi_ty_bits"),
-                        ("a", 2, "mi_xt_bits"), ("a", 2, "mi_ty_bits")]
+    assert keys[:6] == [
+        ("a", 0, "mi_xt_bits"),
+        ("a", 0, "mi_ty_bits"),
+        ("a", 1, "mi_xt_bits"),
+        ("a", 1, "mi_ty_bits"),
+        ("a", 2, "mi_xt_bits"),
+        ("a", 2, "mi_ty_bits"),
+    ]
     assert {m.extra["log_base"] for m in result.measurements} == {2}
     assert {m.split for m in result.measurements} == {"train"}
     for m in result.measurements:  # 24 train images, 3 classes
@@ -143,7 +153,7 @@ def test_mi_paper_protocol_trains_on_augmented_images(eval_cfg):
 
 
 def test_bad_bin_count_is_one_line(eval_cfg):
-    with pytest.raises(InputError, match=r"^mi_bins: 0 is not a valid bin count; expected an integer >= 1"):
+    with pytest.raises(InputError, match=r"^mi_bins=0: expected an integer >= 1"):
         mi.run(dataclasses.replace(eval_cfg, mi_bins=0), progress=False)
 
 
@@ -155,8 +165,29 @@ def test_labels_must_match_the_checkpoints(eval_cfg):
 
 def test_cli_eval_mi_takes_several_checkpoints(eval_cfg, tmp_path, capsys):
     ck = eval_cfg.ckpt
-    code = main(["eval", "mi", "--ckpt", ck, "--ckpt", ck, "--data", eval_cfg.data, "--protocol", "fast", "--epochs", "1",
-                 "--image-size", "16", "--out", str(tmp_path), "--quiet", "--set", "device=cpu"])
+    code = main(
+        [
+            "eval",
+            "mi",
+            "--ckpt",
+            ck,
+            "--ckpt",
+            ck,
+            "--data",
+            eval_cfg.data,
+            "--protocol",
+            "fast",
+            "--epochs",
+            "1",
+            "--image-size",
+            "16",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "device=cpu",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert {r["extra"]["ckpt"] for r in records} == {"random-init resnet10t", "random-init resnet10t #2"}
@@ -165,8 +196,20 @@ def test_cli_eval_mi_takes_several_checkpoints(eval_cfg, tmp_path, capsys):
 
 
 def test_cli_other_tasks_take_exactly_one_checkpoint(eval_cfg, tmp_path, capsys):
-    code = main(["eval", "linear", "--ckpt", eval_cfg.ckpt, "--ckpt", eval_cfg.ckpt, "--data", eval_cfg.data, "--out",
-                 str(tmp_path)])
+    code = main(
+        [
+            "eval",
+            "linear",
+            "--ckpt",
+            eval_cfg.ckpt,
+            "--ckpt",
+            eval_cfg.ckpt,
+            "--data",
+            eval_cfg.data,
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("error: eval linear takes exactly one --ckpt, got 2; only mi, tsne compare several")
@@ -177,7 +220,9 @@ def test_mi_reads_cifar_pickles_with_the_cifar_lr(eval_cfg, tiny_cifar10):
     cfg = dataclasses.replace(eval_cfg, data=str(tiny_cifar10), epochs=1)
     result = mi.run(cfg, progress=False)
     assert {m.dataset for m in result.measurements} == {"cifar10"}
-    assert result.protocol["lr_per_checkpoint"] == {"random-init resnet10t": 3.0}  # METHOD.md 5: CIFAR probe lr 3
+    assert result.protocol["lr_per_checkpoint"] == {
+        "random-init resnet10t": 3.0
+    }  # docs/method.md#cifar: CIFAR probe lr 3
     for m in result.measurements:  # 30 train images (3 classes x 10)
         assert m.value <= (math.log2(30) if m.metric == "mi_xt_bits" else math.log2(3)) + 1e-12
 

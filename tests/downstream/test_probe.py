@@ -75,7 +75,9 @@ def test_paper_probe_fails_when_backbone_changes_during_training(eval_cfg, monke
 
     monkeypatch.setattr(probe, "backbone_features", tampering)
     with pytest.raises(BackboneChanged):
-        paper_probe(backbone, data, dataclasses.replace(eval_cfg, protocol="paper", epochs=1), lr=0.1, progress=False)
+        paper_probe(
+            backbone, data, dataclasses.replace(eval_cfg, protocol="paper", epochs=1), lr=0.1, progress=False
+        )
 
 
 # --- paper protocol: resume keyed to the configuration ---------------------------------------
@@ -122,7 +124,10 @@ def test_a_different_config_never_resumes_a_stale_head(eval_cfg, tmp_path, capsy
 def test_resume_key_ignores_runtime_fields_but_not_protocol_fields(eval_cfg):
     data = image_folder_probe_data(eval_cfg.data, 16)
     key = probe.resume_key(eval_cfg, 0.5, data, "abc")
-    assert probe.resume_key(dataclasses.replace(eval_cfg, workers=3, feature_batch_size=7), 0.5, data, "abc") == key
+    assert (
+        probe.resume_key(dataclasses.replace(eval_cfg, workers=3, feature_batch_size=7), 0.5, data, "abc")
+        == key
+    )
     assert probe.resume_key(dataclasses.replace(eval_cfg, weight_decay=1e-4), 0.5, data, "abc") != key
     assert probe.resume_key(eval_cfg, 0.5, data, "other backbone") != key
 
@@ -151,15 +156,32 @@ def test_ddp_two_processes_match_one(encoder_ckpt, tiny_imagefolder, tmp_path):
     out = tmp_path / "ddp"
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script),
-           str(tiny_imagefolder), encoder_ckpt, str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tiny_imagefolder),
+        encoder_ckpt,
+        str(out),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
     full = image_folder_probe_data(str(tiny_imagefolder), 16)
     data = ProbeData(full.train_plain, full.train_plain, full.val, full.num_classes)
-    cfg = EvalConfig(ckpt=encoder_ckpt, data=str(tiny_imagefolder), out=str(tmp_path / "single"), protocol="paper", epochs=2,
-                     image_size=16, batch_size=8, device="cpu")
+    cfg = EvalConfig(
+        ckpt=encoder_ckpt,
+        data=str(tiny_imagefolder),
+        out=str(tmp_path / "single"),
+        protocol="paper",
+        epochs=2,
+        image_size=16,
+        batch_size=8,
+        device="cpu",
+    )
     acc, details = paper_probe(load_backbone(encoder_ckpt)[0], data, cfg, lr=0.5, progress=False)
 
     ranks = [torch.load(out / f"acc_{r}.pt") for r in (0, 1)]
@@ -177,8 +199,11 @@ def test_ddp_two_processes_match_one(encoder_ckpt, tiny_imagefolder, tmp_path):
 @pytest.fixture(scope="module")
 def cached_features(tmp_path_factory, encoder_ckpt):
     """Features of a random resnet10t on 4 embedded classes (40 train, 100 val each: 0.25-point resolution)."""
-    root = make_embedded(tmp_path_factory.mktemp("feat") / "e", EmbeddedConfig(classes=4, train_per_class=40, val_per_class=100,
-                                                                               image_size=16), progress=False)
+    root = make_embedded(
+        tmp_path_factory.mktemp("feat") / "e",
+        EmbeddedConfig(classes=4, train_per_class=40, val_per_class=100, image_size=16),
+        progress=False,
+    )
     data = image_folder_probe_data(str(root), 16)
     backbone, _ = load_backbone(encoder_ckpt)
     rt = make_runtime("cpu")
@@ -202,8 +227,11 @@ def test_lbfgs_solves_the_same_problem_as_sklearn(cached_features):
         ours = head(xva).argmax(1).numpy()
     theirs = sk.predict(xva.numpy())
     assert abs((ours == yva.numpy()).mean() - (theirs == yva.numpy()).mean()) * 100 <= 1.0
-    np.testing.assert_allclose(head.weight.detach().numpy() - head.weight.detach().numpy().mean(0),
-                               sk.coef_ - sk.coef_.mean(0), atol=2e-3)
+    np.testing.assert_allclose(
+        head.weight.detach().numpy() - head.weight.detach().numpy().mean(0),
+        sk.coef_ - sk.coef_.mean(0),
+        atol=2e-3,
+    )
 
 
 def test_fast_probe_reaches_sklearn_accuracy_within_a_point(cached_features):
@@ -226,8 +254,10 @@ def test_holdout_is_stratified_only_where_sklearn_can():
 def test_unknown_protocol_is_a_one_line_error(eval_cfg):
     from pretrain.errors import InputError
 
-    with pytest.raises(InputError, match="protocol='slow': expected paper or fast"):
-        probe.run_probe(build_backbone("resnet10t"), None, dataclasses.replace(eval_cfg, protocol="slow"), 0.1, False)
+    with pytest.raises(InputError, match="protocol='slow': expected one of paper, fast"):
+        probe.run_probe(
+            build_backbone("resnet10t"), None, dataclasses.replace(eval_cfg, protocol="slow"), 0.1, False
+        )
 
 
 def test_protocol_dict_keeps_only_what_shaped_the_number():

@@ -21,24 +21,35 @@ from pretrain.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SAMPLES = [("/d/train/a/a_1.JPEG", 0), ("/d/train/a/a_2.JPEG", 0), ("/d/train/b/b_1.JPEG", 1), ("/d/train/b/b_2.JPEG", 1)]
+SAMPLES = [
+    ("/d/train/a/a_1.JPEG", 0),
+    ("/d/train/a/a_2.JPEG", 0),
+    ("/d/train/b/b_1.JPEG", 1),
+    ("/d/train/b/b_2.JPEG", 1),
+]
 
 
 def test_list_reader_keeps_the_first_line(tmp_path):
     lst = tmp_path / "1percent.txt"
-    lst.write_text("a_2.JPEG\nb_1.JPEG\n\n")  # no header: the first line is an image (METHOD.md 7, defect 6)
+    lst.write_text(
+        "a_2.JPEG\nb_1.JPEG\n\n"
+    )  # no header: the first line is an image (docs/method.md#defect-semisup-header)
     assert read_simclr_list(lst) == ["a_2.JPEG", "b_1.JPEG"]
     assert indices_from_list(SAMPLES, read_simclr_list(lst), "list") == [1, 2]
 
 
 def test_list_names_missing_images(tmp_path):
-    with pytest.raises(InputError, match=r"list: 1 of 2 listed images are not in the training folder, e.g. c_9.JPEG"):
+    with pytest.raises(
+        InputError, match=r"list: 1 of 2 listed images are not in the training folder, e.g. c_9.JPEG"
+    ):
         indices_from_list(SAMPLES, ["a_1.JPEG", "c_9.JPEG"], "list")
 
 
 def test_file_names_repeated_across_classes_need_the_class_folder():
     twins = [("/d/train/a/x.png", 0), ("/d/train/b/x.png", 1)]
-    with pytest.raises(InputError, match="x.png occurs in several class folders; write it as class_folder/file_name"):
+    with pytest.raises(
+        InputError, match="x.png occurs in several class folders; write it as class_folder/file_name"
+    ):
         indices_from_list(twins, ["x.png"], "list")
     assert indices_from_list(twins, ["b/x.png"], "list") == [1]
 
@@ -76,7 +87,9 @@ def test_subset_of_a_real_folder_is_identical_across_runs(tiny_imagefolder, eval
     samples = image_folder(Path(tiny_imagefolder) / "train").samples
     cfg = dataclasses.replace(eval_cfg, subset_fraction=0.25)
     (a, desc_a), (b, desc_b) = choose_subset(samples, cfg), choose_subset(samples, cfg)
-    assert a == b and desc_a == desc_b and desc_a["size"] == 6 and desc_a["of"] == 24  # 2 of 8 in each of 3 classes
+    assert (
+        a == b and desc_a == desc_b and desc_a["size"] == 6 and desc_a["of"] == 24
+    )  # 2 of 8 in each of 3 classes
     assert Counter(samples[i][1] for i in a) == {0: 2, 1: 2, 2: 2}
 
 
@@ -84,7 +97,10 @@ def test_subset_of_a_real_folder_is_identical_across_runs(tiny_imagefolder, eval
 def test_semisup_from_a_list_runs_and_records_the_subset(eval_cfg, tiny_imagefolder, tmp_path, protocol):
     samples = image_folder(Path(tiny_imagefolder) / "train").samples
     # the embedded files are 00000.png, ... in every class folder, so the list names class_folder/file_name
-    picked = [f"{Path(samples[i][0]).parent.name}/{Path(samples[i][0]).name}" for i in (0, 1, 2, 8, 9, 10, 16, 17, 18)]
+    picked = [
+        f"{Path(samples[i][0]).parent.name}/{Path(samples[i][0]).name}"
+        for i in (0, 1, 2, 8, 9, 10, 16, 17, 18)
+    ]
     lst = tmp_path / "list.txt"
     lst.write_text("\n".join(picked) + "\n")
     cfg = dataclasses.replace(eval_cfg, protocol=protocol, epochs=1, subset_list=str(lst))
@@ -103,5 +119,11 @@ def test_semisup_by_fraction_names_the_fraction(eval_cfg):
     result = semisup.run(dataclasses.replace(eval_cfg, subset_fraction=0.5), progress=False)
     assert result.measurements[0].dataset == "embedded@50%"
     assert "subset_list" not in result.protocol and result.protocol["subset_fraction"] == 0.5
-    assert result.protocol["subset"] | {"sha256": None} == {"source": "stratified", "fraction": 0.5, "seed": 0, "size": 12,
-                                                             "of": 24, "sha256": None}
+    assert result.protocol["subset"] | {"sha256": None} == {
+        "source": "stratified",
+        "fraction": 0.5,
+        "seed": 0,
+        "size": 12,
+        "of": 24,
+        "sha256": None,
+    }

@@ -57,7 +57,9 @@ def test_tsne_with_a_fixed_seed_gives_identical_points():
 def test_knn_accuracy_on_hand_made_neighbours():
     x = np.array([[1.0, 0.0], [1.0, 0.1], [0.0, 1.0], [0.1, 1.0]])  # two tight pairs of directions
     assert tsne.knn_accuracy(x, np.array([0, 0, 1, 1]), k=1) == 100.0
-    assert tsne.knn_accuracy(x, np.array([0, 1, 0, 1]), k=1) == 0.0  # each nearest neighbour has the other label
+    assert (
+        tsne.knn_accuracy(x, np.array([0, 1, 0, 1]), k=1) == 0.0
+    )  # each nearest neighbour has the other label
     # k capped at N - 1 = 3: every point sees 1 of its own class and 2 of the other, and is outvoted
     assert tsne.knn_accuracy(x, np.array([0, 0, 1, 1]), k=10) == 0.0
 
@@ -86,8 +88,12 @@ def test_separated_clusters_score_high_and_shuffled_labels_low():
 def test_png_is_a_valid_image_of_the_expected_size(tmp_path, panels):
     rng = np.random.default_rng(0)
     labels = np.array([0, 0, 1, 1, 2, 2])
-    path = tsne.plot_panels([(f"ckpt {i}", rng.normal(size=(6, 2))) for i in range(panels)], labels, ["a", "b", "c"],
-                            tmp_path / "t.png")
+    path = tsne.plot_panels(
+        [(f"ckpt {i}", rng.normal(size=(6, 2))) for i in range(panels)],
+        labels,
+        ["a", "b", "c"],
+        tmp_path / "t.png",
+    )
     with Image.open(path) as img:
         img.verify()
     with Image.open(path) as img:
@@ -103,18 +109,39 @@ def test_tsne_task_writes_a_panel_per_checkpoint_and_scores(eval_cfg):
     result = tsne.run(cfg, progress=False)
     labels = ["random-init resnet10t", "random-init resnet10t #2"]
     assert [(m.extra["ckpt"], m.metric) for m in result.measurements] == [
-        (labels[0], "silhouette"), (labels[0], "knn5_top1"), (labels[1], "silhouette"), (labels[1], "knn5_top1")]
-    assert all(m.split == "val" and m.extra["arch"] == "resnet10t" and len(m.extra["sha256"]) == 64
-               for m in result.measurements)
+        (labels[0], "silhouette"),
+        (labels[0], "knn5_top1"),
+        (labels[1], "silhouette"),
+        (labels[1], "knn5_top1"),
+    ]
+    assert all(
+        m.split == "val" and m.extra["arch"] == "resnet10t" and len(m.extra["sha256"]) == 64
+        for m in result.measurements
+    )
     png, csv = result.artifacts
     with Image.open(png) as img:
         assert img.size == (800, 460)
     points = pd.read_csv(csv)
-    assert len(points) == 2 * 12 and list(points.columns) == ["ckpt", "sha256", "image", "class_index", "class_name", "x", "y"]
+    assert len(points) == 2 * 12 and list(points.columns) == [
+        "ckpt",
+        "sha256",
+        "image",
+        "class_index",
+        "class_name",
+        "x",
+        "y",
+    ]
     first, second = (points[points.ckpt == name] for name in labels)
-    assert np.array_equal(first[["x", "y"]].to_numpy(), second[["x", "y"]].to_numpy())  # same features, same seed
+    assert np.array_equal(
+        first[["x", "y"]].to_numpy(), second[["x", "y"]].to_numpy()
+    )  # same features, same seed
     assert first.class_index.tolist() == [0] * 4 + [1] * 4 + [2] * 4
-    assert result.protocol["tsne"] == {"n_components": 2, "init": "pca", "random_state": 0, "perplexity": 11 / 3}
+    assert result.protocol["tsne"] == {
+        "n_components": 2,
+        "init": "pca",
+        "random_state": 0,
+        "perplexity": 11 / 3,
+    }
 
 
 def test_tsne_task_asks_for_more_images_than_val_has(eval_cfg, tiny_imagefolder):
@@ -124,8 +151,29 @@ def test_tsne_task_asks_for_more_images_than_val_has(eval_cfg, tiny_imagefolder)
 
 def test_cli_eval_tsne_with_classes_and_per_class(eval_cfg, tmp_path):
     ck = eval_cfg.ckpt
-    code = main(["eval", "tsne", "--ckpt", ck, "--ckpt", ck, "--data", eval_cfg.data, "--classes", "2", "--per-class", "3",
-                 "--image-size", "16", "--out", str(tmp_path), "--quiet", "--set", "device=cpu"])
+    code = main(
+        [
+            "eval",
+            "tsne",
+            "--ckpt",
+            ck,
+            "--ckpt",
+            ck,
+            "--data",
+            eval_cfg.data,
+            "--classes",
+            "2",
+            "--per-class",
+            "3",
+            "--image-size",
+            "16",
+            "--out",
+            str(tmp_path),
+            "--quiet",
+            "--set",
+            "device=cpu",
+        ]
+    )
     assert code == 0
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["metric"] for r in records] == ["silhouette", "knn5_top1"] * 2

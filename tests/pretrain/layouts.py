@@ -1,5 +1,5 @@
 """Writers of teacher checkpoints in the exact key layouts of the repositories that publish them
-(METHOD.md section 3), built from a backbone's torchvision/timm-layout state dict."""
+(docs/method.md#teacher-checkpoints), built from a backbone's torchvision/timm-layout state dict."""
 
 from __future__ import annotations
 
@@ -33,17 +33,28 @@ def moco_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
 
 
 def swav_head(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Linear(hidden, out_dim)
+    )
 
 
 def dino_mlp(in_dim: int, hidden: int, bottleneck: int, use_bn: bool) -> nn.Sequential:
     """DINOHead.mlp with nlayers=3: Linear-[BN]-GELU-Linear-[BN]-GELU-Linear."""
     bn = (lambda: [nn.BatchNorm1d(hidden)]) if use_bn else (lambda: [])
-    return nn.Sequential(nn.Linear(in_dim, hidden), *bn(), nn.GELU(), nn.Linear(hidden, hidden), *bn(), nn.GELU(),
-                         nn.Linear(hidden, bottleneck))
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden),
+        *bn(),
+        nn.GELU(),
+        nn.Linear(hidden, hidden),
+        *bn(),
+        nn.GELU(),
+        nn.Linear(hidden, bottleneck),
+    )
 
 
-def moco_checkpoint(arch: str, hidden: int, out_dim: int, seed: int = 0, queue_value: float = 1.0) -> tuple[dict, nn.Module, nn.Module]:
+def moco_checkpoint(
+    arch: str, hidden: int, out_dim: int, seed: int = 0, queue_value: float = 1.0
+) -> tuple[dict, nn.Module, nn.Module]:
     """main_moco.py's checkpoint: {'epoch', 'arch', 'state_dict', 'optimizer'} with module.encoder_q/_k,
     fc.0/fc.2 MLP, queue and queue_ptr. Returns (checkpoint, backbone, head)."""
     backbone = randomised(build_backbone(arch), seed)
@@ -57,7 +68,9 @@ def moco_checkpoint(arch: str, hidden: int, out_dim: int, seed: int = 0, queue_v
     return ckpt, backbone, head
 
 
-def swav_state(arch: str, hidden: int, out_dim: int, prototypes: int = 10, seed: int = 0) -> tuple[dict, nn.Module, nn.Module]:
+def swav_state(
+    arch: str, hidden: int, out_dim: int, prototypes: int = 10, seed: int = 0
+) -> tuple[dict, nn.Module, nn.Module]:
     """SwAV's released file: a raw state dict, module.-prefixed, projection_head (Linear-BN-ReLU-Linear), prototypes."""
     backbone = randomised(build_backbone(arch), seed)
     head = randomised(swav_head(feature_dim(backbone), hidden, out_dim), seed + 1)
@@ -66,18 +79,29 @@ def swav_state(arch: str, hidden: int, out_dim: int, prototypes: int = 10, seed:
     return prefixed(state, "module."), backbone, head
 
 
-def dino_checkpoint(arch: str, hidden: int, bottleneck: int, use_bn: bool, seed: int = 0,
-                    dino_arch: str | None = None) -> tuple[dict, nn.Module, nn.Module]:
+def dino_checkpoint(
+    arch: str, hidden: int, bottleneck: int, use_bn: bool, seed: int = 0, dino_arch: str | None = None
+) -> tuple[dict, nn.Module, nn.Module]:
     """DINO's checkpoint.pth: {'student': module.backbone/head, 'teacher': backbone/head, 'args', ...};
     head = mlp + weight-normed last_layer (weight_g, weight_v)."""
     backbone = randomised(build_backbone(arch), seed)
     mlp = randomised(dino_mlp(feature_dim(backbone), hidden, bottleneck, use_bn), seed + 1)
     last = {"last_layer.weight_g": torch.ones(32, 1), "last_layer.weight_v": torch.randn(32, bottleneck)}
-    teacher = prefixed(backbone.state_dict(), "backbone.") | prefixed(prefixed(mlp.state_dict(), "mlp.") | last, "head.")
+    teacher = prefixed(backbone.state_dict(), "backbone.") | prefixed(
+        prefixed(mlp.state_dict(), "mlp.") | last, "head."
+    )
     student = prefixed({k: v + 1.0 for k, v in teacher.items()}, "module.")
-    args = argparse.Namespace(arch=dino_arch or arch, patch_size=16, out_dim=32, use_bn_in_head=use_bn, lr=0.0005)
-    ckpt = {"student": student, "teacher": teacher, "optimizer": {"state": {}, "param_groups": []}, "epoch": 100,
-            "args": args, "dino_loss": {"center": torch.zeros(1, 32)}}
+    args = argparse.Namespace(
+        arch=dino_arch or arch, patch_size=16, out_dim=32, use_bn_in_head=use_bn, lr=0.0005
+    )
+    ckpt = {
+        "student": student,
+        "teacher": teacher,
+        "optimizer": {"state": {}, "param_groups": []},
+        "epoch": 100,
+        "args": args,
+        "dino_loss": {"center": torch.zeros(1, 32)},
+    }
     return ckpt, backbone, mlp
 
 
@@ -85,8 +109,25 @@ def own_checkpoint(arch: str, hidden: int, out_dim: int, seed: int = 0) -> tuple
     """This project's final.pt layout, as pretrain.train writes it."""
     backbone = randomised(build_backbone(arch), seed)
     head = randomised(ProjectionHead(feature_dim(backbone), hidden, out_dim), seed + 1)
-    enc = {"arch": arch, "backbone": backbone.state_dict(), "head": head.state_dict(), "feature_dim": head.in_dim,
-           "hidden": hidden, "dim": out_dim, "head_spec": head.spec()}
-    ckpt = {"format": CHECKPOINT_FORMAT, "kind": "pretrain", "done": True, "config": {"method": "moco"},
-            "protocol": {"method": "moco"}, "step": 1, "epoch": 1, "encoder": enc, "teacher": None, "epoch_means": []}
+    enc = {
+        "arch": arch,
+        "backbone": backbone.state_dict(),
+        "head": head.state_dict(),
+        "feature_dim": head.in_dim,
+        "hidden": hidden,
+        "dim": out_dim,
+        "head_spec": head.spec(),
+    }
+    ckpt = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "pretrain",
+        "done": True,
+        "config": {"method": "moco"},
+        "protocol": {"method": "moco"},
+        "step": 1,
+        "epoch": 1,
+        "encoder": enc,
+        "teacher": None,
+        "epoch_means": [],
+    }
     return ckpt, Encoder(backbone, head)

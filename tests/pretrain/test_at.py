@@ -27,8 +27,16 @@ from tests.pretrain.helpers import (
 
 def reference_attention(fm: list) -> list:
     """fm[b][c][h][w] nested lists -> a[b][h][w] = mean_c fm^2."""
-    return [[[sum(fm[b][c][h][w] ** 2 for c in range(len(fm[b]))) / len(fm[b]) for w in range(len(fm[b][0][0]))]
-             for h in range(len(fm[b][0]))] for b in range(len(fm))]
+    return [
+        [
+            [
+                sum(fm[b][c][h][w] ** 2 for c in range(len(fm[b]))) / len(fm[b])
+                for w in range(len(fm[b][0][0]))
+            ]
+            for h in range(len(fm[b][0]))
+        ]
+        for b in range(len(fm))
+    ]
 
 
 def reference_block_mean(a: list, factor: int) -> list:
@@ -36,8 +44,16 @@ def reference_block_mean(a: list, factor: int) -> list:
     out = []
     for img in a:
         rows, cols = len(img) // factor, len(img[0]) // factor
-        out.append([[sum(img[r * factor + i][c * factor + j] for i in range(factor) for j in range(factor)) / factor**2
-                     for c in range(cols)] for r in range(rows)])
+        out.append(
+            [
+                [
+                    sum(img[r * factor + i][c * factor + j] for i in range(factor) for j in range(factor))
+                    / factor**2
+                    for c in range(cols)
+                ]
+                for r in range(rows)
+            ]
+        )
     return out
 
 
@@ -60,8 +76,9 @@ def test_at_loss_matches_hand_reference_with_resize():
     s1, t1 = torch.randn(2, 3, 2, 2, generator=gen), torch.randn(2, 5, 2, 2, generator=gen)
     s2, t2 = torch.randn(2, 2, 2, 2, generator=gen), torch.randn(2, 4, 4, 4, generator=gen)
     expected = reference_pair_loss(reference_attention(s1.tolist()), reference_attention(t1.tolist()))
-    expected += reference_pair_loss(reference_attention(s2.tolist()),
-                                    reference_block_mean(reference_attention(t2.tolist()), 2))
+    expected += reference_pair_loss(
+        reference_attention(s2.tolist()), reference_block_mean(reference_attention(t2.tolist()), 2)
+    )
     got = at_loss([s1, s2], [t1, t2])
     assert got.item() == pytest.approx(expected, rel=1e-6)
     # the student map may be the larger one too: pooling is symmetric
@@ -81,9 +98,18 @@ def test_at_loss_is_zero_for_proportional_maps_and_has_gradient():
 
 def test_stage_pairs_per_family():
     strides = (4, 8, 16, 32)
-    assert list(stage_modules(build_backbone("resnet10t"), strides, "student").values()) == ["layer1", "layer2", "layer3", "layer4"]
+    assert list(stage_modules(build_backbone("resnet10t"), strides, "student").values()) == [
+        "layer1",
+        "layer2",
+        "layer3",
+        "layer4",
+    ]
     assert list(stage_modules(build_backbone("efficientnet_b0"), strides, "student").values()) == [
-        "blocks.1", "blocks.2", "blocks.4", "blocks.6"]
+        "blocks.1",
+        "blocks.2",
+        "blocks.4",
+        "blocks.6",
+    ]
     with pytest.raises(InputError, match=r"at_strides: the student .* no stage at stride \[4, 8, 32\]"):
         stage_modules(build_backbone("vit_tiny_patch16_224", img_size=32, depth=1), strides, "student")
 
@@ -100,7 +126,9 @@ def test_one_step_of_at_methods(name):
     terms = sgd_step(method, random_views(2))
     assert set(terms) == {"loss", "loss_con", "loss_at"} | ({"loss_dis"} if name == "at+disco" else set())
     assert all(torch.isfinite(v) for v in terms.values()) and terms["loss_at"] > 0
-    expected = terms["loss_con"] + cfg.at_weight * terms["loss_at"] + cfg.distill_weight * terms.get("loss_dis", 0.0)
+    expected = (
+        terms["loss_con"] + cfg.at_weight * terms["loss_at"] + cfg.distill_weight * terms.get("loss_dis", 0.0)
+    )
     assert terms["loss"].item() == pytest.approx(float(expected), rel=1e-5)
     assert changed(before, method, "encoder_q.backbone.") and changed(before, method, "encoder_q.head.")
     assert changed(before, method, "queue.items")

@@ -1,10 +1,11 @@
-"""Crash safety: pre-training and the paper-protocol linear probe, each SIGKILLed at two points
-and restarted with the same command (plus --resume for pre-training), end exactly where an
-uninterrupted run ends; after every kill, each file a reader would take for complete loads."""
+"""Crash safety: every pre-training method, and the paper-protocol linear probe, SIGKILLed
+mid-run and started again with the same command, end exactly where an uninterrupted run ends;
+after every kill, each file a reader would take for complete loads."""
 
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 import torch
@@ -12,17 +13,82 @@ import torch
 from disco_bench.cli import main
 from disco_bench.embedded import EmbeddedConfig, make_embedded
 from pretrain.checkpoint import safe_load
-from tests.crash_helpers import finish, kill_after_writes, start, stray_files
-from tests.downstream.conftest import save_random_encoder
+from pretrain.methods import METHODS
+from tests.crash_helpers import finish, kill_after_writes, leftovers, start, stray_files, wait_for
+from tests.pretrain.helpers import pretrain_args, save_student
 
 pytestmark = pytest.mark.slow
 
 
-def pretrain_args(data, out) -> list[str]:
-    # timm's 0.4M-parameter test_resnet: 24 images / batch 4 = 6 steps per epoch, 2 epochs, a checkpoint every step
-    return ["pretrain", "--method", "moco", "--student", "test_resnet", "--data", str(data), "--epochs", "2",
-            "--batch-size", "4", "--image-size", "16", "--out", str(out), "--quiet",
-            "--set", "queue_size=16", "key_momentum=0.9", "save_every_steps=1"]
+def method_args(method: str, data, out, teacher: str | None) -> list[str]:
+    """A 6-step run of ``method`` (24 images / batch 8 = 3 steps per epoch, 2 epochs, a checkpoint
+    every 2 steps) small enough for every method: resnet10t at 16 px, 16-d embeddings. The method
+    schedules (SwAV's frozen prototypes, DINO's frozen last layer and temperature warm-up, both one epoch) change
+    inside the run, so a resume has to get them right too."""
+    return pretrain_args(
+        data,
+        out,
+        method=method,
+        student="resnet10t",
+        teacher_ckpt=teacher,
+        batch_size=8,
+        sets=(
+            "save_every_steps=2",
+            "queue_size=16",
+            "key_momentum=0.9",
+            "dim=16",
+            "hidden=32",
+            "swav_prototypes=8",
+            "swav_freeze_prototypes_epochs=1",
+            "dino_out_dim=12",
+            "dino_freeze_last_layer_epochs=1",
+            "dino_warmup_teacher_temp_epochs=1",
+        ),
+        save_every=None,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_file(tmp_path_factory) -> str:
+    """A resnet10t teacher (16-d head) in this project's own checkpoint format."""
+    return save_student(tmp_path_factory.mktemp("teacher") / "teacher.pt", "resnet10t", seed=1)
+
+
+def assert_same_tensors(a: dict, b: dict, what: str) -> None:
+    assert a.keys() == b.keys(), what
+    for key, value in a.items():
+        if isinstance(value, dict):
+            assert_same_tensors(value, b[key], f"{what}.{key}")
+        elif isinstance(value, torch.Tensor):
+            assert torch.equal(value, b[key]), f"{what}.{key} differs"
+        else:
+            assert value == b[key], f"{what}.{key} differs"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_killed_mid_run_resumes_to_the_uninterrupted_weights(
+    method, tiny_imagefolder, tiny_teacher_file, tmp_path, capsys
+):
+    teacher = tiny_teacher_file if METHODS[method].needs_teacher else None
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    kill_after_writes(start(method_args(method, tiny_imagefolder, cut, teacher)), cut / "last.pt", writes=1)
+    killed_at = check_after_kill(cut)
+    assert 0 < killed_at < 6
+    # the same command again, no flag: it finds last.pt of the same run and continues
+    assert main(method_args(method, tiny_imagefolder, cut, teacher)) == 0, capsys.readouterr().err
+    assert main(method_args(method, tiny_imagefolder, whole, teacher)) == 0, capsys.readouterr().err
+
+    a, b = safe_load(whole / "final.pt"), safe_load(cut / "final.pt")
+    assert a["step"] == b["step"] == 6
+    assert_same_tensors(a["encoder"], b["encoder"], f"encoder after a kill at step {killed_at}")
+    assert a["epoch_means"] == b["epoch_means"]
+    # everything else that trained (momentum encoders, queues, prototypes, centres) and the optimiser too
+    last_a, last_b = safe_load(whole / "last.pt"), safe_load(cut / "last.pt")
+    assert_same_tensors(last_a["method_state"], last_b["method_state"], "method_state")
+    assert_same_tensors(last_a["optimizer"]["state"], last_b["optimizer"]["state"], "optimizer")
+    assert not any(k.startswith("teacher.") for k in last_b["method_state"])  # reloaded from its own file
+    assert (whole / "log.csv").read_text() == (cut / "log.csv").read_text()
+    assert leftovers(cut) == []  # the killed run's temp file and lock are gone
 
 
 def check_after_kill(out) -> int:
@@ -36,14 +102,18 @@ def check_after_kill(out) -> int:
 
 def test_pretrain_killed_twice_resumes_to_the_uninterrupted_weights(tiny_imagefolder, tmp_path, capsys):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    kill_after_writes(start(pretrain_args(tiny_imagefolder, cut)), cut / "last.pt", writes=1)  # after the 1st checkpoint
+    kill_after_writes(
+        start(pretrain_args(tiny_imagefolder, cut)), cut / "last.pt", writes=1
+    )  # after the 1st checkpoint
     steps = [check_after_kill(cut)]
     # the resumed run, killed after its 3rd checkpoint
     kill_after_writes(start([*pretrain_args(tiny_imagefolder, cut), "--resume"]), cut / "last.pt", writes=3)
     steps.append(check_after_kill(cut))
     assert steps[0] >= 1 and steps[1] >= steps[0] + 3 and steps[1] < 12, steps
     finisher = start([*pretrain_args(tiny_imagefolder, cut), "--resume"])
-    assert main(pretrain_args(tiny_imagefolder, whole)) == 0, capsys.readouterr().err  # the reference, meanwhile
+    assert main(pretrain_args(tiny_imagefolder, whole)) == 0, (
+        capsys.readouterr().err
+    )  # the reference, meanwhile
     finish(finisher)
 
     a, b = safe_load(whole / "final.pt"), safe_load(cut / "final.pt")
@@ -51,9 +121,28 @@ def test_pretrain_killed_twice_resumes_to_the_uninterrupted_weights(tiny_imagefo
     for part in ("backbone", "head"):
         assert a["encoder"][part].keys() == b["encoder"][part].keys()
         for key, value in a["encoder"][part].items():
-            assert torch.equal(value, b["encoder"][part][key]), f"{part}.{key} differs after kills at steps {steps}"
+            assert torch.equal(value, b["encoder"][part][key]), (
+                f"{part}.{key} differs after kills at steps {steps}"
+            )
     assert a["epoch_means"] == b["epoch_means"]
     assert (whole / "log.csv").read_text() == (cut / "log.csv").read_text()
+
+
+def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tiny_imagefolder, tmp_path, capsys):
+    out = tmp_path / "run"
+    proc = start(pretrain_args(tiny_imagefolder, out))
+    wait_for(proc, lambda: (out / "last.pt").exists(), "its first checkpoint")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.endswith("interrupted; run the same command again to resume\n"), err
+    assert leftovers(out) == []  # no temp file, the folder's lock released
+    stopped_at = safe_load(out / "last.pt")["step"]
+    assert 0 < stopped_at < 12
+    assert main(pretrain_args(tiny_imagefolder, out)) == 0, capsys.readouterr().err
+    assert safe_load(out / "final.pt")["step"] == 12
+    assert [int(r.split(",")[0]) for r in (out / "log.csv").read_text().splitlines()[1:]] == list(
+        range(1, 13)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +153,27 @@ def probe_data(tmp_path_factory):
 
 
 def probe_args(ckpt, data, out) -> list[str]:
-    return ["eval", "linear", "--ckpt", str(ckpt), "--data", str(data), "--protocol", "paper", "--epochs", "3",
-            "--image-size", "16", "--out", str(out), "--quiet", "--set", "batch_size=8", "device=cpu", "lr=0.5"]
+    return [
+        "eval",
+        "linear",
+        "--ckpt",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--protocol",
+        "paper",
+        "--epochs",
+        "3",
+        "--image-size",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "batch_size=8",
+        "device=cpu",
+        "lr=0.5",
+    ]
 
 
 def probe_outcome(out) -> tuple[dict, dict]:
@@ -75,7 +183,7 @@ def probe_outcome(out) -> tuple[dict, dict]:
 
 
 def test_linear_probe_killed_twice_gives_the_uninterrupted_metrics(probe_data, tmp_path, capsys):
-    ckpt = save_random_encoder(tmp_path / "student.pt")
+    ckpt = save_student(tmp_path / "student.pt")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     state = cut / "eval" / "linear" / "probe_last.pt"
 

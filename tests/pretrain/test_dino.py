@@ -41,7 +41,9 @@ def softmax(row: list) -> list:
 
 def test_dino_loss_matches_hand_reference():
     gen = torch.Generator().manual_seed(0)
-    student = [torch.randn(2, 3, generator=gen, dtype=torch.float64) for _ in range(3)]  # 2 large + 1 small view
+    student = [
+        torch.randn(2, 3, generator=gen, dtype=torch.float64) for _ in range(3)
+    ]  # 2 large + 1 small view
     teacher = [torch.randn(2, 3, generator=gen, dtype=torch.float64) for _ in range(2)]
     center = torch.tensor([[0.3, -0.1, 0.2]], dtype=torch.float64)
     tau_s, tau_t = 0.1, 0.04
@@ -76,8 +78,13 @@ def test_momentum_schedule():
 
 
 def test_teacher_temperature_warmup_and_last_layer_freeze():
-    cfg = tiny_cfg("dino", dino_warmup_teacher_temp=0.04, dino_teacher_temp=0.07, dino_warmup_teacher_temp_epochs=2,
-                   dino_freeze_last_layer_epochs=1)
+    cfg = tiny_cfg(
+        "dino",
+        dino_warmup_teacher_temp=0.04,
+        dino_teacher_temp=0.07,
+        dino_warmup_teacher_temp_epochs=2,
+        dino_freeze_last_layer_epochs=1,
+    )
     name, kwargs = STUDENTS["vit"]
     method = METHODS["dino"](cfg, build_backbone(name, **kwargs))
     method.on_step(5, 100, 10)  # epoch 0 of a 2-epoch warm-up
@@ -99,16 +106,24 @@ def test_one_step(name, family):
         teacher = tiny_teacher(t_arch, dim=cfg.dim, layers=3, **t_kwargs)
     method = METHODS[name](cfg, build_backbone(arch, **kwargs), teacher)
     method.on_step(10, 100, 5)  # past the frozen-last-layer epoch
+    with torch.no_grad():  # as after earlier steps: the student has moved away from its EMA
+        for p in [*method.encoder.parameters(), *method.prototypes.parameters()]:
+            p.add_(0.01 * torch.randn_like(p))
     before = snapshot(method)
     terms = sgd_step(method, random_views(method.num_views))
     assert set(terms) == {"loss", "loss_dino"} | ({"loss_dis"} if teacher else set())
     assert all(torch.isfinite(v) for v in terms.values())
     assert changed(before, method, "encoder.backbone.") and changed(before, method, "encoder.head.")
     assert changed(before, method, "prototypes.") and changed(before, method, "center")
-    # the EMA moved by (1 - m) towards the student before the step, where the two were equal (up to rounding)
+    # the EMA moved by (1 - m) towards the student as it was before the step: m x ema + (1 - m) x student
     # (parameters only: the EMA's own BN statistics, as in XCiT's patch embedding, move with its forward)
+    m = cosine_to_one(cfg.dino_momentum, 10, 100)
     ema = {k: v for k, v in method.named_parameters() if k.startswith("ema_")}
-    assert ema and all(torch.allclose(v, before[k], atol=1e-6) for k, v in ema.items())
+    assert ema and all(not torch.equal(v, before[k]) for k, v in ema.items())
+    for k, v in ema.items():
+        torch.testing.assert_close(
+            v, m * before[k] + (1 - m) * before[k.removeprefix("ema_")], rtol=0, atol=1e-6
+        )
     assert all(not p.requires_grad for n, p in method.named_parameters() if n.startswith("ema_"))
     if teacher:
         assert terms["loss"].item() == pytest.approx(float(terms["loss_dino"] + terms["loss_dis"]), rel=1e-5)
@@ -136,3 +151,20 @@ def test_multicrop_needs_a_dynamic_size_vit():
     cfg = tiny_cfg("dino", multicrop_small_crops=2, multicrop_small_size=16)
     with pytest.raises(InputError, match="dynamic_img_size=True"):
         METHODS["dino"](cfg, build_backbone("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1))
+
+
+def test_dino_disco_takes_the_embedding_width_from_a_dino_teacher_checkpoint(tmp_path):
+    """A DINO release's head has a 256-d bottleneck while dim defaults to 128: dino+disco builds its
+    projector and prototype layer at the teacher's width (here 24) and records it; plain dino keeps dim."""
+    from pretrain.train import build_method, run_protocol
+    from tests.pretrain.layouts import dino_checkpoint
+
+    ckpt, _, _ = dino_checkpoint("resnet10t", hidden=32, bottleneck=24, use_bn=False)
+    torch.save(ckpt, tmp_path / "dino_teacher.pth")
+    cfg = tiny_cfg("dino+disco", teacher_ckpt=str(tmp_path / "dino_teacher.pth"), dim=128)
+    method, info = build_method(cfg)
+    assert method.student.head.out_dim == 24 and method.prototypes.weight.shape == (cfg.dino_out_dim, 24)
+    assert run_protocol(cfg, method, info)["dim"] == 24
+    terms = sgd_step(method, random_views(2))
+    assert torch.isfinite(terms["loss_dis"]) and terms["loss_dis"] > 0
+    assert METHODS["dino"](cfg, build_backbone("resnet10t")).student.head.out_dim == 128

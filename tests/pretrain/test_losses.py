@@ -1,4 +1,5 @@
-"""The losses and state updates of METHOD.md sections 1 and 4 against values worked out by hand."""
+"""The losses and state updates of MoCo-v2, DisCo and SEED (docs/method.md#moco-v2, #disco, #seed) against
+values worked out by hand."""
 
 from __future__ import annotations
 

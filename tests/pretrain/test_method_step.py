@@ -13,42 +13,14 @@ from pretrain.config import PretrainConfig
 from pretrain.methods.base import FrozenTeacher
 from pretrain.models import Encoder, ProjectionHead
 from pretrain.train import build_method, method_state
-from tests.pretrain.layouts import moco_checkpoint
+from tests.pretrain.helpers import TEACHER_QUEUE_VALUE, sgd_step, snapshot, tiny_cfg, views_for
 
-TEACHER_QUEUE_VALUE = 0.25  # what the teacher file's MoCo queue holds: must never reach the student
-
-
-@pytest.fixture(scope="module")
-def teacher_ckpt(tmp_path_factory):
-    """A main_moco.py checkpoint of a resnet10t teacher (hidden 64, 128-d) with its own queue."""
-    ckpt, _, _ = moco_checkpoint("resnet10t", hidden=64, out_dim=128, queue_value=TEACHER_QUEUE_VALUE)
-    path = tmp_path_factory.mktemp("teacher") / "moco_teacher.pth.tar"
-    torch.save(ckpt, path)
-    return str(path)
+# the MoCo-v2 testbed's shapes (128-d embedding, the method's own head width) at toy size
+MOCO_TESTBED = dict(batch_size=8, image_size=16, queue_size=32, dim=128, hidden=None)
 
 
-def tiny_cfg(method: str, teacher_ckpt: str | None, **extra) -> PretrainConfig:
-    return PretrainConfig(method=method, student="resnet10t", teacher_ckpt=teacher_ckpt, batch_size=8, image_size=16,
-                          queue_size=32, key_momentum=0.9, seed=0, **extra)
-
-
-def views_for(method, batch: int = 8) -> list[torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return [torch.randn(batch, 3, 16, 16, generator=gen) for _ in range(method.num_views)]
-
-
-def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def one_step(method, views) -> dict[str, torch.Tensor]:
-    method.train()
-    opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
-    terms = method(views)
-    opt.zero_grad()
-    terms["loss"].backward()
-    opt.step()
-    return terms
+def cfg_for(method: str, teacher_ckpt: str | None, **extra) -> PretrainConfig:
+    return tiny_cfg(method, teacher_ckpt=teacher_ckpt, **(MOCO_TESTBED | extra))
 
 
 @pytest.mark.parametrize(
@@ -62,11 +34,11 @@ def one_step(method, views) -> dict[str, torch.Tensor]:
     ],
 )
 def test_one_step_trains_the_student_only(name, teacher_bn, terms, teacher_ckpt):
-    cfg = tiny_cfg(name, teacher_ckpt if name != "moco" else None, teacher_bn=teacher_bn)
+    cfg = cfg_for(name, teacher_ckpt if name != "moco" else None, teacher_bn=teacher_bn)
     method, teacher_info = build_method(cfg)
     student_before = snapshot(method.student)
     teacher_before = snapshot(method.teacher) if method.teacher is not None else None
-    out = one_step(method, views_for(method))
+    out = sgd_step(method, views_for(method))
 
     assert set(out) == terms
     assert all(torch.isfinite(v) for v in out.values())
@@ -82,19 +54,25 @@ def test_one_step_trains_the_student_only(name, teacher_bn, terms, teacher_ckpt)
 
 
 def test_disco_head_is_2048_wide_and_disco_star_matches_the_student_features(teacher_ckpt):
-    disco, _ = build_method(tiny_cfg("disco", teacher_ckpt))
-    star, _ = build_method(tiny_cfg("disco*", teacher_ckpt))
-    seed, _ = build_method(tiny_cfg("seed", teacher_ckpt))
-    assert disco.student.head.spec() == {"in_dim": 512, "hidden": 2048, "out_dim": 128, "batchnorm": False,
-                                         "layers": 2, "activation": "relu"}
+    disco, _ = build_method(cfg_for("disco", teacher_ckpt))
+    star, _ = build_method(cfg_for("disco*", teacher_ckpt))
+    seed, _ = build_method(cfg_for("seed", teacher_ckpt))
+    assert disco.student.head.spec() == {
+        "in_dim": 512,
+        "hidden": 2048,
+        "out_dim": 128,
+        "batchnorm": False,
+        "layers": 2,
+        "activation": "relu",
+    }
     assert star.student.head.hidden == 512 == seed.student.head.hidden  # resnet10t pools 512 features
-    explicit, _ = build_method(tiny_cfg("disco", teacher_ckpt, hidden=1024))
+    explicit, _ = build_method(cfg_for("disco", teacher_ckpt, hidden=1024))
     assert explicit.student.head.hidden == 1024
 
 
 def test_teacher_queue_is_never_copied_into_the_student(teacher_ckpt):
-    method, _ = build_method(tiny_cfg("disco", teacher_ckpt))
-    fresh, _ = build_method(tiny_cfg("moco", None, hidden=2048))
+    method, _ = build_method(cfg_for("disco", teacher_ckpt))
+    fresh, _ = build_method(cfg_for("moco", None, hidden=2048))
     # the student's queue is its own random init (that of a teacher-less run of the same shape), not the file's
     assert torch.equal(method.queue.items, fresh.queue.items)
     assert not torch.isclose(method.queue.items, torch.tensor(TEACHER_QUEUE_VALUE)).any()
@@ -104,8 +82,10 @@ def test_teacher_queue_is_never_copied_into_the_student(teacher_ckpt):
 def test_teacher_embedding_width_must_match_dim(teacher_ckpt):
     from pretrain.errors import InputError
 
-    with pytest.raises(InputError, match=r"teacher embedding size 128 .* differs from the student's dim 64; set dim=128"):
-        build_method(dataclasses.replace(tiny_cfg("disco", teacher_ckpt), dim=64))
+    with pytest.raises(
+        InputError, match=r"teacher embedding size 128 .* differs from the student's dim 64; set dim=128"
+    ):
+        build_method(dataclasses.replace(cfg_for("disco", teacher_ckpt), dim=64))
 
 
 # --- FrozenTeacher ---------------------------------------------------------------------------
@@ -113,7 +93,9 @@ def test_teacher_embedding_width_must_match_dim(teacher_ckpt):
 
 def small_encoder() -> Encoder:
     torch.manual_seed(0)
-    backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    backbone = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()
+    )
     encoder = Encoder(backbone, ProjectionHead(4, 8, 3))
     with torch.no_grad():  # running stats far from the batch's, so eval and train mode differ
         backbone[1].running_mean.fill_(3.0)

@@ -11,6 +11,7 @@ import torch
 
 from disco_bench.cli import main
 from pretrain.checkpoint import safe_load
+from tests.pretrain.helpers import pretrain_args
 from tests.pretrain.layouts import dino_checkpoint, moco_checkpoint, own_checkpoint, swav_state
 
 ARCH = "resnet10t"  # timm deep stem: no torchvision layout to infer, so --teacher names it
@@ -38,16 +39,26 @@ def write_teacher(fmt: str, path) -> tuple[str, int]:
     return str(path), dim
 
 
-def pretrain_args(data, out, teacher: str, dim: int, *extra: str) -> list[str]:
-    return ["pretrain", "--method", "disco", "--student", ARCH, "--teacher", ARCH, "--teacher-ckpt", teacher,
-            "--data", str(data), "--epochs", "1", "--batch-size", "8", "--image-size", "16", "--out", str(out),
-            "--quiet", "--set", "queue_size=16", f"dim={dim}", *extra]
+def disco_args(data, out, teacher: str, dim: int, *extra: str, epochs: int = 1) -> list[str]:
+    return pretrain_args(
+        data,
+        out,
+        *extra,
+        method="disco",
+        student=ARCH,
+        teacher=ARCH,
+        teacher_ckpt=teacher,
+        epochs=epochs,
+        batch_size=8,
+        sets=("queue_size=16", f"dim={dim}"),
+        save_every=None,
+    )
 
 
 @pytest.mark.parametrize("fmt", ["moco", "swav", "dino", "disco-bench"])
 def test_pretrain_command_takes_a_teacher_in_every_format(fmt, tiny_imagefolder, tmp_path, capsys):
     teacher, dim = write_teacher(fmt, tmp_path / f"{fmt}.pth")
-    code = main(pretrain_args(tiny_imagefolder, tmp_path / "run", teacher, dim, "max_steps=1"))
+    code = main(disco_args(tiny_imagefolder, tmp_path / "run", teacher, dim, "max_steps=1"))
     assert code == 0, capsys.readouterr().err
     assert f"checkpoint: {tmp_path / 'run' / 'final.pt'}" in capsys.readouterr().out
     final = safe_load(tmp_path / "run" / "final.pt")
@@ -59,18 +70,29 @@ def test_pretrain_command_takes_a_teacher_in_every_format(fmt, tiny_imagefolder,
 
 def test_pretrain_command_refuses_a_backbone_only_teacher(tiny_imagefolder, tmp_path, capsys):
     teacher, dim = write_teacher("plain", tmp_path / "backbone.pth")
-    code = main(pretrain_args(tiny_imagefolder, tmp_path / "run", teacher, dim))
+    code = main(disco_args(tiny_imagefolder, tmp_path / "run", teacher, dim))
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith(f"error: teacher checkpoint {teacher} is a backbone-only (plain) resnet10t state dict")
+    assert err.startswith(
+        f"error: teacher checkpoint {teacher} is a backbone-only (plain) resnet10t state dict"
+    )
     assert "pass the self-supervised checkpoint that includes the head" in err and err.count("\n") == 1
 
 
 def test_step_log_csv_has_every_step_and_its_loss_terms(tiny_imagefolder, tmp_path, capsys):
     teacher, dim = write_teacher("disco-bench", tmp_path / "own.pt")
     # 24 images / batch 8 = 3 steps per epoch, 2 epochs, cosine per epoch
-    code = main(pretrain_args(tiny_imagefolder, tmp_path / "run", teacher, dim, "distill_reduction=mean",
-                              "distill_weight=2.0", "epochs=2"))
+    code = main(
+        disco_args(
+            tiny_imagefolder,
+            tmp_path / "run",
+            teacher,
+            dim,
+            "distill_reduction=mean",
+            "distill_weight=2.0",
+            epochs=2,  # as --epochs: a --set that repeats a flag is refused
+        )
+    )
     assert code == 0, capsys.readouterr().err
     with open(tmp_path / "run" / "log.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))

@@ -48,8 +48,13 @@ def ref_cos(x: list, j: int, i: int, k: int) -> float:
 
 def ref_angle_loss(s: list, t: list) -> float:
     n = len(s)
-    terms = [huber(ref_cos(s, j, i, k) - ref_cos(t, j, i, k))
-             for j in range(n) for i in range(n) for k in range(n) if i != j and k != j]
+    terms = [
+        huber(ref_cos(s, j, i, k) - ref_cos(t, j, i, k))
+        for j in range(n)
+        for i in range(n)
+        for k in range(n)
+        if i != j and k != j
+    ]
     return sum(terms) / len(terms)
 
 
@@ -63,7 +68,9 @@ def embeddings():
 
 def test_distance_loss_matches_hand_reference(embeddings):
     s, t = embeddings
-    assert rkd_distance_loss(s, t).item() == pytest.approx(ref_distance_loss(s.tolist(), t.tolist()), rel=1e-9)
+    assert rkd_distance_loss(s, t).item() == pytest.approx(
+        ref_distance_loss(s.tolist(), t.tolist()), rel=1e-9
+    )
 
 
 def test_angle_loss_matches_hand_reference(embeddings):
@@ -75,8 +82,15 @@ def test_huber_beyond_delta_is_linear():
     """Distances that differ by more than 1 after normalisation use the linear branch of Huber."""
     s = torch.tensor([[0.0], [10.0], [10.001]], dtype=torch.float64)  # pair (0, 1) far apart here,
     t = torch.tensor([[0.0], [0.001], [10.0]], dtype=torch.float64)  # close together here
-    assert rkd_distance_loss(s, t).item() == pytest.approx(ref_distance_loss(s.tolist(), t.tolist()), rel=1e-12)
-    assert max(abs(a - b) for a, b in zip(sum(ref_distances(s.tolist()), []), sum(ref_distances(t.tolist()), []))) > 1.0
+    assert rkd_distance_loss(s, t).item() == pytest.approx(
+        ref_distance_loss(s.tolist(), t.tolist()), rel=1e-12
+    )
+    assert (
+        max(
+            abs(a - b) for a, b in zip(sum(ref_distances(s.tolist()), []), sum(ref_distances(t.tolist()), []))
+        )
+        > 1.0
+    )
 
 
 def test_relations_are_invariant_to_scale_and_rotation():
@@ -113,6 +127,8 @@ def test_rkd_weights_are_recorded_in_protocol():
     protocol = tiny_cfg("rkd+disco", rkd_distance_weight=25.0, rkd_angle_weight=50.0).protocol()
     assert (protocol["rkd_distance_weight"], protocol["rkd_angle_weight"]) == (25.0, 50.0)
     assert {"distill_weight", "distill_reduction"} <= set(protocol)
-    assert not any(k.startswith(("at_", "swav_", "dino_", "multicrop_")) for k in protocol)  # other methods' settings
+    assert not any(
+        k.startswith(("at_", "swav_", "dino_", "multicrop_")) for k in protocol
+    )  # other methods' settings
     assert tiny_cfg("at+disco", at_weight=7.0).protocol()["at_weight"] == 7.0
     assert "rkd_angle_weight" not in tiny_cfg("disco").protocol()

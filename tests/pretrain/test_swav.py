@@ -81,14 +81,17 @@ def test_swapped_prediction_matches_hand_reference():
     per_code = []
     for i, q in enumerate(codes):
         others = [v for v in range(3) if v != i]
-        per_code.append(sum(sum(ce(q[b].tolist(), scores[v][b].tolist()) for b in range(2)) / 2 for v in others) / len(others))
+        per_code.append(
+            sum(sum(ce(q[b].tolist(), scores[v][b].tolist()) for b in range(2)) / 2 for v in others)
+            / len(others)
+        )
     expected = sum(per_code) / 2
     assert swapped_prediction_loss(scores, codes, temp).item() == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", ["swav", "swav+disco"])
 def test_one_step_with_multicrop(name):
-    cfg = tiny_cfg(name, multicrop_small_crops=2, multicrop_small_size=16, swav_freeze_prototypes_steps=0)
+    cfg = tiny_cfg(name, multicrop_small_crops=2, multicrop_small_size=16, swav_freeze_prototypes_epochs=0)
     torch.manual_seed(0)
     teacher = tiny_teacher() if METHODS[name].needs_teacher else None
     method = METHODS[name](cfg, build_backbone("resnet10t"), teacher)
@@ -107,8 +110,8 @@ def test_one_step_with_multicrop(name):
         assert_teacher_untouched(method, before)
 
 
-def test_prototypes_frozen_for_the_first_steps():
-    cfg = tiny_cfg("swav", swav_freeze_prototypes_steps=2)
+def test_prototypes_frozen_for_the_first_epoch():
+    cfg = tiny_cfg("swav", swav_freeze_prototypes_epochs=1)
     torch.manual_seed(0)
     method = METHODS["swav"](cfg, build_backbone("resnet10t"), None)
     with torch.no_grad():  # normalised already, so the per-step re-normalisation changes nothing
@@ -118,19 +121,26 @@ def test_prototypes_frozen_for_the_first_steps():
     sgd_step(method, random_views(2))
     assert torch.allclose(method.prototypes.weight, before["prototypes.weight"], atol=1e-6)
     assert changed(before, method, "encoder.head.")
-    method.on_step(2, 10, 5)
+    assert method.prototypes.weight.grad is None  # cancelled after the backward: no momentum, no decay
+    method.on_step(4, 10, 5)
+    assert method.freeze_prototypes
+    method.on_step(5, 10, 5)  # the second epoch
     assert not method.freeze_prototypes
 
 
 def test_bad_multicrop_size_is_one_line_error():
     with pytest.raises(InputError, match="multicrop_small_size: expected 1..image_size"):
-        METHODS["swav"](tiny_cfg("swav", multicrop_small_crops=2, multicrop_small_size=64), build_backbone("resnet10t"))
+        METHODS["swav"](
+            tiny_cfg("swav", multicrop_small_crops=2, multicrop_small_size=64), build_backbone("resnet10t")
+        )
 
 
 def test_multicrop_views_through_the_dataset(tiny_imagefolder):
     cfg = tiny_cfg("swav", image_size=16, multicrop_small_crops=3, multicrop_small_size=8)
     method = METHODS["swav"](cfg, build_backbone("resnet10t"), None)
-    dataset = MultiViewDataset(image_folder(tiny_imagefolder / "train"), method.view_transforms(), method.num_views, 0)
+    dataset = MultiViewDataset(
+        image_folder(tiny_imagefolder / "train"), method.view_transforms(), method.num_views, 0
+    )
     views, _ = dataset[0]
     assert [tuple(v.shape) for v in views] == [(3, 16, 16)] * 2 + [(3, 8, 8)] * 3
     again, _ = dataset[0]
@@ -140,7 +150,62 @@ def test_multicrop_views_through_the_dataset(tiny_imagefolder):
 
 
 def test_swav_multicrop_trains_through_the_loop(tiny_pretrain_cfg):
-    cfg = dataclasses.replace(tiny_pretrain_cfg, method="swav", max_steps=2, multicrop_small_crops=2, multicrop_small_size=8,
-                              swav_prototypes=8, dim=16, hidden=32, swav_freeze_prototypes_steps=1)
+    cfg = dataclasses.replace(
+        tiny_pretrain_cfg,
+        method="swav",
+        max_steps=2,
+        multicrop_small_crops=2,
+        multicrop_small_size=8,
+        swav_prototypes=8,
+        dim=16,
+        hidden=32,
+        swav_freeze_prototypes_epochs=1,
+    )
     summary = pretrain(cfg, progress=False)
     assert summary["steps"] == 2 and math.isfinite(summary["final_loss"]["loss"])
+
+
+def test_feature_queue_only_for_small_batches_and_a_multiple_of_the_batch():
+    from pretrain.methods.swav import queue_length
+
+    assert queue_length(tiny_cfg("swav", batch_size=256)) == 3840
+    assert queue_length(tiny_cfg("swav", batch_size=100)) == 3800  # cut to a multiple of the global batch
+    assert queue_length(tiny_cfg("swav", batch_size=4096)) == 0  # SwAV's large-batch recipe has none
+    assert (
+        METHODS["swav"](tiny_cfg("swav", batch_size=512), build_backbone("resnet10t")).feature_queue is None
+    )
+
+
+def test_feature_queue_fills_from_its_epoch_then_joins_sinkhorn():
+    cfg = tiny_cfg(
+        "swav", batch_size=4, swav_queue_length=8, swav_queue_start_epoch=1, swav_freeze_prototypes_epochs=0
+    )
+    torch.manual_seed(0)
+    method = METHODS["swav"](cfg, build_backbone("resnet10t"))
+    queue = method.feature_queue
+    method.on_step(4, 100, 5)  # epoch 0: not started
+    sgd_step(method, random_views(2))
+    assert int(queue.filled) == 0 and not queue.items.any()
+
+    method.on_step(5, 100, 5)  # epoch 1
+    zs = []
+    for seed in (1, 2):
+        views = random_views(2, seed=seed)
+        with torch.no_grad():
+            method.train()
+            zs.append([z.clone() for z in method.swav_terms(views)[0]])
+    assert int(queue.filled) == 8 and queue.full()
+    for view in (0, 1):  # newest batch first
+        assert torch.equal(queue.items[view], torch.cat([zs[1][view], zs[0][view]]))
+
+    # once full, a view's codes are Sinkhorn over [queue scores; batch scores], the batch's rows kept
+    gen = torch.Generator().manual_seed(3)
+    scores, z = torch.randn(4, 8, generator=gen), torch.randn(4, 16, generator=gen)
+    expected = sinkhorn_knopp(
+        torch.cat([queue.items[0] @ method.prototypes.weight.t(), scores]),
+        cfg.swav_sinkhorn_eps,
+        cfg.swav_sinkhorn_iters,
+    )[-4:]
+    before = queue.items[0].clone()
+    assert torch.allclose(method.codes(scores, z, 0), expected, atol=1e-6)
+    assert torch.equal(queue.items[0][:4], z) and torch.equal(queue.items[0][4:], before[:4])

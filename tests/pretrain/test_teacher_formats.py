@@ -15,7 +15,7 @@ from torch import nn
 from downstream.backbone import load_backbone
 from pretrain.errors import InputError
 from pretrain.models import build_backbone, feature_dim, infer_resnet_arch
-from pretrain.teachers import detect_format, load_encoder, load_teacher
+from pretrain.teachers import detect_format, load_encoder, load_teacher, unfinished_checkpoints_allowed
 from tests.pretrain.layouts import dino_checkpoint, moco_checkpoint, own_checkpoint, swav_state
 
 X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
@@ -25,7 +25,9 @@ X = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
 # per module, and a test that edits a state dict edits a shallow copy.
 moco_r18 = functools.cache(lambda: moco_checkpoint("resnet18", hidden=32, out_dim=16))
 swav_r18 = functools.cache(lambda: swav_state("resnet18", hidden=64, out_dim=16))
-dino_r18 = functools.cache(lambda use_bn: dino_checkpoint("resnet18", hidden=48, bottleneck=24, use_bn=use_bn))
+dino_r18 = functools.cache(
+    lambda use_bn: dino_checkpoint("resnet18", hidden=48, bottleneck=24, use_bn=use_bn)
+)
 
 
 def moco_copy() -> dict:
@@ -58,14 +60,23 @@ def test_moco_main_moco_checkpoint_loads_encoder_q_and_drops_key_encoder_and_que
     ckpt, backbone, head = moco_r18()
     encoder, info = load_encoder(save(tmp_path, ckpt))
     assert (info["format"], info["arch"]) == ("moco", "resnet18")
-    assert info["head"] == {"in_dim": 512, "hidden": 32, "out_dim": 16, "batchnorm": False, "layers": 2, "activation": "relu"}
+    assert info["head"] == {
+        "in_dim": 512,
+        "hidden": 32,
+        "out_dim": 16,
+        "batchnorm": False,
+        "layers": 2,
+        "activation": "relu",
+    }
     assert torch.equal(embed(encoder), reference(backbone, head))
 
 
 def test_moco_checkpoint_with_stray_or_missing_keys_is_an_error_listing_them(tmp_path):
     ckpt = moco_copy()
     ckpt["state_dict"]["module.predictor.weight"] = torch.zeros(1)
-    with pytest.raises(InputError, match=r"keys outside encoder_q/encoder_k/queue: module\.predictor\.weight"):
+    with pytest.raises(
+        InputError, match=r"keys outside encoder_q/encoder_k/queue: module\.predictor\.weight"
+    ):
         load_encoder(save(tmp_path, ckpt))
     ckpt = moco_copy()
     del ckpt["state_dict"]["module.encoder_q.layer4.1.bn2.weight"]
@@ -105,8 +116,14 @@ def test_dino_checkpoint_uses_teacher_mlp_bottleneck_and_drops_last_layer(tmp_pa
     ckpt, backbone, mlp = dino_r18(use_bn)
     encoder, info = load_encoder(save(tmp_path, ckpt))
     assert (info["format"], info["arch"]) == ("dino", "resnet18")
-    assert info["head"] == {"in_dim": 512, "hidden": 48, "out_dim": 24, "batchnorm": use_bn, "layers": 3,
-                            "activation": "gelu"}
+    assert info["head"] == {
+        "in_dim": 512,
+        "hidden": 48,
+        "out_dim": 24,
+        "batchnorm": use_bn,
+        "layers": 3,
+        "activation": "gelu",
+    }
     assert torch.allclose(embed(encoder), reference(backbone, mlp), atol=1e-6)
 
 
@@ -139,7 +156,9 @@ def test_plain_torchvision_state_dict_is_a_backbone_not_a_teacher(tmp_path):
     backbone.eval()
     with torch.no_grad():
         assert torch.allclose(backbone(X), tv(X), atol=1e-5)  # same network, torchvision keys
-    with pytest.raises(InputError, match=r"backbone-only \(plain\) resnet18 state dict with no projection head"):
+    with pytest.raises(
+        InputError, match=r"backbone-only \(plain\) resnet18 state dict with no projection head"
+    ):
         load_teacher(path)
 
 
@@ -147,7 +166,9 @@ def test_plain_timm_state_dict_with_module_prefix_needs_arch_when_not_a_resnet(t
     net = build_backbone("resnet10t")  # deep stem: not a torchvision-layout ResNet
     state = {"module." + k: v for k, v in net.state_dict().items()}
     path = save(tmp_path, {"model": state})
-    with pytest.raises(InputError, match=r"does not name its architecture .* pass the architecture \(--teacher ARCH\)"):
+    with pytest.raises(
+        InputError, match=r"does not name its architecture .* pass the architecture \(--teacher ARCH\)"
+    ):
         load_encoder(path)
     encoder, info = load_encoder(path, "resnet10t")
     assert info["format"] == "plain"
@@ -162,8 +183,11 @@ def test_own_checkpoint_round_trip(tmp_path):
 
 
 def test_unrecognised_layout_is_an_error_naming_the_formats(tmp_path):
-    with pytest.raises(InputError, match=r"unrecognised checkpoint layout \(top-level keys: epoch, notes\); expected one of "
-                                         r"disco-bench, moco, swav, dino, plain"):
+    with pytest.raises(
+        InputError,
+        match=r"unrecognised checkpoint layout \(top-level keys: epoch, notes\); expected one of "
+        r"disco-bench, moco, swav, dino, plain",
+    ):
         load_encoder(save(tmp_path, {"epoch": 1, "notes": "x"}))
 
 
@@ -194,3 +218,42 @@ def test_infer_resnet_arch_from_torchvision_keys(name):
     with torch.device("meta"):  # shapes only: no memory, no init time
         state = getattr(torchvision.models, name)(weights=None).state_dict()
     assert infer_resnet_arch(state) == name
+
+
+@pytest.mark.parametrize("fmt", ["disco-bench", "plain"])
+def test_nan_weights_are_refused_at_load_time_naming_the_tensor(fmt, tmp_path):
+    if fmt == "disco-bench":
+        ckpt, _ = own_checkpoint("resnet18", hidden=32, out_dim=16)
+        ckpt["encoder"] = dict(ckpt["encoder"], backbone=dict(ckpt["encoder"]["backbone"]))
+        state = ckpt["encoder"]["backbone"]
+    else:
+        ckpt = state = dict(torchvision.models.resnet18().state_dict())
+    state["layer2.0.conv1.weight"] = (
+        state["layer2.0.conv1.weight"].clone().index_fill_(0, torch.tensor([3]), float("nan"))
+    )
+    path = save(tmp_path, ckpt)
+    with pytest.raises(
+        InputError,
+        match=rf"^checkpoint {path} holds NaN/Inf weights \(layer2.0.conv1.weight\); "
+        r"expected finite weights",
+    ):
+        load_encoder(path)
+
+
+def test_an_unfinished_checkpoint_is_refused_unless_allowed_and_then_says_so(tmp_path):
+    ckpt, reference_encoder = own_checkpoint("resnet18", hidden=32, out_dim=16)
+    path = save(tmp_path, ckpt | {"done": False, "step": 7, "epoch": 2}, "last.pt")
+    with pytest.raises(
+        InputError,
+        match=rf"^checkpoint {path} is from an unfinished run \(saved at step 7, epoch 2\); "
+        r"expected the final.pt of a finished run \(eval --allow-unfinished",
+    ):
+        load_backbone(str(path))
+    with unfinished_checkpoints_allowed():
+        encoder, info = load_encoder(path)
+    assert info["protocol"] == {"method": "moco", "unfinished": {"step": 7, "epoch": 2}}
+    assert torch.equal(embed(encoder), embed(reference_encoder))
+    with pytest.raises(InputError, match="unfinished run"):  # the permission ends with the block
+        load_encoder(path)
+    _, info = load_encoder(save(tmp_path, ckpt, "final.pt"))
+    assert "unfinished" not in info["protocol"]

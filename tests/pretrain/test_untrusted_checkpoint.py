@@ -4,31 +4,22 @@ one-line error, and its code never runs; no code in the project unpickles withou
 from __future__ import annotations
 
 import ast
-import pathlib
 from pathlib import Path
 
 import pytest
 import torch
 
 from disco_bench.cli import main
-from tests.downstream.conftest import save_random_encoder
+from tests.pretrain.helpers import PlantsMarker, pretrain_args, save_student
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class PlantsMarker:
-    """Unpickling this calls ``Path.touch(marker)``: a stand-in for any code a stranger's file could run."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return pathlib.Path.touch, (self.marker,)
-
-
 def craft(path: Path, marker: Path) -> Path:
     """A file laid out like a checkpoint (a dict of tensors) with the payload hidden among them."""
-    torch.save({"format": "disco-bench/1", "state_dict": {"w": torch.zeros(2)}, "note": PlantsMarker(marker)}, path)
+    torch.save(
+        {"format": "disco-bench/1", "state_dict": {"w": torch.zeros(2)}, "note": PlantsMarker(marker)}, path
+    )
     return path
 
 
@@ -38,24 +29,50 @@ def test_the_crafted_file_really_runs_code_when_loaded_unsafely(tmp_path):
     assert marker.exists()  # so the refusals below are refusals of a real attack
 
 
-def pretrain_args(data, out, *extra: str) -> list[str]:
-    return ["pretrain", "--method", "moco", "--student", "resnet10t", "--data", str(data), "--epochs", "1",
-            "--batch-size", "8", "--image-size", "16", "--out", str(out), "--quiet", "--set", "queue_size=16", *extra]
+def moco_args(data, out, *extra: str) -> list[str]:
+    return pretrain_args(
+        data,
+        out,
+        *extra,
+        student="resnet10t",
+        epochs=1,
+        batch_size=8,
+        sets=("queue_size=16",),
+        save_every=None,
+    )
 
 
 def eval_args(ckpt, data, out, *extra: str, sets: tuple[str, ...] = ()) -> list[str]:
-    return ["eval", "linear", "--ckpt", str(ckpt), "--data", str(data), "--image-size", "16", "--out", str(out),
-            "--quiet", *extra, "--set", "batch_size=8", "device=cpu", *sets]
+    return [
+        "eval",
+        "linear",
+        "--ckpt",
+        str(ckpt),
+        "--data",
+        str(data),
+        "--image-size",
+        "16",
+        "--out",
+        str(out),
+        "--quiet",
+        *extra,
+        "--set",
+        "batch_size=8",
+        "device=cpu",
+        *sets,
+    ]
 
 
 def teacher_path(tmp, data, evil):
-    return pretrain_args(data, tmp / "run", "--method", "disco", "--teacher", "resnet10t", "--teacher-ckpt", str(evil))
+    return moco_args(
+        data, tmp / "run", "--method", "disco", "--teacher", "resnet10t", "--teacher-ckpt", str(evil)
+    )
 
 
 def resume_path(tmp, data, evil):
     (tmp / "run").mkdir()
     evil.replace(tmp / "run" / "last.pt")
-    return [*pretrain_args(data, tmp / "run"), "--resume"]
+    return [*moco_args(data, tmp / "run"), "--resume"]
 
 
 def eval_path(tmp, data, evil):
@@ -65,17 +82,29 @@ def eval_path(tmp, data, evil):
 def probe_state_path(tmp, data, evil):
     (tmp / "out" / "eval" / "linear").mkdir(parents=True)
     evil.replace(tmp / "out" / "eval" / "linear" / "probe_last.pt")
-    return eval_args(save_random_encoder(tmp / "student.pt"), data, tmp / "out", "--protocol", "paper", "--epochs", "1")
+    return eval_args(
+        save_student(tmp / "student.pt"), data, tmp / "out", "--protocol", "paper", "--epochs", "1"
+    )
 
 
 def kd_teacher_path(tmp, data, evil):
-    return eval_args(save_random_encoder(tmp / "student.pt"), data, tmp / "out", "--protocol", "fast",
-                     sets=(f"kd_teacher={evil}",))
+    return eval_args(
+        save_student(tmp / "student.pt"),
+        data,
+        tmp / "out",
+        "--protocol",
+        "fast",
+        sets=(f"kd_teacher={evil}",),
+    )
 
 
-LOAD_PATHS = {"pretrain --teacher-ckpt": teacher_path, "pretrain --resume (OUT/last.pt)": resume_path,
-              "eval --ckpt": eval_path, "eval paper probe resume (probe_last.pt)": probe_state_path,
-              "eval --set kd_teacher": kd_teacher_path}
+LOAD_PATHS = {
+    "pretrain --teacher-ckpt": teacher_path,
+    "pretrain --resume (OUT/last.pt)": resume_path,
+    "eval --ckpt": eval_path,
+    "eval paper probe resume (probe_last.pt)": probe_state_path,
+    "eval --set kd_teacher": kd_teacher_path,
+}
 
 
 @pytest.mark.parametrize("where", list(LOAD_PATHS))
@@ -100,8 +129,10 @@ def unguarded_loads(source: str) -> list[int]:
             continue
         owner = node.func.value.id if isinstance(node.func.value, ast.Name) else None
         if owner == "torch" and node.func.attr == "load":
-            safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
-                       for k in node.keywords)
+            safe = any(
+                k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                for k in node.keywords
+            )
             if not safe:
                 lines.append(node.lineno)
         if owner == "pickle" and node.func.attr in ("load", "loads"):
@@ -110,7 +141,9 @@ def unguarded_loads(source: str) -> list[int]:
 
 
 def test_the_checker_finds_an_unguarded_load():
-    assert unguarded_loads("import torch\ntorch.load(p)\ntorch.load(p, weights_only=True)\npickle.loads(b)") == [2, 4]
+    assert unguarded_loads(
+        "import torch\ntorch.load(p)\ntorch.load(p, weights_only=True)\npickle.loads(b)"
+    ) == [2, 4]
 
 
 def test_no_code_loads_a_checkpoint_without_weights_only():
@@ -120,3 +153,38 @@ def test_no_code_loads_a_checkpoint_without_weights_only():
             if lines := unguarded_loads(path.read_text()):
                 found[str(path.relative_to(ROOT))] = lines
     assert found == {}
+
+
+NOT_CHECKPOINTS = {
+    "text": b"hello world\n",
+    "JSON": b'{"epoch": 3, "state_dict": {}}',
+    "CSV": b"step,loss\n1,0.5\n",
+    "empty": b"",
+    "pickle opcodes then garbage": b"\x80\x02garbage",
+}
+
+
+@pytest.mark.parametrize("kind", list(NOT_CHECKPOINTS))
+def test_a_file_that_is_not_a_checkpoint_is_one_line_without_bad_advice(
+    kind, tiny_imagefolder, tmp_path, capsys
+):
+    path = tmp_path / "model.pt"
+    path.write_bytes(NOT_CHECKPOINTS[kind])
+    code = main(eval_args(path, tiny_imagefolder, tmp_path / "out", "--protocol", "fast"))
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(f"error: checkpoint {path} ") and err.count("\n") == 1, err
+    assert "expected" in err and "weights_only=False" not in err and ": ;" not in err, err
+    assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_the_refusal_names_what_the_file_asked_for_never_torchs_advice(tmp_path):
+    from pretrain.checkpoint import safe_load
+    from pretrain.errors import InputError
+
+    marker = tmp_path / "marker"
+    with pytest.raises(InputError) as exc:
+        safe_load(craft(tmp_path / "evil.pt", marker))
+    message = str(exc.value)
+    assert "refused by the safe loader (weights_only=True): Unsupported global: GLOBAL getattr;" in message
+    assert "weights_only=False" not in message and "Re-running" not in message and "\n" not in message
+    assert not marker.exists()

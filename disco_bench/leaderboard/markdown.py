@@ -1,0 +1,339 @@
+"""LEADERBOARD.md from the records.
+
+- One table per table of the paper (``paper_numbers.yaml``): rows are students, columns what
+  produced the number, each cell "ours (paper, Δ)" with mean ± std over the seeds of one setting,
+  and a link to that setting. A missing cell shows "—" and the command that would fill it (the
+  step of the ``full`` suite that measures it). Only tables with at least one number of ours are
+  drawn; the others are listed with the command that measures them. Under each table, every row
+  says where its numbers came from (step, record ids, checkpoint hash, config hash), and each
+  column's paper setting is linked.
+- Then every record by task, one row per setting (seeds pooled), labelled by what differs from
+  the paper's setting where the paper has a column for that method.
+- Then every setting in full (the links' targets).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from disco_bench.claims import claims_section
+from disco_bench.leaderboard.cells import Cell, add_fill_commands, fmt, setting_link, table_cells
+from disco_bench.leaderboard.matching import (
+    IDENTITY,
+    describe_differences,
+    differences,
+    for_student,
+    identity_matches,
+    setting_id,
+    settings_of,
+)
+from disco_bench.leaderboard.paper import PAPER_FILE, Column, PaperTable, paper_file
+from disco_bench.leaderboard.plots import bar_chart, semisup_curve
+from disco_bench.suite import available_suites
+
+COMMAND_SUITE = "full"  # the suite whose steps fill missing cells
+
+
+def _source(cell: Cell, col: Column) -> str:
+    recs = cell.records
+    steps = sorted({str(r.get("step")) for r in recs})
+    ids = ", ".join(r["id"][:8] for r in recs[:3]) + ("…" if len(recs) > 3 else "")
+    seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in recs}, key=str))
+    ckpts = ", ".join(sorted({str(r.get("checkpoint_sha256"))[:10] for r in recs}))
+    configs = ", ".join(sorted({str(r.get("config_hash"))[:8] for r in recs}))
+    return (
+        f"{col.name} ← step {', '.join(steps)}; records {ids} (seeds {seeds}); ckpt {ckpts}; config {configs}"
+    )
+
+
+def paper_setting_anchor(col: Column) -> str:
+    extra = col.setting_text().removeprefix(col.setting)
+    return f"[{col.setting}](#paper-setting-{col.setting}){extra}"
+
+
+def render_table(table: PaperTable, grid: list[list[Cell]], plot: str | None) -> list[str]:
+    out = [f"### {table.title}", ""]
+    out.append("| student | " + " | ".join(c.name for c in table.columns) + " |")
+    out.append("|---|" + "---|" * len(table.columns))
+    for student, row in zip(table.rows, grid, strict=True):
+        out.append(f"| {student} | " + " | ".join(c.text() for c in row) + " |")
+    out.append("")
+    source = f"Source: {table.source}. " if table.source else ""
+    settings = dict.fromkeys(c.setting for c in table.columns if c.setting)
+    out += [
+        f"{source}Paper settings: "
+        + "; ".join(f"{c.name} {paper_setting_anchor(c)}" for c in table.columns if c.setting)
+        + "."
+        if settings
+        else source.strip(),
+        "",
+    ]
+    if table.notes:
+        out += [f"Note: {table.notes}", ""]
+    sources = [
+        (student, [_source(c, col) for c, col in zip(row, table.columns, strict=True) if c.records])
+        for student, row in zip(table.rows, grid, strict=True)
+    ]
+    out += ["Sources:", ""] + [f"- {student}: " + "; ".join(s) for student, s in sources if s] + [""]
+    if plot:
+        out += [f"![{table.title}]({plot})", ""]
+    return out
+
+
+def figure_links(records: list[dict], out: Path) -> list[str]:
+    """The PNGs analysis steps recorded (t-SNE panels, information planes), linked relative to OUT."""
+    seen: dict[str, str] = {}
+    for r in records:
+        for art in r.get("artifacts") or []:
+            if str(art).lower().endswith(".png") and art not in seen:
+                seen[art] = f"{r['task']} ({r.get('step') or r.get('label') or r['id'][:8]})"
+    lines = []
+    for art, who in seen.items():
+        rel = os.path.relpath(art, out) if Path(art).is_absolute() else art
+        lines.append(f"- {who}: [{Path(art).name}]({rel})")
+    return lines
+
+
+# --- the per-task tables (every record) ------------------------------------------------------------
+
+
+def short_setting(record: dict) -> str:
+    """The settings a row's numbers share, in short (all of them: the setting's link)."""
+    protocol = record.get("protocol") or {}
+    pre = protocol if record.get("task") == "pretrain" else protocol.get("pretrain") or {}
+    ev = {} if record.get("task") == "pretrain" else protocol.get("eval") or {}
+    parts = [f"{ev['protocol']} probe"] if ev.get("protocol") else []
+    parts += [f"{pre['epochs']} ep"] if pre.get("epochs") is not None else []
+    parts += [f"hidden {pre['hidden']}"] if pre.get("hidden") is not None else []
+    return ", ".join(parts) or "—"
+
+
+def versus_paper(record: dict, tables: tuple[PaperTable, ...]) -> str:
+    """Whether a record has the paper's setting for its method, or what differs from it."""
+    closest: tuple[int, str] | None = None
+    for table in tables:
+        if record.get("student") not in table.rows:
+            continue
+        for col in table.columns:
+            if not identity_matches(record, table, col, record.get("student"), check_metric=False):
+                continue
+            diff = differences(record, for_student(col.fields, table.task, record.get("student")))
+            if not diff:
+                return f"paper setting ({table.title.split(':')[0]})"
+            if closest is None or len(diff) < closest[0]:
+                closest = (len(diff), f"vs paper ({col.name}): {describe_differences(diff)}")
+    return closest[1] if closest else ""
+
+
+def pretrain_protocols(records: list[dict]) -> dict[str, dict]:
+    """checkpoint sha256 -> the pre-training protocol that produced it, from the records that carry it."""
+    found: dict[str, dict] = {}
+    for r in records:
+        sha, extra = r.get("checkpoint_sha256"), r.get("extra") or {}
+        protocol = r.get("protocol") or {}
+        pre = protocol if r.get("task") == "pretrain" else protocol.get("pretrain")
+        if sha and pre and "arch" not in extra:
+            found.setdefault(sha, pre)
+    return found
+
+
+def per_checkpoint(record: dict, pretrain_by_sha: dict[str, dict] | None = None) -> dict:
+    """A record of a step comparing several checkpoints (tsne, mi) names the one it measured in
+    ``extra`` (arch, method, teacher, ckpt label); its top-level fields, protocol included, name
+    the first checkpoint. The measured checkpoint's own pre-training protocol comes from the
+    records that carry it (none known: none shown, rather than the first checkpoint's)."""
+    extra = record.get("extra") or {}
+    if "arch" not in extra:
+        return record
+    sha = extra.get("sha256") or record.get("checkpoint_sha256")
+    protocol = dict(record.get("protocol") or {})
+    protocol["pretrain"] = (pretrain_by_sha or {}).get(sha, {})
+    return record | {
+        "student": extra["arch"],
+        "method": extra.get("method"),
+        "teacher": extra.get("teacher"),
+        "label": extra.get("ckpt") or record.get("label"),
+        "checkpoint_sha256": sha,
+        "protocol": protocol,
+    }
+
+
+def last_epochs(records: list[dict]) -> list[dict]:
+    """Of per-epoch records (information plane), the last epoch of each curve: the per-task table
+    shows where a curve ends; the whole curve is in the step's figure."""
+    last: dict[tuple, int] = {}
+    key = lambda r: (r.get("step"), r.get("label"), r.get("metric"), r.get("seed"), r.get("config_hash"))  # noqa: E731
+    for r in records:
+        epoch = (r.get("extra") or {}).get("epoch")
+        if epoch is not None:
+            last[key(r)] = max(last.get(key(r), epoch), epoch)
+    return [r for r in records if (r.get("extra") or {}).get("epoch") in (None, last.get(key(r)))]
+
+
+def _frame(records: list[dict], tables: tuple[PaperTable, ...] = ()) -> pd.DataFrame:
+    by_sha = pretrain_protocols(records)
+    records = last_epochs([per_checkpoint(r, by_sha) for r in records])
+    df = pd.DataFrame(records)
+    for col in ("label", "teacher", "method"):
+        df[col] = df[col].fillna("—") if col in df else "—"
+    # Seeds of one setting share a row; anything else that differs in the protocol or the run splits rows.
+    df["row_setting"] = [setting_id(r) for r in records]
+    df["setting"] = [short_setting(r) for r in records]
+    df["paper"] = [versus_paper(r, tables) for r in records]
+    df["record"] = records
+    return df
+
+
+def task_table(df: pd.DataFrame, task: str) -> str:
+    sub = df[df.task == task]
+    metrics = list(dict.fromkeys(sub.metric))
+    keys = ["label", "method", "student", "teacher", "dataset"]
+    lines = [
+        "| " + " | ".join(keys + metrics + ["setting", "source"]) + " |",
+        "|" + "---|" * (len(keys) + len(metrics) + 2),
+    ]
+    for key, group in sub.groupby(keys + ["row_setting"], sort=False):
+        key = key[:-1]
+        cells = []
+        for metric in metrics:
+            vals = group[group.metric == metric].value
+            cells.append(fmt(vals) if not vals.empty else "—")
+        ckpts = sorted({str(c)[:10] for c in group.checkpoint_sha256.dropna()})
+        configs = sorted({str(c)[:8] for c in group.config_hash.dropna()})
+        source = (
+            f"records {', '.join(sorted(set(group.id))[:2])}{'…' if group.id.nunique() > 2 else ''}; "
+            f"ckpt {', '.join(ckpts)}; config {', '.join(configs)}"
+        )
+        paper = next((p for p in group.paper if p), "")
+        setting = f"{group.setting.iloc[0]}; {setting_link(group.row_setting.iloc[0])}" + (
+            f"; {paper}" if paper else ""
+        )
+        lines.append("| " + " | ".join([str(k) for k in key] + cells + [setting, source]) + " |")
+    return "\n".join(lines)
+
+
+TASK_TITLES = {
+    "linear": "Linear probe (top-1 / top-5 %)",
+    "semisup": "Semi-supervised linear probe (top-1 / top-5 %)",
+    "cifar": "CIFAR transfer, linear probe (top-1 / top-5 %)",
+    "knn": "kNN (top-1 / top-5 %)",
+    "detection": "Detection and segmentation",
+    "tsne": "t-SNE class separation",
+    "mi": "Information plane (bits, per epoch)",
+    "pretrain": "Pre-training (final loss terms, throughput)",
+    "checkpoint": "Checkpoints read from files",
+}
+
+
+def _value(v: Any) -> str:
+    return "[" + ", ".join(map(str, v)) + "]" if isinstance(v, (list, tuple)) else str(v)
+
+
+def settings_section(df: pd.DataFrame, used_paper: dict[str, dict]) -> list[str]:
+    """Every setting in full: the paper's (by name) and those of the records (by id)."""
+    out = [
+        "## Settings",
+        "",
+        "Every field that can change a number. Runs pool into one mean ± std only within one setting; "
+        "a field a record does not carry reads as unknown.",
+        "",
+    ]
+    for name, fields in used_paper.items():
+        out += [
+            f"### paper setting {name}",
+            "",
+            "; ".join(f"{k}={_value(v)}" for k, v in sorted(fields.items())),
+            "",
+        ]
+    seen = set()
+    for sid, record in zip(df.row_setting, df.record, strict=True):
+        if sid in seen:
+            continue
+        seen.add(sid)
+        ident = ", ".join(
+            f"{k} {record.get(k)}" for k in IDENTITY if k not in ("metric", "split") and record.get(k)
+        )
+        fields = settings_of(record)
+        body = "; ".join(f"{k}={_value(v)}" for k, v in sorted(fields.items())) or "(no protocol recorded)"
+        out += [f"### setting {sid}", "", f"{ident}: {body}", ""]
+    return out
+
+
+def render(
+    records: list[dict],
+    out: Path | None = None,
+    paper_path: Path = PAPER_FILE,
+    command_suite: str | None = COMMAND_SUITE,
+) -> tuple[str, list[Cell]]:
+    """(markdown, every cell of every paper table). With ``out``, the plots are written under OUT/plots."""
+    parts = [
+        "# disco-bench leaderboard",
+        "",
+        "Generated by `python -m disco_bench report` from `results.jsonl`; do not edit by hand.",
+        "Cells: ours (paper, Δ = ours − paper); mean ± std (n runs) over the seeds of one setting, linked. "
+        "A number is set beside the paper's only when task, dataset, metric, method, teacher and every setting "
+        "of pre-training and evaluation are the paper's (`disco_bench/paper_numbers.yaml`); everything else is "
+        "in the per-task tables below, labelled by what differs.",
+        "",
+    ]
+    if not records:
+        return "\n".join(parts + ["No records yet."]) + "\n", []
+    settings, tables = paper_file(Path(paper_path))
+    all_cells: list[Cell] = []
+    drawn, waiting = [], []
+    for table in tables:
+        grid = table_cells(table, records)
+        all_cells += [c for row in grid for c in row]
+        (drawn if any(c.records for row in grid for c in row) else waiting).append((table, grid))
+    parts += ["## The paper's tables", ""]
+    used_paper: dict[str, dict] = {}
+    for table, grid in drawn:
+        add_fill_commands(table, grid, command_suite)
+        used_paper |= {c.setting: settings.get(c.setting, c.fields) for c in table.columns if c.setting}
+        plot = None
+        if out is not None:
+            plot = os.path.relpath(bar_chart(table, grid, Path(out) / "plots" / f"{table.key}.png"), out)
+        parts += render_table(table, grid, plot)
+    if waiting:
+        parts += ["Not measured yet (no matching record):", ""]
+        suites = available_suites()
+        for table, _ in waiting:
+            how = (
+                f": `python -m disco_bench run --suite {table.suite} --data-root DATA`"
+                if table.suite in suites
+                else " (no suite measures it yet)"
+            )
+            parts.append(f"- {table.title}{how}")
+        parts.append("")
+    parts += claims_section(records)
+    df = _frame(records, tables)
+    parts += ["## All results by task", ""]
+    order = [t for t in TASK_TITLES if t in set(df.task)] + sorted(set(df.task) - set(TASK_TITLES))
+    for task in order:
+        parts += [f"### {TASK_TITLES.get(task, task)}", "", task_table(df, task), ""]
+    figures = []
+    if out is not None:
+        curve = semisup_curve(records, Path(out) / "plots" / "semisup.png")
+        if curve:
+            figures.append(
+                f"- semi-supervised top-1 against labelled fraction: [semisup.png]({os.path.relpath(curve, out)})"
+            )
+        figures += figure_links(records, Path(out))
+    if figures:
+        parts += ["## Figures", ""] + figures + [""]
+    hw = sorted(set(df.hardware))
+    versions = sorted(set(df.code_version))
+    parts += [
+        "## Provenance",
+        "",
+        f"- records: {len(df)}",
+        f"- code: {', '.join(versions)}",
+        f"- hardware: {'; '.join(hw)}",
+        "",
+    ]
+    parts += settings_section(df, used_paper)
+    return "\n".join(parts), all_cells

@@ -1,0 +1,44 @@
+"""What ran a number, besides its settings: process count, per-process batch, accelerator, torch
+threads and library versions. Each can change the result: with a sum-reduced DisCo MSE the
+per-process batch sets lambda's effective weight and the BatchNorm batch, and the thread count and
+library versions change the floating-point order of reductions (README: ``--jobs 1`` and
+``--jobs 2`` give different bits). Every record carries it (``run``)."""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from importlib import metadata
+
+import torch
+
+LIBRARIES = ("torch", "torchvision", "timm")
+
+
+@cache
+def library_versions() -> dict[str, str | None]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def accelerator(device: torch.device | str) -> str:
+    """``cuda NVIDIA H100 80GB HBM3`` or ``cpu x86_64``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return f"{device.type} {platform.machine()}"
+
+
+def run_environment(processes: int, per_process_batch: int | None, device: torch.device | str) -> dict:
+    return {
+        "processes": processes,
+        "per_process_batch": per_process_batch,
+        "accelerator": accelerator(device),
+        "threads": torch.get_num_threads(),
+        "versions": library_versions(),
+    }

@@ -1,0 +1,161 @@
+"""One writer per output folder.
+
+``with output_lock(folder):`` holds an exclusive ``flock`` on ``folder/.disco-bench.lock`` for as
+long as a command writes there. A second process asking for the same folder gets an InputError
+naming the holder (pid, host, command, start time). The kernel drops a ``flock`` when its process
+dies, however it dies (SIGKILL included), so a lock file left by a dead process is simply taken
+over; nothing has to guess from pids whether its owner still runs.
+
+On release the lock file is removed, and so is the folder when the lock created it and nothing
+else was written there: a command refused before writing anything leaves no trace in ``--out``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from pretrain.errors import InputError
+
+LOCK_NAME = ".disco-bench.lock"
+
+
+def lock_path(folder: str | os.PathLike) -> Path:
+    return Path(folder) / LOCK_NAME
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | os.PathLike, command: list[str] | None = None) -> Iterator[Path]:
+    """Hold ``folder`` for this process; yields the lock file's path.
+
+    Under torchrun only rank 0 takes the lock: the other ranks of the same run write nothing of
+    their own there, and they must not refuse the folder their rank 0 holds.
+    """
+    folder = Path(folder)
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield lock_path(folder)
+        return
+    created = _make_folder(folder)
+    try:
+        fd = _acquire(lock_path(folder), command if command is not None else _this_command())
+    except BaseException:
+        _remove_empty(created)
+        raise
+    try:
+        yield lock_path(folder)
+    finally:
+        _release(fd, lock_path(folder))
+        _remove_empty(created)
+
+
+def _this_command() -> list[str]:
+    """This process's command line, ``python -m disco_bench`` shown as ``disco-bench``."""
+    head = (
+        "disco-bench"
+        if sys.argv[0].endswith(os.path.join("disco_bench", "__main__.py"))
+        else Path(sys.argv[0]).name
+    )
+    return [head, *sys.argv[1:]]
+
+
+def _make_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the ones created, deepest first."""
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(missing)
+        raise InputError(
+            f"cannot use {folder} as the output folder: {exc.strerror or exc}; "
+            "expected a writable folder (or a path where one can be created)"
+        ) from exc
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for p in folders:  # deepest first
+        with contextlib.suppress(OSError):  # not empty (the run wrote something) or already gone
+            p.rmdir()
+
+
+def _acquire(path: Path, command: list[str]) -> int:
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise InputError(
+                f"cannot use {path.parent} as the output folder: cannot create {path.name} "
+                f"({exc.strerror or exc}); expected a writable folder"
+            ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _describe_holder(fd)
+            os.close(fd)
+            raise InputError(
+                f"output folder {path.parent} is in use by {holder}; wait for it to end or choose "
+                "another --out (one writer per folder)"
+            ) from None
+        except OSError as exc:  # a file system without locks (some network mounts): run unprotected, say so
+            sys.stderr.write(
+                f"warning: cannot lock {path} ({exc.strerror or exc}); a second command on this folder "
+                "would not be stopped\n"
+            )
+            break
+        # the previous holder removes the file on release: if it did so between our open and our
+        # flock, we hold a lock on a file nobody else will ever open; start again on a fresh one
+        if _same_file(fd, path):
+            break
+        os.close(fd)
+    info = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join(command),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        os.fsync(fd)
+    except OSError as exc:  # e.g. the disk is full: nothing else could be written there either
+        _release(fd, path)
+        raise InputError(
+            f"cannot use {path.parent} as the output folder: cannot write {path.name} "
+            f"({exc.strerror or exc}); expected a writable folder with free space"
+        ) from exc
+    return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _describe_holder(fd: int, wait_s: float = 1.0) -> str:
+    """``pid N on host H (command), since T`` from the holder's lock file; the holder writes it
+    right after taking the lock, so an empty file is read again for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        raw = os.pread(fd, 65536, 0)
+        try:
+            info = json.loads(raw)
+            return f"pid {info['pid']} on host {info['host']} ({info['command']}), since {info['started']}"
+        except (ValueError, KeyError, TypeError):
+            if time.monotonic() > deadline:
+                return "another process (it has not written its pid yet)"
+            time.sleep(0.02)
+
+
+def _release(fd: int, path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # still holding the lock: a process waiting on this file sees it gone and retries
+    os.close(fd)

@@ -1,0 +1,149 @@
+"""One writer per output folder (pretrain.outlock): a second pretrain/eval/run on a folder in use
+exits 2 with one line naming the process that holds it; a lock left by a killed process is taken
+over; a command refused before writing anything leaves nothing behind."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+
+import pytest
+
+from disco_bench.cli import main
+from pretrain.errors import InputError
+from pretrain.outlock import LOCK_NAME, output_lock
+from tests.crash_helpers import leftovers, sigkill, start, wait_for
+from tests.pretrain.helpers import pretrain_args
+
+
+def long_run_args(data, out, *extra: str) -> list[str]:
+    # 200 epochs of timm's 0.4M-parameter test_resnet: runs far longer than this test needs it to
+    return pretrain_args(data, out, *extra, epochs=200, save_every=None)
+
+
+def holder(out) -> dict:
+    try:
+        return json.loads((out / LOCK_NAME).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def second_commands(data, out) -> dict[str, list[str]]:
+    return {
+        "pretrain": long_run_args(data, out, "max_steps=1"),
+        "eval": [
+            "eval",
+            "knn",
+            "--ckpt",
+            str(out / "final.pt"),
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        "run": ["run", "--suite", "smoke", "--out", str(out), "--quiet"],
+    }
+
+
+@pytest.mark.slow
+def test_a_folder_in_use_is_refused_and_a_dead_holders_lock_taken_over(tiny_imagefolder, tmp_path, capsys):
+    out = tmp_path / "run"
+    first = start(long_run_args(tiny_imagefolder, out))
+    wait_for(first, lambda: holder(out).get("pid") == first.pid, "the output folder locked")
+    before = sorted(p.name for p in out.iterdir())
+
+    # a second real process with the very same command
+    second = start(long_run_args(tiny_imagefolder, out))
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 2
+    assert err.startswith(
+        f"error: output folder {out} is in use by pid {first.pid} on host {socket.gethostname()} "
+        f"(disco-bench pretrain --method moco "
+    )
+    assert err.count("\n") == 1 and "one writer per folder" in err
+    # the other commands that write to a folder, from this process
+    for name, argv in second_commands(tiny_imagefolder, out).items():
+        assert main(argv) == 2, name
+        err = capsys.readouterr().err
+        assert (
+            err.startswith(f"error: output folder {out} is in use by pid {first.pid}")
+            and err.count("\n") == 1
+        ), name
+    assert first.poll() is None  # the first run never noticed
+    assert set(before) <= {
+        LOCK_NAME,
+        "log.csv",
+        "last.pt",
+        "tb",
+    }  # what the first run may have written meanwhile
+    assert {p.name for p in out.iterdir()} <= {
+        LOCK_NAME,
+        "log.csv",
+        "last.pt",
+        "tb",
+    }  # the refused ones wrote nothing
+
+    sigkill(first)
+    assert holder(out)["pid"] == first.pid  # the killed run's lock file is still there...
+    # ...and taken over: a new run (another config, so --restart) trains and releases the folder
+    assert main([*long_run_args(tiny_imagefolder, out, "max_steps=2"), "--restart"]) == 0
+    assert capsys.readouterr().err == ""
+    assert leftovers(out) == []
+
+
+def test_the_lock_is_released_and_a_folder_it_created_removed(tmp_path):
+    out = tmp_path / "new" / "out"
+    with output_lock(out) as lock:
+        info = json.loads(lock.read_text())
+        assert info["pid"] == os.getpid() and info["host"] == socket.gethostname()
+        with (
+            pytest.raises(InputError, match=f"output folder {out} is in use by pid {os.getpid()}"),
+            output_lock(out),
+        ):
+            pass  # a second holder, even in the same process
+    assert not (tmp_path / "new").exists()  # nothing was written there: no trace left
+
+    (tmp_path / "kept").mkdir()
+    with output_lock(tmp_path / "kept"):
+        (tmp_path / "kept" / "result.txt").write_text("x")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == ["result.txt"]
+
+
+def test_a_refused_command_leaves_no_output_folder(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(long_run_args(tmp_path / "no-data", out)) == 2  # bad input, found before any step
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{tmp_path / 'no-data'}" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    expected = f"cannot use {tmp_path / 'file' / 'out'} as the output folder: Not a directory"
+    with pytest.raises(InputError, match=expected), output_lock(tmp_path / "file" / "out"):
+        pass
+
+
+def test_only_rank_0_of_a_torchrun_job_holds_the_folder(tmp_path, monkeypatch):
+    with output_lock(tmp_path):
+        monkeypatch.setenv("RANK", "1")
+        with output_lock(tmp_path):  # rank 1 of the same run: no lock of its own, no refusal
+            pass
+
+
+def test_a_file_system_without_locks_runs_unprotected_with_a_warning(tmp_path, monkeypatch, capsys):
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with output_lock(tmp_path / "out"):
+        (tmp_path / "out" / "result.txt").write_text("x")
+    assert capsys.readouterr().err == (
+        f"warning: cannot lock {tmp_path / 'out' / LOCK_NAME} ({os.strerror(errno.ENOLCK)}); a second command on "
+        "this folder would not be stopped\n"
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["result.txt"]
