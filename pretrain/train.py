@@ -287,6 +287,7 @@ def set_up(cfg: PretrainConfig) -> Run:
     device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     dist_info = init_distributed(device_type)
     device = pick_device(cfg.device, dist_info)
+    cfg = cfg.with_memory_format_for(device.type)  # recorded as resolved, so the protocol says what ran
     autocast_for(cfg, device)  # an amp this device cannot run: refused here, not once the progress bar is up
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the activations each step re-allocates (same numbers)

@@ -1,5 +1,6 @@
-"""The speed options of issue 9: off by default, recorded in the protocol, and (where they keep the
-numbers) equal to the plain code. No timing here: benchmarks/ measures speed."""
+"""The speed options of issue 9: off by default (fp32 channels_last: on on CPUs), recorded in the
+protocol, and (where they keep the numbers) equal to the plain code. No timing here: benchmarks/
+measures speed."""
 
 from __future__ import annotations
 
@@ -205,3 +206,41 @@ def test_pretrain_runs_every_step_in_bf16_and_channels_last_and_records_it(tiny_
     final = torch.load(summary["checkpoint"], weights_only=True)
     assert (final["protocol"]["amp"], final["protocol"]["channels_last"]) == ("bf16", True)
     assert all(math.isfinite(v) for v in summary["final_loss"].values()) and summary["final_loss"]
+
+
+def test_channels_last_left_unset_is_decided_by_the_device_and_recorded_as_decided(
+    tiny_pretrain_cfg, monkeypatch
+):
+    from pretrain import train
+
+    cfg = tiny_pretrain_cfg
+    assert (cfg.channels_last, cfg.teacher_channels_last) == (None, None)
+    # CPUs: on (benchmarks/ measured fp32 NHWC faster there); GPUs: off until measured; explicit values kept
+    assert astuple_cl(cfg.with_memory_format_for("cpu")) == (True, True)
+    assert astuple_cl(cfg.with_memory_format_for("cuda")) == (False, False)
+    explicit = dataclasses.replace(cfg, channels_last=False, teacher_channels_last=True)
+    assert astuple_cl(explicit.with_memory_format_for("cpu")) == (False, True)
+    assert astuple_cl(explicit.with_memory_format_for("cuda")) == (False, True)
+
+    seen = []  # per step: (views NHWC?, student weights NHWC?)
+    original = train.train_step
+
+    def spy(model, views, optimizer, scaler, autocast):
+        conv = model.encoder_q.backbone.conv1[0].weight
+        seen.append(
+            (
+                views[0].is_contiguous(memory_format=torch.channels_last),
+                conv.is_contiguous(memory_format=torch.channels_last),
+            )
+        )
+        return original(model, views, optimizer, scaler, autocast)
+
+    monkeypatch.setattr(train, "train_step", spy)
+    summary = train.pretrain(dataclasses.replace(cfg, device="cpu", max_steps=2), progress=False)
+    assert seen == [(True, True)] * 2
+    final = torch.load(summary["checkpoint"], weights_only=True)
+    assert (final["protocol"]["channels_last"], final["protocol"]["teacher_channels_last"]) == (True, True)
+
+
+def astuple_cl(cfg: PretrainConfig) -> tuple:
+    return cfg.channels_last, cfg.teacher_channels_last
