@@ -12,7 +12,7 @@ two teacher forwards (one per view) under no_grad, fp32, contiguous NCHW, the qu
 the loss, and one ``.item()`` per logged loss term.
 
 ours (exact): ``pretrain.train.train_step`` on the project's DisCo module with the default
-settings: multi-tensor momentum update, one host sync per step, and on GPUs one teacher forward
+settings in NCHW: multi-tensor momentum update, one host sync per step, and on GPUs one teacher forward
 over both views (same numbers with BN frozen). Its first-step loss must equal the naive one
 (printed). On CPUs both steps run with pre-training's allocator setting (pretrain/allocator.py),
 which is process-wide; ``--default-allocator`` leaves glibc's defaults for both.
@@ -27,7 +27,8 @@ ours (before: queue clone): the project's step as it was before the key queue wa
 the backward (issue 17): the whole queue cloned for the loss every step (32 MiB at K = 65,536).
 
 ours (fp32 channels_last): the exact step with only ``channels_last=true teacher_channels_last=true``
-(fp32: float rounding is all that changes); whether it is faster decides where it could be a default.
+(fp32: float rounding is all that changes). Measured faster on CPUs, it is pre-training's default
+there (``PretrainConfig.with_memory_format_for``); "ours (exact)" keeps NCHW to show the gain.
 
 ours (bf16 step), on a CPU with bf16 support only: bf16 autocast and channels_last for the whole
 step (``amp=bf16``), which pays off for students without depthwise convolutions.
@@ -171,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         image_size=args.size,
         queue_size=args.queue_size,
     )
-    exact_cfg = PretrainConfig(**base)
+    # NCHW spelled out: left unset, channels_last is decided per device at set-up (on for CPUs)
+    exact_cfg = PretrainConfig(**base, channels_last=False, teacher_channels_last=False)
     fast = fast_options(device)
     fast_cfg = PretrainConfig(**base, **fast)
 
