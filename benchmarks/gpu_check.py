@@ -30,7 +30,6 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -143,29 +142,10 @@ def count_flops(fn) -> float:
 # ---------------------------------------------------------------- inputs, all generated ------------
 
 
-def random_encoder_checkpoint(path: Path, arch: str, hidden: int, dim: int, seed: int = 0) -> str:
-    """A random-weight encoder exported exactly as pre-training exports a student (usable as a teacher)."""
-    from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save
-    from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
-    from pretrain.train import export_encoder
-
-    torch.manual_seed(seed)
-    backbone = build_backbone(arch)
-    encoder = Encoder(backbone, ProjectionHead(feature_dim(backbone), hidden, dim))
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "kind": "pretrain",
-        "done": True,
-        "config": {"method": "random-init"},
-        "protocol": {},
-        "encoder": export_encoder(SimpleNamespace(student=encoder), SimpleNamespace(student=arch)),
-    }
-    return str(atomic_torch_save(payload, path))
-
-
 def make_inputs(work: Path, sizes: Sizes) -> dict[str, str]:
     from disco_bench.embedded import EmbeddedConfig, make_embedded
     from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
+    from pretrain.train import save_random_encoder
 
     per_class = max(2, sizes.images // 4)
     images = make_embedded(
@@ -183,13 +163,11 @@ def make_inputs(work: Path, sizes: Sizes) -> dict[str, str]:
     return {
         "images": str(images),
         "scenes": str(scenes),
-        "teacher": random_encoder_checkpoint(
+        "teacher": save_random_encoder(
             work / "teacher.pt", sizes.teacher, 2048 if sizes is FULL else 64, 128
         ),
-        "student": random_encoder_checkpoint(work / "student.pt", sizes.student, 64, 128, seed=1),
-        "det_student": random_encoder_checkpoint(
-            work / "det_student.pt", sizes.det_backbone, 64, 128, seed=2
-        ),
+        "student": save_random_encoder(work / "student.pt", sizes.student, 64, 128, seed=1),
+        "det_student": save_random_encoder(work / "det_student.pt", sizes.det_backbone, 64, 128, seed=2),
     }
 
 

@@ -21,6 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
@@ -43,7 +44,7 @@ from pretrain.environment import run_environment
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.base import AMP_DTYPES, FrozenTeacher
-from pretrain.models import build_backbone
+from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
 from pretrain.optim import apply_schedule, build_optimizer
 from pretrain.teachers import load_teacher
 
@@ -117,6 +118,23 @@ def export_encoder(method, cfg: PretrainConfig) -> dict:
         "dim": enc.head.out_dim,
         "head_spec": enc.head.spec(),
     }
+
+
+def save_random_encoder(path: str | Path, arch: str, hidden: int, dim: int, seed: int = 0) -> str:
+    """A random-init encoder saved exactly as pre-training saves a finished student (a baseline for the
+    downstream tasks, a stand-in teacher for tests and benchmarks)."""
+    torch.manual_seed(seed)
+    backbone = build_backbone(arch)
+    encoder = Encoder(backbone, ProjectionHead(feature_dim(backbone), hidden, dim))
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "kind": "pretrain",
+        "done": True,
+        "config": {"method": "random-init"},
+        "protocol": {},
+        "encoder": export_encoder(SimpleNamespace(student=encoder), SimpleNamespace(student=arch)),
+    }
+    return str(atomic_torch_save(payload, path))
 
 
 def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None) -> dict:

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import pathlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
-from pretrain.checkpoint import CHECKPOINT_FORMAT, atomic_torch_save
 from pretrain.config import PretrainConfig
 from pretrain.methods.base import FrozenTeacher
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
-from pretrain.train import export_encoder
+from pretrain.train import save_random_encoder
 
 TEACHER_QUEUE_VALUE = 0.25  # what the teacher_ckpt fixture's MoCo queue holds: must never reach a student
 
@@ -96,18 +94,7 @@ def views_for(method, batch: int = 8, size: int = 16) -> list[torch.Tensor]:
 
 def save_student(path, arch: str = "resnet10t", seed: int = 0) -> str:
     """A random-init encoder (head hidden 32, 16-d) exported exactly as pre-training exports its student."""
-    torch.manual_seed(seed)
-    backbone = build_backbone(arch)
-    encoder = Encoder(backbone, ProjectionHead(feature_dim(backbone), 32, 16))
-    payload = {
-        "format": CHECKPOINT_FORMAT,
-        "kind": "pretrain",
-        "done": True,
-        "config": {"method": "random-init"},
-        "protocol": {},
-        "encoder": export_encoder(SimpleNamespace(student=encoder), SimpleNamespace(student=arch)),
-    }
-    return str(atomic_torch_save(payload, path))
+    return save_random_encoder(path, arch, 32, 16, seed)
 
 
 class PlantsMarker:
