@@ -21,7 +21,6 @@ from downstream.linear import image_folder_probe_data
 from downstream.metrics import topk_accuracy
 from downstream.probe import ProbeData, frozen_features
 from downstream.result import Measurement, TaskResult
-from pretrain.errors import InputError
 
 
 @torch.no_grad()
@@ -67,10 +66,6 @@ def probe_data(cfg: EvalConfig) -> tuple[ProbeData, str]:
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
-    if not cfg.knn_k or min(cfg.knn_k) < 1:
-        raise InputError(f"knn_k={list(cfg.knn_k)}: expected positive neighbour counts, e.g. [20, 200]")
-    if cfg.knn_temperature <= 0:
-        raise InputError(f"knn_temperature={cfg.knn_temperature}: expected a positive temperature, e.g. 0.07")
     backbone, info = load_backbone(cfg.ckpt)
     data, dataset = probe_data(cfg)
     rt, train, val = frozen_features(backbone, data, cfg, progress)

@@ -314,12 +314,6 @@ def mi_data(cfg: EvalConfig) -> tuple[ProbeData, str, float | None]:
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     """Information-plane curves for every checkpoint in ``cfg.ckpts`` (or ``cfg.ckpt``)."""
-    if cfg.mi_bins < 1:
-        raise InputError(
-            f"mi_bins: {cfg.mi_bins} is not a valid bin count; expected an integer >= 1 (paper: 30)"
-        )
-    if cfg.protocol not in ("paper", "fast"):
-        raise InputError(f"protocol: {cfg.protocol!r} is not known; expected paper or fast")
     paths = checkpoint_paths(cfg)
     data, dataset, task_lr = mi_data(cfg)
     rt = make_runtime(cfg.device, cfg.amp, cfg.channels_last)

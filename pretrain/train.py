@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pretrain.allocator import keep_freed_memory
-from pretrain.augment import AUG_IMPLS, aug_plus_for
+from pretrain.augment import aug_plus_for
 from pretrain.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
@@ -66,8 +66,6 @@ def pick_device(name: str, dist_info: DistInfo) -> torch.device:
 
 def build_method(cfg: PretrainConfig):
     """The method module with its student and (frozen) teacher; returns (method, teacher_info)."""
-    if cfg.method not in METHODS:
-        raise InputError(f"unknown method {cfg.method!r}: expected one of {', '.join(sorted(METHODS))}")
     cls = METHODS[cfg.method]
     teacher, teacher_info = None, None
     if cls.needs_teacher:
@@ -155,9 +153,7 @@ def autocast_for(cfg: PretrainConfig, device: torch.device):
     scaling, so it is refused). ``amp='none'``, the default, keeps fp32 everywhere."""
     if cfg.amp == "none":
         return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    if dtype is None:
-        raise InputError(f"unknown amp {cfg.amp!r}: expected none, bf16 or fp16")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]  # the config admits only these
     if device.type == "cpu" and dtype is torch.float16:
         raise InputError("amp='fp16' needs CUDA (loss scaling runs on GPUs only); use amp='bf16' on a CPU")
     return torch.autocast(device.type, dtype=dtype)
@@ -271,8 +267,6 @@ class Progress:
 def build_data(cfg: PretrainConfig, method, dist_info: DistInfo, local_batch: int):
     """(dataset, sampler, steps per epoch) for the method's views."""
     # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
-    if cfg.aug_impl not in AUG_IMPLS:
-        raise InputError(f"unknown aug_impl {cfg.aug_impl!r}: expected one of {', '.join(AUG_IMPLS)}")
     transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus_for(
         cfg.image_size, cfg.aug_impl
     )
