@@ -258,10 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="regenerate LEADERBOARD.md from OUT/results.jsonl")
     p.add_argument("--out", default="results")
 
-    p = sub.add_parser("data", help="datasets: generate the embedded one")
+    p = sub.add_parser("data", help="datasets: generate the embedded ones")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
-    q = data_sub.add_parser("make", help="write the embedded ImageFolder dataset")
+    q = data_sub.add_parser(
+        "make", help="write an embedded dataset (ImageFolder, CIFAR pickles or VOC/COCO scenes)"
+    )
     q.add_argument("--out", required=True)
+    q.add_argument(
+        "--kind",
+        choices=["imagefolder", "cifar", "detection"],
+        default="imagefolder",
+        help="imagefolder (train/ and val/), cifar (the official python pickles) or detection (scenes in "
+        "both the VOC and the COCO layout); --set takes that generator's fields",
+    )
     q.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_set(q)
 
@@ -456,10 +465,21 @@ def cmd_report(args) -> int:
 def cmd_data(args) -> int:
     from disco_bench.config import from_dict, parse_overrides
     from disco_bench.embedded import EmbeddedConfig, make_embedded
+    from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
+    from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
 
-    cfg = from_dict(EmbeddedConfig, parse_overrides(args.overrides), "--set ")
+    kinds = {  # --kind -> (its generator's config, the generator)
+        "imagefolder": (EmbeddedConfig, lambda out, cfg, progress: make_embedded(out, cfg, progress)),
+        "cifar": (EmbeddedCifarConfig, lambda out, cfg, progress: make_embedded_cifar(out, cfg)),
+        "detection": (
+            EmbeddedDetectionConfig,
+            lambda out, cfg, progress: make_embedded_detection(out, cfg, progress),
+        ),
+    }
+    config, make = kinds[args.kind]
+    cfg = from_dict(config, parse_overrides(args.overrides), "--set ")
     writable_folder(args.out)
-    print(f"dataset: {make_embedded(args.out, cfg, progress=not args.quiet)}")
+    print(f"dataset: {make(args.out, cfg, not args.quiet)}")
     return 0
 
 

@@ -106,7 +106,8 @@ def dataset_images(spec: dict, name: str) -> int | None:
     """Training images of a suite dataset: counted from its ``generate`` spec, else known by name."""
     gen = spec.get("generate")
     if gen is not None:
-        return int(gen.get("classes", 10)) * int(gen.get("train_per_class", 100))
+        carved = int(gen.get("carve_val_per_class", 0))  # carved out of train for selection: not trained on
+        return int(gen.get("classes", 10)) * (int(gen.get("train_per_class", 100)) - carved)
     return DATASET_IMAGES.get(name)
 
 

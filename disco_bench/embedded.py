@@ -38,9 +38,52 @@ class EmbeddedConfig:
     image_size: int = 32
     noise: float = 0.08  # std of Gaussian pixel noise (difficulty knob)
     seed: int = 0
+    # Which patterns are the classes: PATTERNS[class_offset : class_offset + classes] (a second,
+    # independently generated set can then have another class list).
+    class_offset: int = 0
+    # A selection split carved out of the training images: the last N training images of each class
+    # are written to val/ (byte for byte the images the full set trains on) and the set's own
+    # validation images are not written, so settings chosen on it never see a reported image.
+    carve_val_per_class: int = 0
 
     def __post_init__(self) -> None:
         validate_fields(self, FIELD_RULES)
+        if self.class_offset + self.classes > len(PATTERNS):
+            raise InputError(
+                f"class_offset + classes = {self.class_offset + self.classes}: expected at most "
+                f"{len(PATTERNS)} (the patterns there are)"
+            )
+        if self.carve_val_per_class >= self.train_per_class:
+            raise InputError(
+                f"carve_val_per_class={self.carve_val_per_class}: expected fewer than train_per_class "
+                f"({self.train_per_class}), so that some training images remain"
+            )
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(PATTERNS)[self.class_offset : self.class_offset + self.classes]
+
+    def images(self) -> list[tuple[str, int, str, int]]:
+        """Every image the set holds as (split written, class index, generator split, index): the
+        generator split and index seed its pixels, so a carved image is the full set's own."""
+        keep = self.train_per_class - self.carve_val_per_class
+        if self.carve_val_per_class:
+            splits = [("train", "train", range(keep)), ("val", "train", range(keep, self.train_per_class))]
+        else:
+            splits = [
+                ("train", "train", range(self.train_per_class)),
+                ("val", "val", range(self.val_per_class)),
+            ]
+        return [
+            (written, c, source, i)
+            for written, source, idx in splits
+            for c in range(self.classes)
+            for i in idx
+        ]
+
+    @property
+    def train_images(self) -> int:
+        return self.classes * (self.train_per_class - self.carve_val_per_class)
 
 
 def _coords(n: int, rng: np.random.Generator, angle_jitter: float = 0.0):
@@ -285,17 +328,14 @@ def _swap_in(new: Path, out: Path) -> None:
 
 def make_embedded(out: str | Path, cfg: EmbeddedConfig, progress: bool = True) -> Path:
     """Write ``out/train/<class>/*.png`` and ``out/val/<class>/*.png``; reuse an identical set."""
-    names = list(PATTERNS)[: cfg.classes]
+    names = cfg.class_names
 
     def build(tmp: Path) -> None:
-        jobs = [
-            (split, c, i)
-            for split, per in (("train", cfg.train_per_class), ("val", cfg.val_per_class))
-            for c in range(cfg.classes)
-            for i in range(per)
-        ]
-        for split, c, i in tqdm(jobs, desc="embedded data", disable=not progress, leave=False):
-            rng = np.random.default_rng([cfg.seed, 0 if split == "train" else 1, c, i])
+        for split, c, source, i in tqdm(
+            cfg.images(), desc="embedded data", disable=not progress, leave=False
+        ):
+            # class offset 0 keeps the seeds (and bytes) of sets generated before class_offset existed
+            rng = np.random.default_rng([cfg.seed, 0 if source == "train" else 1, c + cfg.class_offset, i])
             folder = tmp / split / names[c]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(draw(names[c], cfg.image_size, cfg.noise, rng)).save(
@@ -313,4 +353,6 @@ FIELD_RULES = {
     "image_size": at_least(1),
     "noise": Range(low=0.0),
     "seed": at_least(0),
+    "class_offset": Range(low=0, high=len(PATTERNS) - 2, integer=True),
+    "carve_val_per_class": Range(low=0, integer=True),
 }

@@ -15,7 +15,7 @@ from disco_bench.suite import Step, Suite, select_steps, used_datasets
 from pretrain.errors import InputError
 
 DATA_ROOT_PLACEHOLDER = Path("$DATA_ROOT")  # how a dry run without --data-root shows dataset paths
-CHECKPOINT_KINDS = {"pretrain", "checkpoint"}  # kinds whose output other steps read as "@id"
+CHECKPOINT_KINDS = {"pretrain", "checkpoint", "init"}  # kinds whose output other steps read as "@id"
 
 
 def restrict(suite: Suite, only: list[str] | None) -> Suite:
@@ -80,7 +80,7 @@ def architectures(rows: list[tuple[Step, str]], configs: dict[str, object]) -> d
     arch: dict[str, str | None] = {}
     for step, _ in rows:
         cfg = configs[step.id]
-        if step.kind == "pretrain":
+        if step.kind in ("pretrain", "init"):
             arch[step.id] = cfg.student
         elif step.kind == "checkpoint":
             arch[step.id] = cfg.arch

@@ -54,6 +54,8 @@ def describe(step: Step, cfg, arch: dict) -> str:
         return f"pretrain {cfg.method} {cfg.student}{by}, {cfg.epochs} epochs"
     if step.kind == "checkpoint":
         return f"read {cfg.method or 'a'} {cfg.arch or ''} checkpoint {cfg.data}".replace("  ", " ")
+    if step.kind == "init":
+        return f"randomly initialised {cfg.student} (seed {cfg.seed})"
     if step.kind == "eval":
         what = step.params.get("ckpt") or ", ".join(map(str, step.params.get("ckpts") or [])) or "?"
         return f"eval {step.task} ({getattr(cfg, 'protocol', '?')} protocol) of {what}"
@@ -81,6 +83,8 @@ def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
     images = cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds)) if ds in suite.datasets else None
     if step.kind == "checkpoint":
         return cost.Cost(0.0, "loads a file")
+    if step.kind == "init":
+        return cost.Cost(0.0, "draws random weights")
     if step.kind == "pretrain":
         if images is None:
             return cost.Cost(None, "size of the dataset unknown")

@@ -193,6 +193,10 @@ def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     result = TASKS[step.task].run(cfg, progress=ctx.progress)
     folder = Path(cfg.data).name  # tasks name their dataset by its folder (semisup: folder@1%); the suite may
     name = ctx.dataset_name(step, folder)  # name it better, e.g. 'imagenet' for the paper's comparisons
+    # artifacts relative to OUT, so the records (and the leaderboard's links) move with the folder
+    result.artifacts = [
+        os.path.relpath(Path(a).absolute(), ctx.out.absolute()) for a in result.artifacts or []
+    ] or result.artifacts
     result.measurements = [
         dataclasses.replace(m, dataset=name + m.dataset[len(folder) :])
         if m.dataset == folder or m.dataset.startswith(folder + "@")
@@ -253,9 +257,54 @@ def run_checkpoint_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     )
 
 
+@dataclass
+class InitConfig:
+    """A randomly initialised encoder, saved as pre-training saves a student: the floor every
+    pre-training method must clear (a linear probe or a detector on random features)."""
+
+    student: str = "resnet18"
+    seed: int = 0
+    hidden: int = 2048  # the projection head is not evaluated; its shape only has to load
+    dim: int = 128
+
+
+def init_config(step, ctx: RunContext) -> InitConfig:
+    return replace(InitConfig(), _resolve(step.params, ctx), f"step {step.id}: ")
+
+
+def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
+    from pretrain.models import build_backbone
+    from pretrain.train import save_random_encoder
+
+    cfg = init_config(step, ctx)
+    started = results.now()
+    path = ctx.checkpoint(step.id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
+    params_m = sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
+    result = TaskResult(
+        "checkpoint", [Measurement("backbone_params_m", params_m, "-", "-")], {"init": "random"}
+    )
+    return results.make_records(
+        result,
+        student=cfg.student,
+        teacher=None,
+        method="random-init",
+        seed=cfg.seed,
+        protocol=result.protocol,
+        checkpoint_sha256=file_sha256(path),
+        config_hash=config_hash,
+        started_at=started,
+        finished_at=results.now(),
+        step=step.id,
+        label=step.label,
+    )
+
+
 # kind -> (config builder, runner)
 STEP_KINDS = {
     "pretrain": (pretrain_config, run_pretrain_step),
     "eval": (eval_config, run_eval_step),
     "checkpoint": (checkpoint_config, run_checkpoint_step),
+    "init": (init_config, run_init_step),
 }

@@ -84,6 +84,17 @@ def render_table(table: PaperTable, grid: list[list[Cell]], plot: str | None) ->
     return out
 
 
+def artifact_link(art: str, out: Path) -> str:
+    """A recorded file as a link from OUT: records name it relative to OUT (suite steps) or, from an
+    older run given a relative --out, relative to the folder the run started in (as --out was)."""
+    path = Path(art)
+    if path.is_absolute():
+        return os.path.relpath(path, Path(out).absolute())
+    if not (Path(out) / path).exists() and path.exists():
+        return os.path.relpath(path.absolute(), Path(out).absolute())
+    return art
+
+
 def figure_links(records: list[dict], out: Path) -> list[str]:
     """The PNGs analysis steps recorded (t-SNE panels, information planes), linked relative to OUT."""
     seen: dict[str, str] = {}
@@ -93,7 +104,7 @@ def figure_links(records: list[dict], out: Path) -> list[str]:
                 seen[art] = f"{r['task']} ({r.get('step') or r.get('label') or r['id'][:8]})"
     lines = []
     for art, who in seen.items():
-        rel = os.path.relpath(art, out) if Path(art).is_absolute() else art
+        rel = artifact_link(art, out)
         lines.append(f"- {who}: [{Path(art).name}]({rel})")
     return lines
 
@@ -174,10 +185,22 @@ def last_epochs(records: list[dict]) -> list[dict]:
     return [r for r in records if (r.get("extra") or {}).get("epoch") in (None, last.get(key(r)))]
 
 
+def pretrain_datasets(records: list[dict]) -> dict[str, str]:
+    """checkpoint sha256 -> the dataset its pre-training record names (checkpoints pre-trained on
+    different data never share a row, even when evaluated on one transfer set)."""
+    return {
+        r["checkpoint_sha256"]: str(r.get("dataset"))
+        for r in records
+        if r.get("task") == "pretrain" and r.get("checkpoint_sha256")
+    }
+
+
 def _frame(records: list[dict], tables: tuple[PaperTable, ...] = ()) -> pd.DataFrame:
     by_sha = pretrain_protocols(records)
+    trained_on = pretrain_datasets(records)
     records = last_epochs([per_checkpoint(r, by_sha) for r in records])
     df = pd.DataFrame(records)
+    df["pretrained_on"] = [trained_on.get(str(r.get("checkpoint_sha256")), "—") for r in records]
     for col in ("label", "teacher", "method"):
         df[col] = df[col].fillna("—") if col in df else "—"
     # Seeds of one setting share a row; anything else that differs in the protocol or the run splits rows.
@@ -192,8 +215,10 @@ def task_table(df: pd.DataFrame, task: str) -> str:
     sub = df[df.task == task]
     metrics = list(dict.fromkeys(sub.metric))
     keys = ["label", "method", "student", "teacher", "dataset"]
+    if task not in ("pretrain", "checkpoint"):  # an evaluation: on what its checkpoints were pre-trained
+        keys.append("pretrained_on")
     lines = [
-        "| " + " | ".join(keys + metrics + ["setting", "source"]) + " |",
+        "| " + " | ".join([k.replace("_", " ") for k in keys] + metrics + ["setting", "source"]) + " |",
         "|" + "---|" * (len(keys) + len(metrics) + 2),
     ]
     for key, group in sub.groupby(keys + ["row_setting"], sort=False):

@@ -37,7 +37,7 @@ from detectron2.data.samplers import TrainingSampler
 from detectron2.engine import SimpleTrainer, hooks
 from detectron2.engine.hooks import get_bn_modules
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
-from detectron2.layers import FrozenBatchNorm2d, ShapeSpec, get_norm
+from detectron2.layers import ShapeSpec, get_norm
 from detectron2.modeling import BACKBONE_REGISTRY, ROI_HEADS_REGISTRY, Backbone, build_model
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, ResNet
@@ -69,6 +69,7 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction
 from downstream.detection.schedule import Schedule, diverged, loss_curve
+from downstream.detection.torchvision_backend import freeze_batchnorm
 from downstream.features import pick_device
 from pretrain.errors import InputError
 
@@ -309,7 +310,9 @@ def _load_timm(model, cfg: EvalConfig) -> dict:
     body = model.backbone.bottom_up.body
     dropped = load_features_state(body, backbone.state_dict(), f"checkpoint {cfg.ckpt}")
     if cfg.det_norm == "frozen":
-        model.backbone.bottom_up.body = FrozenBatchNorm2d.convert_frozen_batchnorm(body)
+        # the torchvision backend's freeze: timm's BatchNormAct2d keeps its activation (Detectron2's
+        # convert_frozen_batchnorm made it a plain FrozenBatchNorm2d and dropped the activation)
+        model.backbone.bottom_up.body = freeze_batchnorm(body)
     return {"features_dropped": sorted({k.split(".")[0] for k in dropped})}
 
 

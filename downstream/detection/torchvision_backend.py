@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
+from timm.layers import BatchNormAct2d
+from timm.layers import freeze_batch_norm_2d as timm_freeze_batch_norm_2d
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.models.detection import FasterRCNN, MaskRCNN
@@ -66,9 +68,13 @@ class TimmFPN(nn.Module):
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding its statistics (det_norm=frozen)."""
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding its statistics (det_norm=frozen).
+    timm's BatchNormAct2d (MobileNetV3, EfficientNet) also holds the activation that follows it: it
+    becomes timm's FrozenBatchNormAct2d, keeping that activation (a plain FrozenBatchNorm2d dropped it)."""
     for name, child in module.named_children():
-        if isinstance(child, nn.BatchNorm2d):
+        if isinstance(child, BatchNormAct2d):
+            setattr(module, name, timm_freeze_batch_norm_2d(child))
+        elif isinstance(child, nn.BatchNorm2d):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
             frozen.weight.copy_(child.weight.detach())
             frozen.bias.copy_(child.bias.detach())

@@ -359,3 +359,31 @@ def test_a_setting_given_by_its_flag_and_by_set_is_an_error(
     assert main([command, *common, "--out", str(tmp_path / "out"), "--quiet", *rest]) == 2
     assert capsys.readouterr().err == f"error: {expected.replace('<tmp>', str(tmp_path))}\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "sets", "check"),
+    [
+        ("cifar", ["classes=2", "train_per_class=5", "test_per_class=1"], "cifar"),
+        ("detection", ["classes=2", "train_images=2", "val_images=1", "image_size=32"], "voc+coco"),
+    ],
+)
+def test_data_make_writes_every_embedded_kind_in_its_official_layout(tmp_path, kind, sets, check):
+    from downstream.cifar import check_cifar
+    from downstream.detection.data import check_coco, check_voc
+
+    out = tmp_path / kind
+    assert main(["data", "make", "--kind", kind, "--out", str(out), "--quiet", "--set", *sets]) == 0
+    if check == "cifar":
+        check_cifar(out)
+    else:  # the scenes are written in both layouts, read back by the detection readers
+        check_voc(out)
+        check_coco(out)
+
+
+def test_data_make_names_a_field_of_another_kind(tmp_path, capsys):
+    code = main(
+        ["data", "make", "--kind", "detection", "--out", str(tmp_path / "d"), "--set", "train_per_class=2"]
+    )
+    assert code == 2 and "train_per_class" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()

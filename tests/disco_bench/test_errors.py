@@ -474,6 +474,25 @@ CASES = [
         "data make --set noise=-1", lambda t: data_make(t, "noise=-1"), ("noise=-1", "expected a number >= 0")
     ),
     Case(
+        "data make: a class list past the last pattern",
+        lambda t: [
+            "data",
+            "make",
+            "--out",
+            str(t / "out"),
+            "--quiet",
+            "--set",
+            "classes=3",
+            "class_offset=9",
+        ],
+        ("class_offset + classes = 12", "expected at most 11"),
+    ),
+    Case(
+        "data make: a selection split that leaves no training image",
+        lambda t: data_make(t, "carve_val_per_class=1"),
+        ("carve_val_per_class=1", "expected fewer than train_per_class (1)"),
+    ),
+    Case(
         "run --set epochs=1 (no step-kind scope)",
         lambda t: ["run", "--suite", "smoke", "--out", str(t / "out"), "--set", "epochs=1"],
         ("epochs", "pretrain., eval."),

@@ -152,3 +152,38 @@ def test_a_multi_checkpoint_record_shows_its_own_checkpoints_pretraining():
     assert df.loc["tA", "setting"] == "6 ep, hidden 512"
     assert df.loc["tB", "setting"] == "40 ep, hidden 512"  # not the first checkpoint's 6 epochs
     assert df.loc["tC", "setting"] == "—"  # C's pre-training is in no record: nothing is claimed
+
+
+def test_checkpoints_pretrained_on_different_data_never_share_a_transfer_row():
+    """Two MoCo-v2 students with equal protocols, one pre-trained on set a and one on set b, both
+    probed on the same CIFAR set: two rows (their seeds would otherwise pool into one mean)."""
+    from disco_bench.leaderboard.markdown import _frame, task_table
+
+    protocol = {"epochs": 3, "hidden": 1024, "method": "moco"}
+    common = {"method": "moco", "student": "mobilenetv3_small_050", "teacher": None, "seed": 0, "extra": None,
+              "config_hash": "c", "label": "MoCo-v2 alone", "run": None}  # fmt: skip
+    records = []
+    for data in ("a", "b"):
+        records.append(common | {"id": f"p{data}", "task": "pretrain", "metric": "final_loss", "value": 1.0,
+                                 "dataset": data, "checkpoint_sha256": data, "protocol": protocol})  # fmt: skip
+        records.append(common | {"id": f"c{data}", "task": "cifar", "metric": "top1", "value": 30.0,
+                                 "dataset": "cifar10", "checkpoint_sha256": data,
+                                 "protocol": {"pretrain": protocol, "eval": {"protocol": "fast"}}})  # fmt: skip
+    table = task_table(_frame(records), "cifar")
+    rows = [line for line in table.splitlines() if line.startswith("| MoCo-v2 alone")]
+    assert (
+        len(rows) == 2 and "| cifar10 | a |" in rows[0] + rows[1] and "| cifar10 | b |" in rows[0] + rows[1]
+    )
+    assert "pretrained on" in table.splitlines()[0]
+
+
+def test_pictures_are_linked_from_out_whichever_way_their_record_names_them(tmp_path, monkeypatch):
+    from disco_bench.leaderboard.markdown import artifact_link
+
+    monkeypatch.chdir(tmp_path)
+    out = Path("results/cpu")
+    (out / "eval" / "t").mkdir(parents=True)
+    (out / "eval" / "t" / "tsne.png").write_bytes(b"png")
+    assert artifact_link("eval/t/tsne.png", out) == "eval/t/tsne.png"  # relative to OUT (suite steps now)
+    assert artifact_link("results/cpu/eval/t/tsne.png", out) == "eval/t/tsne.png"  # relative to the run's cwd
+    assert artifact_link(str(tmp_path / "results/cpu/eval/t/tsne.png"), out) == "eval/t/tsne.png"

@@ -209,3 +209,24 @@ def test_a_non_finite_loss_names_the_iteration_and_every_loss_term(d2):
         and parsed["loss_box_reg"] == 1.5
         and parsed["loss_rpn_cls"] == float("inf")
     )
+
+
+def test_frozen_norm_keeps_a_timm_students_function(d2, tmp_path):
+    """det_norm=frozen on the timm path: the student's checkpoint loaded, its BatchNormAct2d layers
+    frozen with their activation kept, so the frozen body computes what the loaded one did."""
+    import dataclasses
+
+    cfg, model = _model(d2, "mobilenetv3_small_050")
+    ckpt = save_student(tmp_path / "s.pt", "mobilenetv3_small_050")
+    ev = dataclasses.replace(SHORT, ckpt=str(ckpt), det_norm="bn")
+    d2._load_timm(model, ev)
+    body = model.backbone.bottom_up.body.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = [t.clone() for t in body(x)]
+        d2._load_timm(model, dataclasses.replace(ev, det_norm="frozen"))
+        frozen = model.backbone.bottom_up.body.eval()
+        after = frozen(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    for a, b in zip(before, after, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,105 @@
+"""The `cpu` suite measures every claim the leaderboard checks: for each entry of ``CLAIMS`` (on the
+detection layout the suite uses), both arms reach a step of the claim's task with enough seeds, on
+each of the suite's two pre-training datasets. A claim added to the registry without suite steps
+fails here, before anyone spends an hour on a run that cannot answer it."""
+
+from __future__ import annotations
+
+import pytest
+
+from disco_bench.claims import CLAIMS, Claim
+from disco_bench.suite import load_suite
+from pretrain.methods import METHODS
+
+SUITE = load_suite("cpu")
+PRETRAIN_DATA = ("a", "b")
+
+
+def _default_hidden(method: str) -> int:
+    return 1024 if method == "disco*" else 2048  # the student's feature width (MobileNetV3-Small-0.5)
+
+
+def _checkpoints() -> dict[str, dict]:
+    """step id -> what the checkpoint is: method, head width, seed, pre-training data (or a teacher / init)."""
+    teachers = {s.params["teacher_ckpt"][1:] for s in SUITE.steps if "teacher_ckpt" in s.params}
+    out = {}
+    for s in SUITE.steps:
+        if s.kind == "init":
+            out[s.id] = {
+                "method": "random-init",
+                "seed": s.params.get("seed", 0),
+                "data": None,
+                "teacher": False,
+            }
+        elif s.kind == "pretrain":
+            method = s.params["method"]
+            assert method in METHODS, s.id
+            hidden = s.params.get("hidden")
+            out[s.id] = {
+                "method": method,
+                "hidden": _default_hidden(method) if hidden is None else int(hidden),
+                "seed": s.params.get("seed", 0),
+                "data": s.params["data"],
+                "teacher": s.id in teachers,
+            }
+    return out
+
+
+def _measured(task: str, metric: str) -> list[dict]:
+    """The checkpoints each eval step of ``task`` measures (with the data it was pre-trained on)."""
+    ckpts, found = _checkpoints(), []
+    for s in SUITE.steps:
+        if s.kind != "eval" or s.task != task:
+            continue
+        fraction = s.params.get("subset_fraction")
+        if metric.startswith("@") and f"{float(fraction) * 100:g}%" != metric[1:]:  # semisup: DATASET@1%
+            continue
+        refs = s.params.get("ckpts") or [s.params["ckpt"]]
+        found += [ckpts[r[1:]] | {"step": s.id} for r in refs]
+    return found
+
+
+def _arm_seeds(claim: Claim, side: str, measured: list[dict], data: str) -> set:
+    arm = getattr(claim, side)
+    if arm.teacher:
+        return {m["step"] for m in measured if m["teacher"] and m["data"] == data}
+    chosen = [
+        m
+        for m in measured
+        if not m["teacher"]
+        and m["method"] in arm.methods
+        and all(m.get(k) == v for k, v in arm.where)
+        and m["data"] in (data, None)
+    ]
+    return {m["seed"] for m in chosen}
+
+
+def _claims_in_suite() -> list[Claim]:
+    det_layouts = {s.params.get("det_dataset") for s in SUITE.steps if s.task == "detection"}
+    metric_of = {"voc": "AP50", "coco": "box_AP50"}
+    return [c for c in CLAIMS if c.task != "detection" or c.metric in {metric_of[d] for d in det_layouts}]
+
+
+@pytest.mark.parametrize("claim", _claims_in_suite(), ids=lambda c: c.key)
+@pytest.mark.parametrize("data", PRETRAIN_DATA)
+def test_every_claim_has_both_arms_with_enough_seeds_on_each_dataset(claim, data):
+    measured = _measured(claim.task, claim.dataset_suffix or claim.metric)
+    for side in ("left", "right"):
+        arm = getattr(claim, side)
+        got = _arm_seeds(claim, side, measured, data)
+        assert len(got) >= arm.min_seeds, f"{claim.key} on {data}: {arm.name} has {sorted(got)}"
+
+
+def test_the_paper_probe_covers_one_seed_of_every_method_probed_fast():
+    ckpts = _checkpoints()
+    fast = {
+        (c["method"], c["hidden"])
+        for c in _measured("linear", "top1")
+        if c["seed"] == 0 and c["data"] == "a" and not c["teacher"] and c["method"] != "random-init"
+    }
+    paper = {
+        (ckpts[s.params["ckpt"][1:]]["method"], ckpts[s.params["ckpt"][1:]]["hidden"])
+        for s in SUITE.steps
+        if s.task == "linear" and s.params.get("protocol") == "paper"
+    }
+    assert len(fast) == 11 and fast == paper, fast ^ paper
