@@ -172,5 +172,5 @@ def test_a_kind_registry_is_passed_in_and_the_module_registry_stays_as_it_was(tm
     code, _, _ = run(tmp_path, chain())
     assert code == 0 and before == STEP_KINDS and "fake" not in STEP_KINDS
     suite = load_suite(str(write_suite(tmp_path / "plain.yaml", chain())))
-    with pytest.raises(InputError, match="unknown kind 'fake'; choose from checkpoint, eval, pretrain"):
+    with pytest.raises(InputError, match="unknown kind 'fake'; choose from checkpoint, eval, init, pretrain"):
         run_suite(suite, tmp_path / "plain", None, {}, progress=False, echo=lambda line: None)
