@@ -22,7 +22,9 @@ ENV = {
 
 
 def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
-    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository root."""
+    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository root.
+    SIGINT is reset to its default in the child: a test runner started in the background (``cmd &``)
+    ignores it, and a Python started with SIGINT ignored never turns Ctrl-C into KeyboardInterrupt."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
@@ -30,6 +32,7 @@ def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
