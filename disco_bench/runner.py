@@ -26,7 +26,7 @@ from disco_bench.launchers import LocalLauncher, runs_distributed, say
 from disco_bench.planning import CHECKPOINT_KINDS, architectures, build_context, is_done, plan, restrict
 from disco_bench.report import write_report
 from disco_bench.step_request import StepRequest, failure_text
-from disco_bench.steps import RunContext, run_step, step_config
+from disco_bench.steps import RunContext, run_step, set_aside_superseded, step_config
 from disco_bench.suite import Step, Suite
 
 
@@ -210,6 +210,13 @@ def run_suite(
                 continue
             cfg = step_config(step, ctx)
             echo(f"{head}: {describe(step, cfg, {})}")
+            if step.kind == "pretrain":  # here, in the one suite process, before any rank can start
+                moved = set_aside_superseded(Path(cfg.out), h)
+                if moved is not None:
+                    echo(
+                        f"{head}: its config changed since {moved.name.split('.superseded-')[0]}/ was begun; "
+                        f"that run is kept in {moved}"
+                    )
             handles[step.id] = launcher.submit(
                 step,
                 lambda step=step, h=h: run_step(step, ctx, h),

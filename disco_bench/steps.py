@@ -152,6 +152,27 @@ def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = N
     )
 
 
+STEP_CONFIG_FILE = ".suite-step-config"  # in a suite's step folder: the config hash that began it
+
+
+def set_aside_superseded(folder: Path, config_hash: str) -> Path | None:
+    """A suite owns its step folders. If this step's config changed since the folder was begun (the
+    suite or a --set was edited), its checkpoints belong to another run: the folder is moved to
+    FOLDER.superseded-<old hash> (never deleted) and the step starts afresh. Same config: kept, so an
+    interrupted step resumes. A folder without the marker (older runs) is left for pretrain to judge."""
+    marker = folder / STEP_CONFIG_FILE
+    moved = None
+    if marker.exists() and marker.read_text().strip() != config_hash:
+        old = marker.read_text().strip()
+        moved = folder.with_name(f"{folder.name}.superseded-{old}")
+        if moved.exists():  # the same old config set aside before: keep the later folder, numbered
+            moved = folder.with_name(f"{moved.name}-{len(list(folder.parent.glob(moved.name + '*')))}")
+        folder.rename(moved)
+    folder.mkdir(parents=True, exist_ok=True)
+    marker.write_text(config_hash + "\n")
+    return moved
+
+
 def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()

@@ -63,3 +63,21 @@ def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path):
     assert [r for r in final if r["step"] == "a"] == after_a  # step a was not redone
     assert {r["step"] for r in final} == {"a", "b", "c"}
     assert safe_load(out / "checkpoints" / "a" / "final.pt")["step"] == 5
+
+
+def test_an_edited_step_starts_afresh_and_keeps_the_previous_runs_folder(tmp_path):
+    """The suite's step ``a`` ran at 2 epochs; the suite now says 3: its finished folder (last.pt of
+    the 2-epoch run) is set aside, never deleted, and the new run trains from step 0 to its end."""
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(SUITE)
+    out = tmp_path / "out"
+    args = ["run", "--suite", str(suite), "--out", str(out), "--quiet", "--only", "a"]
+    finish(start(args))
+    first = safe_load(out / "checkpoints" / "a" / "final.pt")
+    suite.write_text(SUITE.replace("pretrain: {epochs: 2,", "pretrain: {epochs: 3,"))
+    log = finish(start(args))
+    (kept,) = [p for p in (out / "checkpoints").iterdir() if p.name.startswith("a.superseded-")]
+    assert f"that run is kept in {kept}" in log
+    assert safe_load(kept / "final.pt")["step"] == first["step"]  # the 2-epoch run, untouched
+    assert safe_load(out / "checkpoints" / "a" / "final.pt")["step"] == first["step"] * 3 // 2
+    assert finish(start(args)).count("skipped, already done") == 1  # the same config again: done
