@@ -29,7 +29,7 @@ import json
 import statistics
 from dataclasses import dataclass
 
-from disco_bench.leaderboard.matching import is_environment, setting_id, settings_of
+from disco_bench.leaderboard.matching import is_environment, per_checkpoint, setting_id, settings_of
 
 MIN_SEEDS = 3  # seeds per arm before methods are compared (issue 19)
 DETECTION_SIGNAL = 1.0  # AP50 (%): below it on both sides a detector found (next to) nothing
@@ -245,11 +245,9 @@ def observe(record: dict, ckpts: dict[str, dict]) -> Obs | None:
     sha = extra.get("sha256") if several else record.get("checkpoint_sha256")
     made = ckpts.get(sha or "")
     if several:
-        method, student = extra.get("method"), extra.get("arch")
         pretrain = (made or {}).get("protocol") or {}
-        stand_in = {**record, "method": method, "student": student, "teacher": extra.get("teacher")}
-        stand_in["protocol"] = {"eval": (record.get("protocol") or {}).get("eval"), "pretrain": pretrain}
-        stand_in["extra"] = {k: v for k, v in extra.items() if k not in ("ckpt", "sha256")}
+        stand_in = per_checkpoint(record, {sha: pretrain})  # the measured checkpoint's identity and settings
+        method, student = stand_in["method"], stand_in["student"]
         pool, setting = setting_id(stand_in), None
     else:
         method, student = record.get("method"), record.get("student")

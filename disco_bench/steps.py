@@ -215,9 +215,7 @@ def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     folder = Path(cfg.data).name  # tasks name their dataset by its folder (semisup: folder@1%); the suite may
     name = ctx.dataset_name(step, folder)  # name it better, e.g. 'imagenet' for the paper's comparisons
     # artifacts relative to OUT, so the records (and the leaderboard's links) move with the folder
-    result.artifacts = [
-        os.path.relpath(Path(a).absolute(), ctx.out.absolute()) for a in result.artifacts or []
-    ] or result.artifacts
+    result.artifacts = [os.path.relpath(Path(a).absolute(), ctx.out.absolute()) for a in result.artifacts]
     result.measurements = [
         dataclasses.replace(m, dataset=name + m.dataset[len(folder) :])
         if m.dataset == folder or m.dataset.startswith(folder + "@")
@@ -257,24 +255,36 @@ def run_checkpoint_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     encoder, info = load_encoder(cfg.data, cfg.arch)
     params_m = sum(p.numel() for p in encoder.backbone.parameters()) / 1e6
     name = ctx.dataset_name(step, Path(cfg.data).name)
-    result = TaskResult(
-        "checkpoint",
-        [Measurement("backbone_params_m", params_m, name, "-")],
+    return checkpoint_records(
+        step,
+        config_hash,
+        started,
+        params_m,
+        name,
         {"format": info.get("format"), "arch": info["arch"]},
-    )
-    return results.make_records(
-        result,
         student=info["arch"],
         teacher=info.get("teacher"),
         method=info.get("method") or cfg.method or None,
         seed=0,
-        protocol=result.protocol,
         checkpoint_sha256=info["sha256"],
+    )
+
+
+def checkpoint_records(
+    step, config_hash: str, started: str, params_m: float, dataset: str, protocol: dict, **identity
+) -> list[dict]:
+    """The one record of a step that makes a checkpoint without training it (read from a file, or
+    randomly initialised): its backbone's size, with what the checkpoint is."""
+    result = TaskResult("checkpoint", [Measurement("backbone_params_m", params_m, dataset, "-")], protocol)
+    return results.make_records(
+        result,
+        protocol=result.protocol,
         config_hash=config_hash,
         started_at=started,
         finished_at=results.now(),
         step=step.id,
         label=step.label,
+        **identity,
     )
 
 
@@ -303,22 +313,18 @@ def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     path.parent.mkdir(parents=True, exist_ok=True)
     save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
     params_m = sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
-    result = TaskResult(
-        "checkpoint", [Measurement("backbone_params_m", params_m, "-", "-")], {"init": "random"}
-    )
-    return results.make_records(
-        result,
+    return checkpoint_records(
+        step,
+        config_hash,
+        started,
+        params_m,
+        "-",
+        {"init": "random"},
         student=cfg.student,
         teacher=None,
         method="random-init",
         seed=cfg.seed,
-        protocol=result.protocol,
         checkpoint_sha256=file_sha256(path),
-        config_hash=config_hash,
-        started_at=started,
-        finished_at=results.now(),
-        step=step.id,
-        label=step.label,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from disco_bench.claims import claims_section
+from disco_bench.claims import checkpoints, claims_section
 from disco_bench.leaderboard.cells import Cell, add_fill_commands, fmt, setting_link, table_cells
 from disco_bench.leaderboard.matching import (
     IDENTITY,
@@ -28,6 +28,8 @@ from disco_bench.leaderboard.matching import (
     differences,
     for_student,
     identity_matches,
+    per_checkpoint,
+    pretrain_protocols,
     setting_id,
     settings_of,
 )
@@ -140,39 +142,6 @@ def versus_paper(record: dict, tables: tuple[PaperTable, ...]) -> str:
     return closest[1] if closest else ""
 
 
-def pretrain_protocols(records: list[dict]) -> dict[str, dict]:
-    """checkpoint sha256 -> the pre-training protocol that produced it, from the records that carry it."""
-    found: dict[str, dict] = {}
-    for r in records:
-        sha, extra = r.get("checkpoint_sha256"), r.get("extra") or {}
-        protocol = r.get("protocol") or {}
-        pre = protocol if r.get("task") == "pretrain" else protocol.get("pretrain")
-        if sha and pre and "arch" not in extra:
-            found.setdefault(sha, pre)
-    return found
-
-
-def per_checkpoint(record: dict, pretrain_by_sha: dict[str, dict] | None = None) -> dict:
-    """A record of a step comparing several checkpoints (tsne, mi) names the one it measured in
-    ``extra`` (arch, method, teacher, ckpt label); its top-level fields, protocol included, name
-    the first checkpoint. The measured checkpoint's own pre-training protocol comes from the
-    records that carry it (none known: none shown, rather than the first checkpoint's)."""
-    extra = record.get("extra") or {}
-    if "arch" not in extra:
-        return record
-    sha = extra.get("sha256") or record.get("checkpoint_sha256")
-    protocol = dict(record.get("protocol") or {})
-    protocol["pretrain"] = (pretrain_by_sha or {}).get(sha, {})
-    return record | {
-        "student": extra["arch"],
-        "method": extra.get("method"),
-        "teacher": extra.get("teacher"),
-        "label": extra.get("ckpt") or record.get("label"),
-        "checkpoint_sha256": sha,
-        "protocol": protocol,
-    }
-
-
 def last_epochs(records: list[dict]) -> list[dict]:
     """Of per-epoch records (information plane), the last epoch of each curve: the per-task table
     shows where a curve ends; the whole curve is in the step's figure."""
@@ -185,22 +154,14 @@ def last_epochs(records: list[dict]) -> list[dict]:
     return [r for r in records if (r.get("extra") or {}).get("epoch") in (None, last.get(key(r)))]
 
 
-def pretrain_datasets(records: list[dict]) -> dict[str, str]:
-    """checkpoint sha256 -> the dataset its pre-training record names (checkpoints pre-trained on
-    different data never share a row, even when evaluated on one transfer set)."""
-    return {
-        r["checkpoint_sha256"]: str(r.get("dataset"))
-        for r in records
-        if r.get("task") == "pretrain" and r.get("checkpoint_sha256")
-    }
-
-
 def _frame(records: list[dict], tables: tuple[PaperTable, ...] = ()) -> pd.DataFrame:
     by_sha = pretrain_protocols(records)
-    trained_on = pretrain_datasets(records)
+    made = checkpoints(records)  # checkpoints pre-trained on different data never share a row
     records = last_epochs([per_checkpoint(r, by_sha) for r in records])
     df = pd.DataFrame(records)
-    df["pretrained_on"] = [trained_on.get(str(r.get("checkpoint_sha256")), "—") for r in records]
+    df["pretrained_on"] = [
+        (made.get(r.get("checkpoint_sha256") or "") or {}).get("dataset") or "—" for r in records
+    ]
     for col in ("label", "teacher", "method"):
         df[col] = df[col].fillna("—") if col in df else "—"
     # Seeds of one setting share a row; anything else that differs in the protocol or the run splits rows.

@@ -176,3 +176,39 @@ def describe_differences(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> st
         parts.append(f"{short} {have}" + ("" if want is UNKNOWN else f" (paper {want})"))
     more = len(diff) - limit
     return "; ".join(parts) + (f"; +{more} more" if more > 0 else "")
+
+
+# --- records of steps that measure several checkpoints (t-SNE, information plane) ------------------
+
+
+def pretrain_protocols(records: list[dict]) -> dict[str, dict]:
+    """checkpoint sha256 -> the pre-training protocol that produced it, from the records that carry it."""
+    found: dict[str, dict] = {}
+    for r in records:
+        sha, extra = r.get("checkpoint_sha256"), r.get("extra") or {}
+        protocol = r.get("protocol") or {}
+        pre = protocol if r.get("task") == "pretrain" else protocol.get("pretrain")
+        if sha and pre and "arch" not in extra:
+            found.setdefault(sha, pre)
+    return found
+
+
+def per_checkpoint(record: dict, pretrain_by_sha: dict[str, dict] | None = None) -> dict:
+    """A record of a step comparing several checkpoints (tsne, mi) names the one it measured in
+    ``extra`` (arch, method, teacher, ckpt label); its top-level fields, protocol included, name
+    the first checkpoint. The measured checkpoint's own pre-training protocol comes from the
+    records that carry it (none known: none shown, rather than the first checkpoint's)."""
+    extra = record.get("extra") or {}
+    if "arch" not in extra:
+        return record
+    sha = extra.get("sha256") or record.get("checkpoint_sha256")
+    protocol = dict(record.get("protocol") or {})
+    protocol["pretrain"] = (pretrain_by_sha or {}).get(sha, {})
+    return record | {
+        "student": extra["arch"],
+        "method": extra.get("method"),
+        "teacher": extra.get("teacher"),
+        "label": extra.get("ckpt") or record.get("label"),
+        "checkpoint_sha256": sha,
+        "protocol": protocol,
+    }

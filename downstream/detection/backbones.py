@@ -5,13 +5,17 @@ timm's feature extractors keep the module names of the full model (``FeatureList
 ``EfficientNetFeatures`` / ``MobileNetV3Features`` for the others) and only drop what follows the
 last stage (``conv_head``, ``bn2``, the classifier), so the student's backbone state dict maps onto
 them key for key. Every feature key must be found with the right shape, and every dropped key must
-belong to that post-stage head; anything else is an InputError.
+belong to that post-stage head; anything else is an InputError. ``freeze_batchnorm`` (det_norm=frozen)
+serves both detection backends.
 """
 
 from __future__ import annotations
 
 import timm
+from timm.layers import BatchNormAct2d
+from timm.layers import freeze_batch_norm_2d as timm_freeze_batch_norm_2d
 from torch import nn
+from torchvision.ops.misc import FrozenBatchNorm2d
 
 from downstream.backbone import load_backbone
 from pretrain.checkpoint import load_state_strict
@@ -59,3 +63,22 @@ def load_features(ckpt: str, out_indices: tuple[int, ...] = FPN_OUT_INDICES) -> 
     dropped = load_features_state(features, backbone.state_dict(), f"checkpoint {ckpt}")
     info = dict(info, features_dropped=sorted({k.split(".")[0] for k in dropped}))
     return features, info
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding its statistics (det_norm=frozen).
+    timm's BatchNormAct2d (MobileNetV3, EfficientNet) also holds the activation that follows it: it
+    becomes timm's FrozenBatchNormAct2d, keeping that activation (a plain FrozenBatchNorm2d dropped it)."""
+    for name, child in module.named_children():
+        if isinstance(child, BatchNormAct2d):
+            setattr(module, name, timm_freeze_batch_norm_2d(child))
+        elif isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module

@@ -50,7 +50,7 @@ from tqdm import tqdm
 
 from downstream.backbone import load_backbone
 from downstream.config import EvalConfig
-from downstream.detection.backbones import build_features, load_features_state
+from downstream.detection.backbones import build_features, freeze_batchnorm, load_features_state
 from downstream.detection.convert import (
     D2_RESNET_DEPTHS,
     convert_checkpoint,
@@ -69,7 +69,6 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction
 from downstream.detection.schedule import Schedule, diverged, loss_curve
-from downstream.detection.torchvision_backend import freeze_batchnorm
 from downstream.features import pick_device
 from pretrain.errors import InputError
 
@@ -310,7 +309,7 @@ def _load_timm(model, cfg: EvalConfig) -> dict:
     body = model.backbone.bottom_up.body
     dropped = load_features_state(body, backbone.state_dict(), f"checkpoint {cfg.ckpt}")
     if cfg.det_norm == "frozen":
-        # the torchvision backend's freeze: timm's BatchNormAct2d keeps its activation (Detectron2's
+        # the freeze both backends share: timm's BatchNormAct2d keeps its activation (Detectron2's
         # convert_frozen_batchnorm made it a plain FrozenBatchNorm2d and dropped the activation)
         model.backbone.bottom_up.body = freeze_batchnorm(body)
     return {"features_dropped": sorted({k.split(".")[0] for k in dropped})}

@@ -20,20 +20,17 @@ import numpy as np
 import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
-from timm.layers import BatchNormAct2d
-from timm.layers import freeze_batch_norm_2d as timm_freeze_batch_norm_2d
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-from torchvision.ops.misc import FrozenBatchNorm2d
 from torchvision.transforms.functional import pil_to_tensor
 from tqdm import tqdm
 
 from downstream.config import EvalConfig
-from downstream.detection.backbones import load_features
+from downstream.detection.backbones import freeze_batchnorm, load_features
 from downstream.detection.data import DetectionSet, ImageRecord
 from downstream.detection.distributed import (
     join,
@@ -65,25 +62,6 @@ class TimmFPN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(self.body(x))))
-
-
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d by a FrozenBatchNorm2d holding its statistics (det_norm=frozen).
-    timm's BatchNormAct2d (MobileNetV3, EfficientNet) also holds the activation that follows it: it
-    becomes timm's FrozenBatchNormAct2d, keeping that activation (a plain FrozenBatchNorm2d dropped it)."""
-    for name, child in module.named_children():
-        if isinstance(child, BatchNormAct2d):
-            setattr(module, name, timm_freeze_batch_norm_2d(child))
-        elif isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            frozen.weight.copy_(child.weight.detach())
-            frozen.bias.copy_(child.bias.detach())
-            frozen.running_mean.copy_(child.running_mean)
-            frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
-        else:
-            freeze_batchnorm(child)
-    return module
 
 
 def build_detector(body: nn.Module, num_classes: int, masks: bool, schedule: Schedule) -> nn.Module:

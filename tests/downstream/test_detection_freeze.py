@@ -4,8 +4,7 @@ EfficientNet) carries its activation, which a plain FrozenBatchNorm2d would drop
 import pytest
 import torch
 
-from downstream.detection.backbones import build_features
-from downstream.detection.torchvision_backend import freeze_batchnorm
+from downstream.detection.backbones import build_features, freeze_batchnorm
 
 
 @pytest.mark.parametrize("arch", ["mobilenetv3_small_050", "resnet14t"])
