@@ -17,6 +17,7 @@ from pretrain.checkpoint import file_sha256
 from pretrain.config import PretrainConfig
 from pretrain.errors import InputError
 from pretrain.train import pretrain
+from pretrain.validation import FREE, at_least, validate_fields
 
 
 @dataclass
@@ -297,6 +298,18 @@ class InitConfig:
     seed: int = 0
     hidden: int = 2048  # the projection head is not evaluated; its shape only has to load
     dim: int = 128
+
+    def __post_init__(self) -> None:
+        validate_fields(self, INIT_FIELD_RULES)
+
+
+# One rule per field (pretrain.validation), as pre-training's own for the same fields.
+INIT_FIELD_RULES = {
+    "student": FREE,  # resolved (with suggestions) by pretrain.models.resolve_arch when built
+    "seed": at_least(0),
+    "hidden": at_least(0),  # 0: no hidden layer
+    "dim": at_least(1),
+}
 
 
 def init_config(step, ctx: RunContext) -> InitConfig:

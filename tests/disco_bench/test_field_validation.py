@@ -25,6 +25,7 @@ import pytest
 import disco_bench.embedded as embedded
 import disco_bench.embedded_cifar as embedded_cifar
 import disco_bench.embedded_detection as embedded_detection
+import disco_bench.steps as steps
 import downstream.config as eval_config
 import pretrain.config as pretrain_config
 from disco_bench.cli import main
@@ -40,6 +41,7 @@ CONFIGS = [
     (embedded.EmbeddedConfig, embedded.FIELD_RULES),
     (embedded_cifar.EmbeddedCifarConfig, embedded_cifar.FIELD_RULES),
     (embedded_detection.EmbeddedDetectionConfig, embedded_detection.FIELD_RULES),
+    (steps.InitConfig, steps.INIT_FIELD_RULES),
 ]
 
 

@@ -6,8 +6,11 @@ import torch
 
 from downstream.detection.backbones import build_features, freeze_batchnorm
 
+# every CNN student of the paper (its ViT students have no detection path) and the cpu suite's nets
+STUDENTS = ["efficientnet_b0", "efficientnet_b1", "mobilenetv3_large_100", "resnet18", "resnet34"]
 
-@pytest.mark.parametrize("arch", ["mobilenetv3_small_050", "resnet14t"])
+
+@pytest.mark.parametrize("arch", [*STUDENTS, "mobilenetv3_small_050", "resnet14t"])
 def test_frozen_batchnorm_keeps_the_eval_function(arch):
     torch.manual_seed(0)
     body = build_features(arch).eval()
