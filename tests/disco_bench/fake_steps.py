@@ -3,7 +3,8 @@
 A ``fake`` step does ``work`` units, saving its progress after each, so a run stopped halfway
 resumes where it stopped; ``interrupt_at`` stops it once (KeyboardInterrupt, like Ctrl-C or a
 killed job), ``fail_times`` makes its first N attempts raise. Every start is appended to
-OUT/order.txt and writes OUT/started-ID holding the process's torch thread count;
+OUT/order.txt and writes OUT/started-ID holding the process's torch thread count (and OUT/env-ID
+the value of DISCO_BENCH_FAKE_MARK in its environment);
 ``wait_for_record`` holds a step until another one's record is written (proof that the two ran at
 once and that records are written as steps end). Its record's value
 is the number of units done in the run that finished.
@@ -11,6 +12,7 @@ is the number of units done in the run that finished.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,7 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     import torch
 
     (ctx.out / f"started-{step.id}").write_text(str(torch.get_num_threads()))
+    (ctx.out / f"env-{step.id}").write_text(os.environ.get("DISCO_BENCH_FAKE_MARK", ""))
     if cfg.wait_for_record:
         deadline = time.monotonic() + 60
         while not any(

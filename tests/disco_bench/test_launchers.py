@@ -9,7 +9,13 @@ import pytest
 import yaml
 from fake_steps import FAKE_KINDS
 
-from disco_bench.launchers import StepRequest, make_launcher, torchrun_command, with_retries
+from disco_bench.launchers import (
+    StepRequest,
+    make_launcher,
+    step_process_context,
+    torchrun_command,
+    with_retries,
+)
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import load_suite
@@ -177,6 +183,33 @@ def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_res
     assert all((out / f"started-{s}").read_text() == "1" for s in "abcd")  # one torch thread per job
     assert "d failed on purpose" in (out / "logs" / "d.log").read_text()  # each step's output in its own log
     assert sum("started (job" in line for line in lines) == 4
+
+
+@pytest.mark.slow
+def test_a_step_process_has_the_runners_environment_of_when_the_step_started(tmp_path, monkeypatch):
+    # the fork server the step processes come from is up before the variable is set
+    starter = step_process_context().Process(target=int)
+    starter.start()
+    starter.join()
+    monkeypatch.setenv("DISCO_BENCH_FAKE_MARK", "set after the fork server started")
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump({"name": "env", "steps": [{"id": "a", "kind": "fake", "with": {}}]}))
+    out = tmp_path / "out"
+    launcher = make_launcher("local", out, echo=lambda line: None, jobs=2)
+    launcher.threads = 1
+    code = run_suite(
+        load_suite(str(suite_file)),
+        out,
+        None,
+        {},
+        progress=False,
+        echo=lambda line: None,
+        launcher=launcher,
+        kinds=FAKE_KINDS,
+    )
+    assert code == 0
+    assert (out / "env-a").read_text() == "set after the fork server started"
+    assert (out / "started-a").read_text() == "1"
 
 
 def test_jobs_belong_to_the_local_launcher(tmp_path):
