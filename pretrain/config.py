@@ -9,6 +9,7 @@ from pretrain.validation import (
     FREE,
     Device,
     Each,
+    FieldError,
     OneOf,
     OrNull,
     Range,
@@ -122,6 +123,14 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self, FIELD_RULES)
+        if self.teacher_ckpt and not _needs_teacher(self.method):
+            # a teacher the method never reads: the run would be MoCo-v2 (or SwAV, DINO) alone
+            # while its command line says it distils
+            raise FieldError(
+                "teacher_ckpt",
+                f"teacher_ckpt={self.teacher_ckpt}: method {self.method!r} takes no teacher; drop it, or "
+                f"choose a distiller ({', '.join(m for m in _method_names() if _needs_teacher(m))})",
+            )
 
     def with_memory_format_for(self, device_type: str) -> PretrainConfig:
         """The config with its ``None`` channels_last settings decided for this device.
@@ -167,6 +176,12 @@ def _method_names() -> list[str]:
     from pretrain.methods import METHODS  # read when checked: the registry imports this module
 
     return sorted(METHODS)
+
+
+def _needs_teacher(method: str) -> bool:
+    from pretrain.methods import METHODS
+
+    return METHODS[method].needs_teacher
 
 
 def _aug_impls() -> tuple[str, ...]:

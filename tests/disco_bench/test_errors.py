@@ -319,6 +319,11 @@ CASES = [
         ("<tmp>/teacher.pt", "conv1.0.weight"),
     ),
     Case(
+        "a teacher given to a method that takes none",
+        lambda t: pretrain(t, "--method", "moco", "--teacher-ckpt", str(t / "teacher.pt")),
+        ("teacher_ckpt=<tmp>/teacher.pt", "'moco' takes no teacher"),
+    ),
+    Case(
         "teacher embedding 16 wide, student dim 128",
         lambda t: distil(t, student(t)),
         ("<tmp>/student.pt", "dim=16"),
