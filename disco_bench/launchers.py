@@ -15,7 +15,6 @@ file) is never retried: it would fail the same way again.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import heapq
 import json
@@ -182,14 +181,16 @@ class ParallelLocalLauncher:
             if self._stopped:
                 raise StepFailed("the run was stopped before this step started")
             receive, send = ctx.Pipe(duplex=False)
+            runner_alive, runner_alive_end = ctx.Pipe(duplex=False)
             proc = ctx.Process(
                 target=_job_main,
-                args=(request, send, str(log), self.threads, gpu, dict(os.environ)),
+                args=(request, send, str(log), self.threads, gpu, dict(os.environ), runner_alive),
                 name=request.step,
             )
             proc.start()
             self._procs.add(proc)
         send.close()  # the child holds the only sending end: its death ends recv() with EOFError
+        runner_alive.close()  # ...and the only reading end of the pipe whose EOF tells it this process died
         try:
             try:
                 status, payload = receive.recv()
@@ -198,6 +199,7 @@ class ParallelLocalLauncher:
             proc.join()  # this thread is the only one that reaps it (stop() only signals)
         finally:
             receive.close()
+            runner_alive_end.close()
             with self._lock:
                 self._procs.discard(proc)
                 self._lock.notify_all()
@@ -267,25 +269,42 @@ def step_process_context() -> multiprocessing.context.BaseContext:
     return ctx
 
 
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
+def _end_with_the_runner(runner_alive) -> None:
+    """Terminate this step's process when the runner's end of ``runner_alive`` closes: the runner
+    died (SIGKILL, out of memory) and nobody will take this step's records. A forked step's parent
+    is the fork server, not the runner, so the kernel's parent-death signal cannot say this; and an
+    orphan would go on writing the step's folder while a rerun writes it too."""
+
+    def watch() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            runner_alive.recv()  # nothing is ever sent: this returns only by EOF
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="runner-alive").start()
 
 
-def _job_main(request: StepRequest, send, log: str, threads: int, gpu: int | None, environ: dict) -> None:
+def _job_main(
+    request: StepRequest, send, log: str, threads: int, gpu: int | None, environ: dict, runner_alive
+) -> None:
     """A step's process: its own log file, thread count and GPU; the records (or the exception)
-    go back through ``send``. It is terminated if the thread that started it dies with its process.
+    go back through ``send``. It ends with the runner (``_end_with_the_runner``).
     ``environ`` is the runner's environment when the step started (a forked child would otherwise
     have the fork server's, from when the first step started)."""
+    _end_with_the_runner(runner_alive)
     os.environ.clear()
     os.environ.update(environ)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    if sys.platform == "linux":
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     os.environ["OMP_NUM_THREADS"] = str(threads)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    # The fork server loaded OpenMP and BLAS before this step's thread count was known, so the
+    # variable above reaches none of them: torch's pool is set below, numpy's, scipy's and
+    # scikit-learn's through threadpoolctl (the limit stays for the life of the process).
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(threads)
     import torch
 
     torch.set_num_threads(threads)

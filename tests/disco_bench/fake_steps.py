@@ -3,8 +3,9 @@
 A ``fake`` step does ``work`` units, saving its progress after each, so a run stopped halfway
 resumes where it stopped; ``interrupt_at`` stops it once (KeyboardInterrupt, like Ctrl-C or a
 killed job), ``fail_times`` makes its first N attempts raise. Every start is appended to
-OUT/order.txt and writes OUT/started-ID holding the process's torch thread count (and OUT/env-ID
-the value of DISCO_BENCH_FAKE_MARK in its environment);
+OUT/order.txt and writes OUT/started-ID holding the process's torch thread count (OUT/env-ID the
+value of DISCO_BENCH_FAKE_MARK in its environment, OUT/pools-ID the thread count of every OpenMP and
+BLAS pool loaded, OUT/pid-ID its process id);
 ``wait_for_record`` holds a step until another one's record is written (proof that the two ran at
 once and that records are written as steps end). Its record's value
 is the number of units done in the run that finished.
@@ -58,6 +59,11 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
 
     (ctx.out / f"started-{step.id}").write_text(str(torch.get_num_threads()))
     (ctx.out / f"env-{step.id}").write_text(os.environ.get("DISCO_BENCH_FAKE_MARK", ""))
+    from threadpoolctl import threadpool_info
+
+    pools = sorted(f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info())
+    (ctx.out / f"pools-{step.id}").write_text(" ".join(pools))
+    (ctx.out / f"pid-{step.id}").write_text(str(os.getpid()))
     if cfg.wait_for_record:
         deadline = time.monotonic() + 60
         while not any(

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,6 +213,64 @@ def test_a_step_process_has_the_runners_environment_of_when_the_step_started(tmp
     assert code == 0
     assert (out / "env-a").read_text() == "set after the fork server started"
     assert (out / "started-a").read_text() == "1"
+
+
+RUNNER = """\
+import sys
+from pathlib import Path
+
+sys.path[:0] = [{here!r}, {root!r}]
+from fake_steps import FAKE_KINDS
+
+from disco_bench.launchers import make_launcher
+from disco_bench.runner import run_suite
+from disco_bench.suite import load_suite
+
+if __name__ == "__main__":
+    out = Path(sys.argv[2])
+    launcher = make_launcher("local", out, jobs=2)
+    launcher.threads = 1
+    run_suite(load_suite(sys.argv[1]), out, None, {{}}, progress=False, launcher=launcher, kinds=FAKE_KINDS)
+"""
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+def test_a_runners_step_has_its_thread_count_in_every_pool_and_dies_with_the_runner(tmp_path):
+    (tmp_path / "runner.py").write_text(RUNNER.format(here=str(HERE), root=str(ROOT)))
+    (tmp_path / "suite.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "orphans", "steps": [{"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}}]}
+        )
+    )
+    out = tmp_path / "out"
+    runner = subprocess.Popen(
+        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "suite.yaml"), str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        # the fork server loads OpenMP and BLAS with 3 threads; the step asks for 1
+        env={**os.environ, "OMP_NUM_THREADS": "3"},
+    )
+    deadline = time.monotonic() + 60
+    while not (out / "pid-a").exists():  # the step runs (and would wait 60 s for a record)
+        assert runner.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    pools = (out / "pools-a").read_text().split()
+    assert (out / "started-a").read_text() == "1" and pools and all(p.endswith("=1") for p in pools), pools
+    step = int((out / "pid-a").read_text())
+    runner.kill()
+    runner.wait()
+    deadline = time.monotonic() + 10
+    while running(step) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(step), "the step's process outlived the runner by 10 s"
 
 
 def test_jobs_belong_to_the_local_launcher(tmp_path):
