@@ -111,3 +111,29 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
 FAKE_KIND = (fake_config, run_fake)
 # The registry tests hand to run_suite(kinds=...): the real kinds plus "fake"; steps.STEP_KINDS is never changed.
 FAKE_KINDS = {**STEP_KINDS, "fake": FAKE_KIND}
+
+
+def parallel_launcher(out: Path, echo=lambda line: None):
+    """``run --jobs 2`` with one thread per job, as the launcher tests run it."""
+    from disco_bench.launchers import make_launcher
+
+    launcher = make_launcher("local", out, echo=echo, jobs=2)
+    launcher.threads = 1
+    return launcher
+
+
+def run_in_parallel(suite_file: Path, out: Path, echo=lambda line: None, launcher=None) -> int:
+    """Run a suite of fake (and real) steps with ``parallel_launcher``; the runner's exit code."""
+    from disco_bench.runner import run_suite
+    from disco_bench.suite import load_suite
+
+    return run_suite(
+        load_suite(str(suite_file)),
+        out,
+        None,
+        {},
+        progress=False,
+        echo=echo,
+        launcher=launcher or parallel_launcher(out, echo),
+        kinds=FAKE_KINDS,
+    )

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KINDS
+from fake_steps import FAKE_KINDS, parallel_launcher, run_in_parallel
 
 from disco_bench.launchers import (
     StepRequest,
@@ -162,18 +162,7 @@ def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_res
     )
     out = tmp_path / "out"
     lines: list[str] = []
-    launcher = make_launcher("local", out, echo=lines.append, jobs=2)
-    launcher.threads = 1
-    code = run_suite(
-        load_suite(str(suite_file)),
-        out,
-        None,
-        {},
-        progress=False,
-        echo=lines.append,
-        launcher=launcher,
-        kinds=FAKE_KINDS,
-    )
+    code = run_in_parallel(suite_file, out, lines.append)
     text = "\n".join(lines)
     assert code == 1, text
     assert {r["step"] for r in read_records(out / "results.jsonl")} == {"a", "b", "c"}
@@ -198,19 +187,7 @@ def test_a_step_process_has_the_runners_environment_of_when_the_step_started(tmp
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(yaml.safe_dump({"name": "env", "steps": [{"id": "a", "kind": "fake", "with": {}}]}))
     out = tmp_path / "out"
-    launcher = make_launcher("local", out, echo=lambda line: None, jobs=2)
-    launcher.threads = 1
-    code = run_suite(
-        load_suite(str(suite_file)),
-        out,
-        None,
-        {},
-        progress=False,
-        echo=lambda line: None,
-        launcher=launcher,
-        kinds=FAKE_KINDS,
-    )
-    assert code == 0
+    assert run_in_parallel(suite_file, out) == 0
     assert (out / "env-a").read_text() == "set after the fork server started"
     assert (out / "started-a").read_text() == "1"
 
@@ -220,17 +197,10 @@ import sys
 from pathlib import Path
 
 sys.path[:0] = [{here!r}, {root!r}]
-from fake_steps import FAKE_KINDS
-
-from disco_bench.launchers import make_launcher
-from disco_bench.runner import run_suite
-from disco_bench.suite import load_suite
+from fake_steps import run_in_parallel
 
 if __name__ == "__main__":
-    out = Path(sys.argv[2])
-    launcher = make_launcher("local", out, jobs=2)
-    launcher.threads = 1
-    run_suite(load_suite(sys.argv[1]), out, None, {{}}, progress=False, launcher=launcher, kinds=FAKE_KINDS)
+    run_in_parallel(Path(sys.argv[1]), Path(sys.argv[2]))
 """
 
 
@@ -298,22 +268,10 @@ def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path):
     )
     out = tmp_path / "out"
     lines: list[str] = []
-    launcher = make_launcher("local", out, echo=lines.append, jobs=2)
-    launcher.threads = 1
+    launcher = parallel_launcher(out, lines.append)
     codes = []
     runner = threading.Thread(
-        target=lambda: codes.append(
-            run_suite(
-                load_suite(str(suite_file)),
-                out,
-                None,
-                {},
-                progress=False,
-                echo=lines.append,
-                launcher=launcher,
-                kinds=FAKE_KINDS,
-            )
-        )
+        target=lambda: codes.append(run_in_parallel(suite_file, out, lines.append, launcher))
     )
     runner.start()
     deadline = time.monotonic() + 60
