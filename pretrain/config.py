@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
+from pretrain.errors import InputError
 from pretrain.validation import (
     FREE,
     Device,
@@ -123,6 +124,14 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self, FIELD_RULES)
+
+    def check_teacher(self) -> None:
+        """The method and the teacher agree. Checked on the finished config (``train.build_method``,
+        before any file is touched), not in ``__post_init__``: that also runs on each layer a config
+        is built from (a suite's defaults before its step, the CLI's flags before ``--set``), where a
+        teacher may come before the method that reads it."""
+        if not self.teacher_ckpt and _needs_teacher(self.method):
+            raise InputError(f"method {self.method!r} needs a teacher: pass --teacher-ckpt PATH")
         if self.teacher_ckpt and not _needs_teacher(self.method):
             # a teacher the method never reads: the run would be MoCo-v2 (or SwAV, DINO) alone
             # while its command line says it distils

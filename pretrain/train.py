@@ -67,10 +67,9 @@ def pick_device(name: str, dist_info: DistInfo) -> torch.device:
 def build_method(cfg: PretrainConfig):
     """The method module with its student and (frozen) teacher; returns (method, teacher_info)."""
     cls = METHODS[cfg.method]
+    cfg.check_teacher()
     teacher, teacher_info = None, None
     if cls.needs_teacher:
-        if not cfg.teacher_ckpt:
-            raise InputError(f"method {cfg.method!r} needs a teacher: pass --teacher-ckpt PATH")
         encoder, teacher_info = load_teacher(cfg.teacher_ckpt, cfg.teacher)
         # dino+disco takes its embedding width from the teacher; the others must match it
         if encoder.out_dim != cfg.dim and not getattr(cls, "dim_from_teacher", False):

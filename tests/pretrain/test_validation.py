@@ -118,3 +118,17 @@ def test_validate_fields_coerces_in_place_and_reports_the_first_bad_field():
 def test_a_field_without_a_rule_is_a_programming_error():
     with pytest.raises(TypeError, match="Unruled.steps has no validation rule"):
         Unruled()
+
+
+def test_a_teacher_may_come_before_the_method_that_reads_it_and_the_finished_config_must_agree():
+    from disco_bench.config import replace
+    from pretrain.config import PretrainConfig
+    from pretrain.errors import InputError
+
+    # the CLI's flags (--teacher-ckpt) before its --set method=disco; a suite's defaults before its step
+    finished = replace(PretrainConfig(teacher_ckpt="t.pt"), {"method": "disco"})
+    finished.check_teacher()
+    with pytest.raises(FieldError, match=r"^teacher_ckpt=t.pt: method 'moco' takes no teacher; drop it"):
+        PretrainConfig(teacher_ckpt="t.pt").check_teacher()
+    with pytest.raises(InputError, match=r"^method 'disco' needs a teacher: pass --teacher-ckpt PATH$"):
+        PretrainConfig(method="disco").check_teacher()
