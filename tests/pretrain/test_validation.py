@@ -120,6 +120,30 @@ def test_a_field_without_a_rule_is_a_programming_error():
         Unruled()
 
 
+def _methods() -> list[str]:
+    from pretrain.methods import METHODS
+
+    return sorted(METHODS)
+
+
+@pytest.mark.parametrize("method", _methods())
+def test_every_method_takes_a_teacher_exactly_when_it_reads_one(method):
+    from pretrain.config import PretrainConfig
+    from pretrain.errors import InputError
+    from pretrain.methods import METHODS
+
+    reads_one = METHODS[method].needs_teacher
+    given, missing = PretrainConfig(method=method, teacher_ckpt="t.pt"), PretrainConfig(method=method)
+    if reads_one:
+        given.check_teacher()
+        with pytest.raises(InputError, match="needs a teacher"):
+            missing.check_teacher()
+    else:
+        missing.check_teacher()
+        with pytest.raises(FieldError, match=f"method '{method}' takes no teacher"):
+            given.check_teacher()
+
+
 def test_a_teacher_may_come_before_the_method_that_reads_it_and_the_finished_config_must_agree():
     from disco_bench.config import replace
     from pretrain.config import PretrainConfig
