@@ -1,38 +1,55 @@
-"""The paper's findings, checked on whatever records a run produced: one verdict per claim, student
-and dataset, computed from the records by the arithmetic below (tested in tests/disco_bench/test_claims.py).
+"""The paper's claims, checked on whatever records a run produced: one verdict per claim, student and
+dataset, each from a confidence interval (``disco_bench.stats``), corrected for the number of claims
+on the board.
 
-A claim compares two *arms* (e.g. DisCo with hidden 2048 against MoCo-v2 alone) on one task and
-metric. An arm's runs pool into mean ± std only when every setting but the seed is equal (the
-leaderboard's ``setting_id``); a variant is its own group and gets its own row. Two arms are set
-side by side only in one *context*: the same dataset, the same evaluation settings, the same
-pre-training data (joined through the checkpoint's sha256 to its pre-training record), and, unless
-the claim says otherwise, the same student and pre-training budget; distillers also need the same
-teacher checkpoint. Multi-checkpoint tasks (t-SNE, information plane) name each checkpoint in the
-record's ``extra``; its method and settings come from that checkpoint's pre-training record.
+A claim is the paper's statement: two *arms* (e.g. DisCo with hidden 2048 against SEED) on one task
+and metric, a direction (``greater``, ``less``, ``non_inferior``, ``equivalent``), the margin the
+paper's words declare (in the metric's units; "a large margin" is a size, "improves" is not), its
+source with a short quote, and, where the paper's own numbers contradict its sentence, a caveat
+shown beside the verdict. All of it is declared here, before any record is read.
 
-Verdicts, with gap = mean(left) − mean(right) and bar = twice the larger of the two stds:
+Two arms are set side by side only in one *context*: the same evaluation dataset and settings, the
+same pre-training data (name and fingerprint), and, unless the claim says otherwise, the same
+student, pre-training budget and teacher checkpoint. Within a context each arm's runs pool over
+seeds only when every other setting is equal (the table's ``pool``); a variant is its own row.
 
-- ``greater`` (left > right): holds if gap > bar (and > the claim's margin); does not hold if
-  gap < −bar (or gap + bar < margin); inconclusive in between;
-- ``at_least`` (left ≥ right): holds if gap ≥ 0; does not hold if gap < −bar; inconclusive in between;
-- ``less``: ``greater`` with the sides swapped;
-- ``similar`` (|gap| small): holds if |gap| ≤ bar; does not hold otherwise.
-
-An arm with fewer seeds than it needs (3 for a method; 1 for a single teacher) makes the row
-inconclusive, never a verdict. A row is shown whatever its verdict; nothing is dropped.
+Per row: the difference mean(left) − mean(right) with its 95 % interval, paired by seed when both
+arms have the same seeds (each seed's initialisation, data order and augmentation draws are shared),
+Welch otherwise, or a one-sample interval against a single fixed checkpoint (a teacher). The claim's
+one-sided test against its margin gives p(holds), the opposite test p(does not hold); both are
+Holm-adjusted over every tested row of the board, and a row *holds* or *does not hold* when its
+adjusted p is below 0.025 (without correction: the interval's bound beyond the margin), else it is
+*inconclusive* and says how many seeds the observed spread would need. A claim is *reproduced* when
+it holds on each of two or more pre-training datasets (``docs/method.md``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import statistics
+import math
 from dataclasses import dataclass
 
-from disco_bench.leaderboard.matching import is_environment, per_checkpoint, setting_id, settings_of
+import pandas as pd
 
-MIN_SEEDS = 3  # seeds per arm before methods are compared (issue 19)
+from disco_bench.stats import (
+    ALPHA,
+    MAX_SEEDS,
+    RULE_SYMBOL,
+    Difference,
+    difference,
+    holm,
+    rule_test,
+    seeds_needed,
+)
+
+MIN_SEEDS = 2  # values per arm before an interval exists (a fixed checkpoint: 1)
 DETECTION_SIGNAL = 1.0  # AP50 (%): below it on both sides a detector found (next to) nothing
+# Declared sizes of the paper's words, in points of the metric (top-1 %, AP): a "large margin" and an
+# "obvious improvement" must exceed these; "improves" and "significant" only need the direction.
+LARGE_MARGIN = 2.0
+OBVIOUS = 1.0
+# Equivalence bands: "brings no further gain" within ±1 point; "similar I(T;Y)" within ±0.1 bits.
+SAME_TOP1 = 1.0
+SAME_BITS = 0.1
 # Pre-training fields two arms must share to be compared (their "budget"); everything else (method,
 # head width, lambda, ...) is what a claim compares. A run's seed is never part of it.
 BUDGET = (
@@ -56,19 +73,21 @@ HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 @dataclass(frozen=True)
 class Arm:
-    """One side of a claim: runs of ``methods`` whose pre-training protocol has the ``where`` values;
-    ``teacher=True`` instead selects the teachers the context's distillers learned from."""
+    """One side of a claim: runs of ``methods`` whose pre-training protocol has the ``where`` values
+    (probed with or without KD at the probe stage); ``teacher=True`` instead selects the teachers the
+    context's distillers learned from. ``min_seeds`` 1 marks a single fixed checkpoint."""
 
     name: str
     methods: tuple[str, ...] = ()
     where: tuple[tuple[str, object], ...] = ()
     teacher: bool = False
     min_seeds: int = MIN_SEEDS
+    kd: bool = False
 
     def selects(self, obs: Obs, teacher_shas: set[str]) -> bool:
         if self.teacher:
             return obs.sha in teacher_shas
-        if obs.sha in teacher_shas:  # a teacher is the teacher arm, not one of its method's runs
+        if obs.sha in teacher_shas or obs.kd != self.kd:  # a teacher is the teacher arm, not a method run
             return False
         return obs.method in self.methods and all(obs.pretrain.get(k) == v for k, v in self.where)
 
@@ -76,53 +95,76 @@ class Arm:
 @dataclass(frozen=True)
 class Claim:
     key: str
-    table: str  # where the paper makes it: "Table 1", "Ablation", ...
+    source: str  # where the paper makes it: "Table 1", "Section 4.2", ...
+    quote: str  # the paper's words (or numbers) the claim encodes
     text: str  # the claim in words, left arm first
     task: str
     metric: str
     left: Arm
     right: Arm
-    rule: str  # greater | at_least | less | similar
+    rule: str  # greater | less | non_inferior | equivalent
+    margin: float = 0.0  # declared before any record is read (see LARGE_MARGIN, SAME_TOP1, ...)
+    caveat: str = ""  # where the paper's own numbers contradict its sentence
     same_student: bool = True
     same_budget: bool = True
+    same_teacher: bool = True  # distillers only from one teacher checkpoint
+    same_head: bool = False  # both arms with one student head width (the ablation's)
     dataset_suffix: str = ""  # semisup records name their subset: DATASET@1%
-    margin: float = 0.0  # greater: the gap must also exceed this (e.g. "well below": 10 points)
     last_epoch: bool = False  # information plane: one value per checkpoint, at its last epoch
     # Below this on both sides the task measured nothing (a detector that finds no box): inconclusive,
-    # however the arithmetic comes out (0 >= 0 is no evidence that DisCo transfers as well).
+    # however the arithmetic comes out.
     min_signal: float | None = None
+    setup: bool = False  # a check of the run itself (head-room, the floor), not the paper's finding
 
 
-def _arm(name: str, *methods: str, teacher: bool = False, min_seeds: int = MIN_SEEDS, **where) -> Arm:
-    return Arm(name, methods, tuple(sorted(where.items())), teacher, min_seeds)
+def _arm(name: str, *methods: str, teacher: bool = False, min_seeds: int = MIN_SEEDS, kd: bool = False,
+         **where) -> Arm:  # fmt: skip
+    return Arm(name, methods, tuple(sorted(where.items())), teacher, min_seeds, kd)
 
 
 DISCO = _arm("DisCo (hidden 2048)", "disco", hidden=2048)
+DISCO_STAR = _arm("DisCo* (hidden = feature width)", "disco*")
+DISCO_ANY_HEAD = _arm("DisCo", "disco", "disco*")
 MOCO = _arm("MoCo-v2 alone", "moco")
 SEED = _arm("SEED", "seed")
 TEACHER = _arm("teacher", teacher=True, min_seeds=1)
 RANDOM = _arm("random init", "random-init")
+MSE_ONLY = _arm("MSE only", "distill-only")
+
+T1 = "Table 1: DisCo R-50 66.5 / 66.6 / 64.4 / 60.6 / 62.5 against MoCo-v2 46.8 / 48.4 / 36.2 / 52.2 / 56.8"
+LARGE = 'Section 4.2: DisCo surpasses SEED "with a large margin on all lightweight models"'
+T5_KD = "Table 5: KD 46.5 / 48.5 / 37.3 / 51.5 against MoCo-v2 alone 46.8 / 48.4 / 36.2 / 52.2 (Table 1)"
 
 
-def _pair_claims(table: str, task: str, metric: str, suffix: str = "") -> list[Claim]:
-    """DisCo against MoCo-v2 alone (greater) and SEED (at least) on one task."""
+def _pair_claims(source: str, task: str, metric: str, quotes: tuple[str, str], suffix: str = "",
+                 seed_margin: float = 0.0) -> list[Claim]:  # fmt: skip
+    """DisCo against MoCo-v2 alone and against SEED on one task (``quotes``: the paper's words on each)."""
     where = f"{task}{suffix}"
+    size = f" by > {seed_margin:g}" if seed_margin else ""
     return [
-        Claim(f"{where}-moco", table, "DisCo > MoCo-v2 alone", task, metric, DISCO, MOCO, "greater",
+        Claim(f"{where}-moco", source, quotes[0], "DisCo > MoCo-v2 alone", task, metric, DISCO, MOCO, "greater",
               dataset_suffix=suffix),
-        Claim(f"{where}-seed", table, "DisCo ≥ SEED", task, metric, DISCO, SEED, "at_least", dataset_suffix=suffix),
+        Claim(f"{where}-seed", source, quotes[1], f"DisCo > SEED{size}", task, metric, DISCO, SEED, "greater",
+              seed_margin, dataset_suffix=suffix),
     ]  # fmt: skip
+
+
+ABSTRACT = 'abstract: Eff-B0 "improved by 22.1% and 19.7%" with R-101 / R-50 teachers; ' + T1
+FIG5 = "Figure 5: DisCo's students above MoCo-v2's and SEED's with 1 % and 10 % of the labels"
+FIG6 = "Figure 6: DisCo's students above MoCo-v2's and SEED's in CIFAR-10/100 linear transfer"
 
 
 def _detection_claims(metric: str, layout: str) -> list[Claim]:
     """Table 2 on either layout (VOC: Faster R-CNN AP50; COCO: Mask R-CNN box AP50), and the check
     that detection at this scale has signal at all: the teacher against its random-init backbone."""
+    quote = '"obvious improvement" over MoCo-v2 alone in detection and segmentation'
     return [
-        Claim(f"det-moco-{layout}", "Table 2", f"DisCo ≥ MoCo-v2 alone ({layout} {metric})", "detection", metric,
-              DISCO, MOCO, "at_least", min_signal=DETECTION_SIGNAL),
-        Claim(f"det-teacher-{layout}", "Detection signal", f"teacher > its random-init backbone ({layout} {metric})",
-              "detection", metric, TEACHER, _arm("random init", "random-init", min_seeds=1), "greater",
-              same_budget=False, min_signal=DETECTION_SIGNAL),
+        Claim(f"det-moco-{layout}", "Table 2", quote, f"DisCo > MoCo-v2 alone by > {OBVIOUS:g} ({layout} {metric})",
+              "detection", metric, DISCO, MOCO, "greater", OBVIOUS, min_signal=DETECTION_SIGNAL),
+        Claim(f"det-teacher-{layout}", "Setup", "detection at this scale must tell trained weights from none",
+              f"teacher > its random-init backbone ({layout} {metric})", "detection", metric, TEACHER,
+              _arm("random init", "random-init", min_seeds=1), "greater", same_budget=False,
+              min_signal=DETECTION_SIGNAL, setup=True),
     ]  # fmt: skip
 
 
@@ -131,152 +173,152 @@ def _width(hidden: int) -> Arm:
     return _arm(name, "disco", "disco*", hidden=hidden)
 
 
+def _teacher_arm(arch: str) -> Arm:
+    """DisCo students of one teacher architecture (the pre-training protocol's ``teacher``)."""
+    return Arm(f"DisCo from {arch}", ("disco",), (("hidden", 2048), ("teacher", arch)))
+
+
+T4 = "Table 4: none 52.5 / 60.3 / 52.5, 512: 62.5 / 62.8 / 57.1, 1024: 65.0 / 63.8 / 59.2, 2048: 66.5 / 64.4 / 60.6"
+
 # The registry: every claim the leaderboard checks. A new claim is one entry here.
 CLAIMS: tuple[Claim, ...] = (
-    *_pair_claims("Table 1", "linear", "top1"),
-    Claim("headroom-moco", "Setup", "teacher well above MoCo-v2 alone (≥ 10 points)", "linear", "top1",
-          TEACHER, MOCO, "greater", same_student=False, same_budget=False, margin=10.0),
-    Claim("headroom-random", "Setup", "teacher well above a random-init student (≥ 10 points)", "linear", "top1",
-          TEACHER, RANDOM, "greater", same_student=False, same_budget=False,
-          margin=10.0),
+    *_pair_claims("Table 1, Section 4.2", "linear", "top1", (ABSTRACT, LARGE), seed_margin=LARGE_MARGIN),
+    Claim("linear-seed-star", "Table 3", "Table 3: DisCo* 65.6 / 63.8 / 57.1 / 58.9 against SEED 61.3 / 55.2 / 57.6 / 58.5",
+          "DisCo* (SEED's head width) > SEED", "linear", "top1", DISCO_STAR, SEED, "greater"),
+    Claim("larger-teacher-r101", "Table 1, Section 4.2", '"students benefit from larger teachers"; Eff-B0 68.9 with R-101, 66.5 with R-50',
+          "DisCo from R-101 > DisCo from R-50", "linear", "top1", _teacher_arm("resnet101"), _teacher_arm("resnet50"),
+          "greater", same_teacher=False),
+    Claim("larger-teacher-r152", "Table 1, Section 4.2", '"students benefit from larger teachers"; R-34 68.1 with R-152, 62.5 with R-50',
+          "DisCo from R-152 > DisCo from R-50", "linear", "top1", _teacher_arm("resnet152"), _teacher_arm("resnet50"),
+          "greater", same_teacher=False),
+    Claim("headroom-moco", "Setup", "a teacher must leave room to distil", "teacher well above MoCo-v2 alone (by > 10)",
+          "linear", "top1", TEACHER, MOCO, "greater", 10.0, same_student=False, same_budget=False, setup=True),
+    Claim("headroom-random", "Setup", "a teacher must leave room to distil", "teacher well above a random-init student (by > 10)",
+          "linear", "top1", TEACHER, RANDOM, "greater", 10.0, same_student=False, same_budget=False, setup=True),
     # Sanity: pre-training must beat the random-init floor, or no ordering of methods means anything.
-    Claim("floor-moco", "Setup", "MoCo-v2 alone > a random-init student", "linear", "top1", MOCO, RANDOM,
-          "greater", same_budget=False),
-    Claim("floor-disco", "Setup", "DisCo > a random-init student", "linear", "top1", DISCO, RANDOM, "greater",
-          same_budget=False),
-    Claim("t3-bottleneck", "Table 3", "DisCo (hidden 2048) > DisCo* (hidden = feature width)", "linear", "top1",
-          DISCO, _arm("DisCo*", "disco*"), "greater"),
-    Claim("t4-widest", "Table 4", "hidden 2048 > no hidden layer", "linear", "top1", DISCO, _width(0), "greater"),
-    Claim("t4-512", "Table 4", "hidden 512 ≥ no hidden layer", "linear", "top1", _width(512), _width(0), "at_least"),
-    Claim("t4-1024", "Table 4", "hidden 1024 ≥ hidden 512", "linear", "top1", _width(1024), _width(512), "at_least"),
-    Claim("t4-2048", "Table 4", "hidden 2048 ≥ hidden 1024", "linear", "top1", DISCO, _width(1024), "at_least"),
-    Claim("t5-at", "Table 5", "DisCo > AT", "linear", "top1", DISCO, _arm("AT", "at"), "greater"),
-    Claim("t5-rkd", "Table 5", "DisCo > RKD", "linear", "top1", DISCO, _arm("RKD", "rkd"), "greater"),
-    Claim("t5-at-disco", "Table 5", "AT + DisCo ≈ DisCo", "linear", "top1", _arm("AT + DisCo", "at+disco"),
-          DISCO, "similar"),
-    Claim("t5-rkd-disco", "Table 5", "RKD + DisCo ≈ DisCo", "linear", "top1", _arm("RKD + DisCo", "rkd+disco"),
-          DISCO, "similar"),
-    Claim("ablation-moco", "Ablation", "MSE only > MoCo-v2 alone", "linear", "top1",
-          _arm("MSE only", "distill-only"), MOCO, "greater"),
-    Claim("ablation-disco", "Ablation", "DisCo > MSE only", "linear", "top1", DISCO,
-          _arm("MSE only", "distill-only"), "greater"),
-    *_pair_claims("Semi-supervised 1%", "semisup", "top1", "@1%"),
-    *_pair_claims("Semi-supervised 10%", "semisup", "top1", "@10%"),
-    *_pair_claims("CIFAR transfer", "cifar", "top1"),
+    Claim("floor-moco", "Setup", "pre-training must beat no pre-training", "MoCo-v2 alone > a random-init student",
+          "linear", "top1", MOCO, RANDOM, "greater", same_budget=False, setup=True),
+    Claim("floor-disco", "Setup", "pre-training must beat no pre-training", "DisCo > a random-init student",
+          "linear", "top1", DISCO, RANDOM, "greater", same_budget=False, setup=True),
+    Claim("t3-bottleneck", "Table 3", "Table 3: DisCo* 65.6 / 63.8 / 57.1 / 58.9, DisCo 66.5 / 64.4 / 60.6 / 62.5",
+          "DisCo (hidden 2048) > DisCo* (hidden = feature width)", "linear", "top1", DISCO, DISCO_STAR, "greater"),
+    Claim("t4-512", "Table 4", T4, "hidden 512 > no hidden layer", "linear", "top1", _width(512), _width(0), "greater"),
+    Claim("t4-1024", "Table 4", T4, "hidden 1024 > hidden 512", "linear", "top1", _width(1024), _width(512), "greater"),
+    Claim("t4-2048", "Table 4", T4, "hidden 2048 > hidden 1024", "linear", "top1", DISCO, _width(1024), "greater"),
+    Claim("t5-at", "Table 5", "Table 5: AT 57.1 / 58.2 / 51.0 / 56.2, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          "DisCo > AT", "linear", "top1", DISCO, _arm("AT", "at"), "greater"),
+    Claim("t5-rkd", "Table 5", "Table 5: RKD 48.3 / 50.3 / 36.9 / 56.4, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          "DisCo > RKD", "linear", "top1", DISCO, _arm("RKD", "rkd"), "greater"),
+    Claim("t5-kd", "Table 5", "Table 5: KD 46.5 / 48.5 / 37.3 / 51.5, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          "DisCo > KD (MoCo-v2 student, KD at the probe)", "linear", "top1", DISCO, _arm("KD", "moco", kd=True),
+          "greater", same_teacher=False),
+    Claim("t5-improve-at", "Table 5", '"all distillation approaches bring improvement"', "AT > MoCo-v2 alone",
+          "linear", "top1", _arm("AT", "at"), MOCO, "greater"),
+    Claim("t5-improve-rkd", "Table 5", '"all distillation approaches bring improvement"', "RKD > MoCo-v2 alone",
+          "linear", "top1", _arm("RKD", "rkd"), MOCO, "greater"),
+    Claim("t5-improve-kd", "Table 5", '"all distillation approaches bring improvement"',
+          "KD > MoCo-v2 alone (KD at the probe)", "linear", "top1", _arm("KD", "moco", kd=True), MOCO, "greater",
+          caveat=f"the paper's own numbers disagree: {T5_KD}", same_teacher=False),
+    Claim("t5-at-disco", "Table 5", "Table 5: AT + DisCo 66.7 / 66.3 / 64.1 / 60.0, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          f"AT + DisCo ≈ DisCo (±{SAME_TOP1:g})", "linear", "top1", _arm("AT + DisCo", "at+disco"), DISCO,
+          "equivalent", SAME_TOP1),
+    Claim("t5-rkd-disco", "Table 5", "Table 5: RKD + DisCo 66.8 / 66.5 / 64.4 / 60.6, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          f"RKD + DisCo ≈ DisCo (±{SAME_TOP1:g})", "linear", "top1", _arm("RKD + DisCo", "rkd+disco"), DISCO,
+          "equivalent", SAME_TOP1),
+    Claim("t5-kd-disco", "Table 5", "Table 5: KD + DisCo 65.8 / 65.9 / 65.2 / 60.6, DisCo 66.5 / 66.6 / 64.4 / 60.6",
+          f"KD + DisCo ≈ DisCo (±{SAME_TOP1:g})", "linear", "top1", _arm("KD + DisCo", "disco", hidden=2048, kd=True),
+          DISCO, "equivalent", SAME_TOP1),
+    Claim("ablation-moco", "Ablation", "ablation (head = feature width): MSE only 65.6 / 58.9 / 54.5, MoCo-v2 46.8 / 36.2 / 52.2",
+          "MSE only > MoCo-v2 alone", "linear", "top1", MSE_ONLY, MOCO, "greater"),
+    Claim("ablation-disco", "Ablation", "ablation (head = feature width): DisCo 65.6 / 63.7 / 57.1, MSE only 65.6 / 58.9 / 54.5",
+          "DisCo > MSE only (same head)", "linear", "top1", DISCO_ANY_HEAD, MSE_ONLY, "greater", same_head=True,
+          caveat="the paper's own numbers tie on EfficientNet-B0 (65.6 both)"),
+    *_pair_claims("Figure 5, 1 % labels", "semisup", "top1", (FIG5, FIG5), "@1%"),
+    *_pair_claims("Figure 5, 10 % labels", "semisup", "top1", (FIG5, FIG5), "@10%"),
+    *_pair_claims("Figure 6, CIFAR transfer", "cifar", "top1", (FIG6, FIG6)),
     *_detection_claims("AP50", "VOC"),
     *_detection_claims("box_AP50", "COCO"),
-    Claim("tsne-silhouette", "t-SNE", "DisCo separates classes better than MoCo-v2 alone (silhouette)", "tsne",
-          "silhouette", DISCO, MOCO, "greater"),
-    Claim("tsne-knn", "t-SNE", "DisCo separates classes better than MoCo-v2 alone (5-NN %)", "tsne",
-          "knn5_top1", DISCO, MOCO, "greater"),
-    Claim("mi-xt", "Information plane", "hidden 2048 has a smaller I(X;T) than hidden 512", "mi", "mi_xt_bits",
-          DISCO, _width(512), "less", last_epoch=True),
-    Claim("mi-ty", "Information plane", "hidden 2048 has a similar I(T;Y) to hidden 512", "mi", "mi_ty_bits",
-          DISCO, _width(512), "similar", last_epoch=True),
+    Claim("testbed-swav", "SwAV testbed", '"significant improvement"; Eff-B0 46.8 -> 62.4, Mob-v3 19.4 -> 55.7',
+          "SwAV + DisCo > SwAV alone", "linear", "top1", _arm("SwAV + DisCo", "swav+disco"), _arm("SwAV", "swav"),
+          "greater", same_teacher=False),
+    Claim("testbed-dino", "DINO testbed", '"significant improvement"; ViT-Tiny 63.2 -> 68.4, XCiT-Tiny 67.0 -> 71.1',
+          "DINO + DisCo > DINO alone", "linear", "top1", _arm("DINO + DisCo", "dino+disco"), _arm("DINO", "dino"),
+          "greater", same_teacher=False),
+    Claim("tsne-silhouette", "t-SNE", "DisCo's classes are better separated than MoCo-v2's (figure)",
+          "DisCo separates classes better than MoCo-v2 alone (silhouette)", "tsne", "silhouette", DISCO, MOCO,
+          "greater"),
+    Claim("tsne-knn", "t-SNE", "DisCo's classes are better separated than MoCo-v2's (figure)",
+          "DisCo separates classes better than MoCo-v2 alone (5-NN %)", "tsne", "knn5_top1", DISCO, MOCO, "greater"),
+    Claim("mi-xt", "Information plane", "the wider head compresses more: smaller I(X;T) (figure)",
+          "hidden 2048 has a smaller I(X;T) than hidden 512", "mi", "mi_xt_bits", DISCO, _width(512), "less",
+          last_epoch=True),
+    Claim("mi-ty", "Information plane", "both heads keep the label information: similar I(T;Y) (figure)",
+          f"hidden 2048 has a similar I(T;Y) to hidden 512 (±{SAME_BITS:g} bits)", "mi", "mi_ty_bits", DISCO,
+          _width(512), "equivalent", SAME_BITS, last_epoch=True),
 )  # fmt: skip
 
 
-# --- the records as observations -------------------------------------------------------------------
+# --- the table's rows as observations --------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Obs:
-    """One measured value of one checkpoint, with what it was measured on and trained by."""
+    """One measured value of one checkpoint: a row of the tidy table, in the claims' terms."""
 
-    record: dict
     value: float
     sha: str | None
     method: str | None
     student: str | None
+    seed: object
     pretrain: dict
-    pretrained_on: str | None
+    pretrained_on: tuple  # (data name, fingerprint); (None, None) for a random init
     pool: str  # runs with equal pools differ only by their seed
-    setting: str | None  # the leaderboard's setting id (its link), for single-checkpoint records
+    setting: str | None  # the leaderboard's setting id (its link)
     eval_context: str
-
-    @property
-    def teacher_sha(self) -> str | None:
-        teacher = self.pretrain.get("teacher_ckpt")
-        return teacher.get("sha256") if isinstance(teacher, dict) else None
-
-
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    dataset: str
+    kd: bool
+    teacher_sha: str | None
+    step: str | None
+    config_hash: str | None
+    epoch: object
 
 
-def checkpoints(records: list[dict]) -> dict[str, dict]:
-    """sha256 -> what made a checkpoint: the pre-training record's method, student, protocol and
-    dataset, or a random initialisation (``init`` steps)."""
-    found: dict[str, dict] = {}
-    for r in records:
-        sha = r.get("checkpoint_sha256")
-        if not sha or sha in found:
-            continue
-        if r.get("task") == "pretrain":
-            found[sha] = {
-                "method": r.get("method"),
-                "student": r.get("student"),
-                "protocol": r.get("protocol") or {},
-                "dataset": r.get("dataset"),
-            }
-        elif r.get("task") == "checkpoint" and r.get("method") == "random-init":
-            found[sha] = {
-                "method": "random-init",
-                "student": r.get("student"),
-                "protocol": {},
-                "dataset": None,
-            }
-    return found
-
-
-def _eval_context(record: dict) -> str:
-    """The evaluation settings (which checkpoints a step read and where it ran aside)."""
-    fields = {
-        k: v
-        for k, v in settings_of(record).items()
-        if k.startswith("eval.") and "ckpt" not in k and not is_environment(k)
-    }
-    return _digest(fields)
-
-
-def observe(record: dict, ckpts: dict[str, dict]) -> Obs | None:
-    extra = record.get("extra") or {}
-    several = "sha256" in extra and "ckpt" in extra  # t-SNE / information plane: one checkpoint of several
-    sha = extra.get("sha256") if several else record.get("checkpoint_sha256")
-    made = ckpts.get(sha or "")
-    if several:
-        pretrain = (made or {}).get("protocol") or {}
-        stand_in = per_checkpoint(record, {sha: pretrain})  # the measured checkpoint's identity and settings
-        method, student = stand_in["method"], stand_in["student"]
-        pool, setting = setting_id(stand_in), None
-    else:
-        method, student = record.get("method"), record.get("student")
-        pretrain = (record.get("protocol") or {}).get("pretrain") or {}
-        pool = setting = setting_id(record)
-        pool += _digest(extra)  # e.g. a KD probe's or an architecture's extra fields
-    if made is not None and made["method"] == "random-init":
-        method = "random-init"
-    return Obs(
-        record=record,
-        value=float(record["value"]),
-        sha=sha,
-        method=method,
-        student=student,
-        pretrain=pretrain,
-        pretrained_on=(made or {}).get("dataset"),
-        pool=pool,
-        setting=setting,
-        eval_context=_eval_context(record),
-    )
+def observations(df: pd.DataFrame) -> list[Obs]:
+    out = []
+    for row in df.itertuples(index=False):
+        record = row.record
+        extra = record.get("extra") or {}
+        several = "arch" in extra
+        pre = (record.get("protocol") or {}).get("pretrain") or {}
+        out.append(
+            Obs(
+                value=float(row.value),
+                sha=row.checkpoint_sha256,
+                method=row.method,
+                student=row.student,
+                seed=row.pretrain_seed,
+                pretrain=pre if isinstance(pre, dict) else {},
+                pretrained_on=(row.pretrained_on, row.pretrain_data),
+                pool=row.pool,
+                setting=None if several else row.setting,
+                eval_context=row.eval_context,
+                dataset=str(row.dataset),
+                kd=bool(row.kd_probe),
+                teacher_sha=row.teacher_sha256,
+                step=row.step,
+                config_hash=row.config_hash,
+                epoch=extra.get("epoch", 0),
+            )
+        )
+    return out
 
 
 def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
     """One value per checkpoint and eval step: the one at its last recorded epoch."""
     last: dict[tuple, Obs] = {}
     for o in obs:
-        key = (o.sha, o.record.get("step"), o.record.get("config_hash"))
-        epoch = (o.record.get("extra") or {}).get("epoch", 0)
-        if key not in last or epoch > (last[key].record.get("extra") or {}).get("epoch", 0):
+        key = (o.sha, o.step, o.config_hash)
+        if key not in last or o.epoch > last[key].epoch:
             last[key] = o
     return list(last.values())
 
@@ -287,40 +329,25 @@ def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
 @dataclass(frozen=True)
 class Group:
     values: tuple[float, ...]
+    seeds: tuple = ()
     setting: str | None = None  # the one setting its runs share (leaderboard.matching.setting_id)
 
     @property
     def mean(self) -> float:
-        return statistics.fmean(self.values)
+        return sum(self.values) / len(self.values)
 
     @property
     def std(self) -> float | None:
-        return statistics.stdev(self.values) if len(self.values) > 1 else None
+        if len(self.values) < 2:
+            return None
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (len(self.values) - 1))
 
     def text(self) -> str:
         link = f" [setting {self.setting}](#setting-{self.setting})" if self.setting else ""
         if self.std is None:
             return f"{self.mean:.4g} (n=1){link}"
         return f"{self.mean:.4g} ± {self.std:.3g} (n={len(self.values)}){link}"
-
-
-def verdict(rule: str, left: Group, right: Group, margin: float = 0.0) -> tuple[float, float, str]:
-    """(gap, bar, verdict) by the rules in this module's docstring (both arms with enough seeds)."""
-    gap = left.mean - right.mean
-    bar = 2 * max((s for s in (left.std, right.std) if s is not None), default=0.0)
-    if rule == "less":
-        gap_, bar_, v = verdict("greater", right, left, margin)
-        return -gap_, bar_, v
-    if rule == "greater":
-        if gap > max(bar, margin):
-            return gap, bar, HOLDS
-        # clearly reversed, or clearly short of the margin the claim asks for
-        return gap, bar, FAILS if gap < -bar or (margin and gap + bar < margin) else INCONCLUSIVE
-    if rule == "at_least":
-        return gap, bar, HOLDS if gap >= 0 else FAILS if gap < -bar else INCONCLUSIVE
-    if rule == "similar":
-        return gap, bar, HOLDS if abs(gap) <= bar else FAILS
-    raise ValueError(f"unknown rule {rule!r}")
 
 
 @dataclass
@@ -330,19 +357,80 @@ class Row:
     dataset: str
     left: Group
     right: Group
-    gap: float
-    bar: float
-    verdict: str
+    diff: Difference | None
+    p_holds: float | None = None  # one-sided, before correction
+    p_fails: float | None = None
+    p_holds_adj: float | None = None  # Holm over every tested row of the board
+    p_fails_adj: float | None = None
+    verdict: str = INCONCLUSIVE
     note: str = ""
     right_student: str | None = None  # the other arm's student, when the claim compares across students
     pretrained_on: str | None = None  # the data both arms were pre-trained on (a random init: none)
-    seeded: bool = True  # both arms have the seeds they need (else the row is no evidence either way)
+    tested: bool = False  # an interval exists and the task measured something (it is in the family)
+
+    @property
+    def gap(self) -> float:
+        return self.left.mean - self.right.mean
+
+
+def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
+    return [
+        arm.name for arm, g in ((claim.left, left), (claim.right, right)) if len(g.values) < arm.min_seeds
+    ]
+
+
+def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
+    trained = next((o.pretrained_on[0] for o in lp + rp if o.pretrained_on[0] is not None), None)
+    row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
+    short = _seeds_short(claim, lg, rg)
+    pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
+    row.diff = None if short else difference(lg.values, rg.values, pair_by=pair)
+    if short or row.diff is None:
+        need = max(claim.left.min_seeds, claim.right.min_seeds, 2)
+        row.note = f"needs ≥ {need} seeds: {', '.join(short) or 'both arms'}"
+    elif claim.min_signal is not None and max(lg.mean, rg.mean) < claim.min_signal:
+        row.note = f"no signal: both below {claim.min_signal:g}"
+    else:
+        test = rule_test(row.diff, claim.rule, claim.margin)
+        row.p_holds, row.p_fails, row.tested = test.p_holds, test.p_fails, True
+    return row
+
+
+def verdicts(p_holds: list[float], p_fails: list[float]) -> tuple[list[str], list[float], list[float]]:
+    """The verdicts of one board's tested rows: (verdict, Holm-adjusted p(holds), adjusted
+    p(does not hold)) per row, each side's p-values adjusted over the whole family."""
+    adj_h, adj_f = holm(list(p_holds)), holm(list(p_fails))
+    out = [
+        HOLDS if h < ALPHA else FAILS if f < ALPHA else INCONCLUSIVE
+        for h, f in zip(adj_h, adj_f, strict=True)
+    ]
+    return out, adj_h, adj_f
+
+
+def decide(rows: list[Row]) -> None:
+    """Holm over every tested row (one family per board), then each row's verdict and note."""
+    tested = [r for r in rows if r.tested]
+    found, adj_h, adj_f = verdicts([r.p_holds for r in tested], [r.p_fails for r in tested])
+    for r, v, ph, pf in zip(tested, found, adj_h, adj_f, strict=True):
+        r.verdict, r.p_holds_adj, r.p_fails_adj = v, ph, pf
+        if v == FAILS and r.claim.rule == "greater" and r.claim.margin and r.diff.low > 0:
+            r.note = f"better, but not by the declared {r.claim.margin:g}"
+        if v == INCONCLUSIVE:
+            n = seeds_needed(r.diff, r.claim.rule, r.claim.margin, ALPHA / len(tested))
+            r.note = (
+                "the observed difference is on the wrong side of the margin: more seeds would not make it hold"
+                if n is None
+                else f"would need > {MAX_SEEDS} seeds per arm"
+                if n > MAX_SEEDS
+                else f"≈ {n} seeds per arm would decide it at the observed spread and this board's correction"
+            )
 
 
 def _context_key(o: Obs, claim: Claim, with_student: bool) -> tuple:
     """What two arms must share (pre-training data aside: see _rows_for)."""
     budget = tuple(o.pretrain.get(k) for k in BUDGET) if claim.same_budget else ()
-    return (o.record.get("dataset"), o.eval_context, o.student if with_student else None, budget)
+    head = o.pretrain.get("hidden") if claim.same_head else None
+    return (o.dataset, o.eval_context, o.student if with_student else None, budget, head)
 
 
 def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
@@ -350,36 +438,29 @@ def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
     for o in obs:
         by.setdefault(o.pool, []).append(o)
     pools = sorted(by.values(), key=lambda p: (-len(p), p[0].pool))
-    return [(Group(tuple(o.value for o in p), p[0].setting), p) for p in pools]
+    return [(Group(tuple(o.value for o in p), tuple(o.seed for o in p), p[0].setting), p) for p in pools]
 
 
-def _on_subset(record: dict, claim: Claim) -> bool:
+def _on_subset(dataset: str, claim: Claim) -> bool:
     """Semi-supervised records name their labelled subset (DATASET@1%); the others have none."""
-    dataset = str(record.get("dataset"))
     return dataset.endswith(claim.dataset_suffix) if claim.dataset_suffix else "@" not in dataset
 
 
-def claim_rows(records: list[dict], claims: tuple[Claim, ...] = CLAIMS) -> list[Row]:
-    """Every (claim, context, left setting, right setting) the records allow, with its verdict."""
-    ckpts = checkpoints(records)
-    teacher_shas = {
-        (p.get("teacher_ckpt") or {}).get("sha256")
-        for c in ckpts.values()
-        if isinstance(p := c["protocol"], dict) and isinstance(p.get("teacher_ckpt"), dict)
-    } - {None}
+def claim_rows(df: pd.DataFrame, claims: tuple[Claim, ...] = CLAIMS) -> list[Row]:
+    """Every (claim, context, left setting, right setting) the table allows, with its verdict."""
+    if df.empty:
+        return []
+    teacher_shas = set(df.teacher_sha256.dropna())
     rows: list[Row] = []
     for claim in claims:
-        obs = [
-            o
-            for r in records
-            if r.get("task") == claim.task and r.get("metric") == claim.metric and _on_subset(r, claim)
-            if (o := observe(r, ckpts)) is not None
-        ]
+        sub = df[(df.task == claim.task) & (df.metric == claim.metric)]
+        obs = [o for o in observations(sub) if _on_subset(o.dataset, claim)]
         if claim.last_epoch:
             obs = _at_last_epoch(obs)
         left = [o for o in obs if claim.left.selects(o, teacher_shas)]
         right = [o for o in obs if claim.right.selects(o, teacher_shas)]
         rows += _rows_for(claim, left, right)
+    decide(rows)
     return rows
 
 
@@ -391,12 +472,11 @@ def _rows_for(claim: Claim, left: list[Obs], right: list[Obs]) -> list[Row]:
     untrained: list[tuple[int, Obs]] = []  # random inits: pre-trained on nothing, they join every context
     for side, obs in ((0, left), (1, right)):
         for o in obs:
-            if o.pretrained_on is None and o.method == "random-init":
+            if o.method == "random-init" and o.pretrained_on[0] is None:
                 untrained.append((side, o))
                 continue
-            contexts.setdefault(_context_key(o, claim, with_student) + (o.pretrained_on,), ([], []))[
-                side
-            ].append(o)
+            key = _context_key(o, claim, with_student) + (o.pretrained_on,)
+            contexts.setdefault(key, ([], []))[side].append(o)
     for side, o in untrained:
         partial = _context_key(o, claim, with_student)
         for key, sides in contexts.items():
@@ -405,9 +485,8 @@ def _rows_for(claim: Claim, left: list[Obs], right: list[Obs]) -> list[Row]:
     for (dataset, *_), (lefts, rights) in contexts.items():
         for lg, lp in _pools(lefts):
             for rg, rp in _pools(rights):
-                if not _same_teacher(claim, lp, rp):
-                    continue
-                rows.append(_row(claim, dataset, lg, lp, rg, rp))
+                if _same_teacher(claim, lp, rp):
+                    rows.append(_row(claim, dataset, lg, lp, rg, rp))
     return rows
 
 
@@ -422,42 +501,30 @@ def _same_teacher(claim: Claim, lp: list[Obs], rp: list[Obs]) -> bool:
         if all(o.method == "random-init" for o in other):
             return {o.student for o in other} == {o.student for o in teacher} or not claim.same_student
         return True
+    if not claim.same_teacher:
+        return True
     a, b = {o.teacher_sha for o in lp}, {o.teacher_sha for o in rp}
     return None in a or None in b or a == b
 
 
-def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
-    short = [arm.name for arm, g in ((claim.left, lg), (claim.right, rg)) if len(g.values) < arm.min_seeds]
-    if short:
-        gap, bar, _ = verdict(claim.rule, lg, rg, claim.margin)
-        need = ", ".join(short)
-        v, note = (
-            INCONCLUSIVE,
-            f"needs ≥ {claim.left.min_seeds if short[0] == claim.left.name else claim.right.min_seeds} seeds: {need}",
-        )
-    elif claim.min_signal is not None and max(lg.mean, rg.mean) < claim.min_signal:
-        gap, bar, _ = verdict(claim.rule, lg, rg, claim.margin)
-        v, note = INCONCLUSIVE, f"no signal: both below {claim.min_signal:g}"
-    else:
-        gap, bar, v = verdict(claim.rule, lg, rg, claim.margin)
-        note = f"margin {claim.margin:g}" if claim.margin else ""
-    trained = next((o.pretrained_on for o in lp + rp if o.pretrained_on is not None), None)
-    return Row(claim, lp[0].student, dataset, lg, rg, gap, bar, v, note, rp[0].student, trained, not short)
+# --- across datasets -------------------------------------------------------------------------------
 
 
-# --- what the leaderboard shows --------------------------------------------------------------------
+def reproduced_on(verdicts: dict[str, str]) -> bool:
+    """Reproduced: holds on each of two or more pre-training datasets (an intersection-union test: each
+    dataset's verdict is already at the board's corrected level, so no further correction is due)."""
+    return len(verdicts) >= 2 and all(v == HOLDS for v in verdicts.values())
 
 
 def reproduced(rows: list[Row]) -> list[dict]:
     """Per claim and student: the verdict on each pre-training dataset (a transfer task's rows count
-    for the data its checkpoints were pre-trained on), and whether it holds on two or more datasets
-    and on every one it was checked on (a claim counts as reproduced only then)."""
+    for the data its checkpoints were pre-trained on), and whether it is reproduced."""
     by: dict[tuple, dict[str, list[str]]] = {}
-    decided = {(r.claim.key, r.student, r.pretrained_on or r.dataset) for r in rows if r.seeded}
+    decided = {(r.claim.key, r.student, r.pretrained_on or r.dataset) for r in rows if r.tested}
     for r in rows:
         base = r.pretrained_on or r.dataset.split("@")[0]
-        if not r.seeded and (r.claim.key, r.student, r.pretrained_on or r.dataset) in decided:
-            continue  # a one-seed variant (e.g. the paper probe of seed 0) does not overrule a seeded row
+        if not r.tested and (r.claim.key, r.student, r.pretrained_on or r.dataset) in decided:
+            continue  # an untested variant (e.g. the paper probe of seed 0) does not overrule a tested row
         student = r.right_student if r.claim.left.teacher else r.student  # the student a teacher row is about
         by.setdefault((r.claim.key, student), {}).setdefault(base, []).append(r.verdict)
     out = []
@@ -465,15 +532,10 @@ def reproduced(rows: list[Row]) -> list[dict]:
         for (key, student), per in by.items():
             if key != claim.key:
                 continue
-            # a dataset with several seeded rows (variants) counts as holding only if every one holds
+            # a dataset with several rows (variants) counts as holding only if every one holds
             each = {d: HOLDS if all(v == HOLDS for v in vs) else _worst(vs) for d, vs in per.items()}
             out.append(
-                {
-                    "claim": claim,
-                    "student": student,
-                    "verdicts": each,
-                    "reproduced": len(each) >= 2 and all(v == HOLDS for v in each.values()),
-                }
+                {"claim": claim, "student": student, "verdicts": each, "reproduced": reproduced_on(each)}
             )
     return out
 
@@ -482,21 +544,24 @@ def _worst(verdicts: list[str]) -> str:
     return FAILS if FAILS in verdicts else INCONCLUSIVE
 
 
-def probe_agreement(records: list[dict]) -> list[dict]:
+def probe_agreement(df: pd.DataFrame) -> list[dict]:
     """Per dataset and pre-training seed: whether the fast probe and the paper probe order the same
     checkpoints (one per method and setting) the same way, counted in swapped pairs (Kendall)."""
-    ckpts = checkpoints(records)
+    if df.empty:
+        return []
     by: dict[tuple, dict[str, dict[str, tuple[float, str]]]] = {}
-    for r in records:
-        if r.get("task") != "linear" or r.get("metric") != "top1" or (r.get("extra") or {}).get("arch"):
+    sub = df[(df.task == "linear") & (df.metric == "top1")]
+    for row in sub.itertuples(index=False):
+        probe = row.settings.get("eval.protocol")
+        if (
+            probe not in ("fast", "paper")
+            or row.checkpoint_sha256 is None
+            or "arch" in (row.record.get("extra") or {})
+        ):
             continue
-        probe = ((r.get("protocol") or {}).get("eval") or {}).get("protocol")
-        o = observe(r, ckpts)
-        if probe not in ("fast", "paper") or o is None or o.sha is None:
-            continue
-        key = (r.get("dataset"), o.pretrain.get("seed"))
-        name = r.get("label") or f"{o.method} {o.student}"
-        by.setdefault(key, {}).setdefault(o.sha, {})[probe] = (o.value, name)
+        key = (row.dataset, row.pretrain_seed)
+        name = row.label or f"{row.method} {row.student}"
+        by.setdefault(key, {}).setdefault(row.checkpoint_sha256, {})[probe] = (row.value, name)
     out = []
     for (dataset, seed), per in sorted(by.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
         both = {sha: v for sha, v in per.items() if "fast" in v and "paper" in v}
@@ -523,60 +588,103 @@ def probe_agreement(records: list[dict]) -> list[dict]:
     return out
 
 
+# --- what the leaderboard shows --------------------------------------------------------------------
+
 VERDICT_TEXT = {HOLDS: "holds", FAILS: "**does not hold**", INCONCLUSIVE: "inconclusive"}
-RULE_TEXT = {"greater": ">", "at_least": "≥", "less": "<", "similar": "≈"}
 
 
-def claims_section(records: list[dict]) -> list[str]:
-    """Markdown lines of the claims tables, or nothing when no claim has both arms in the records."""
-    rows = claim_rows(records)
-    agreement = probe_agreement(records)
+def _p(p: float | None) -> str:
+    if p is None:
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _interval(r: Row) -> str:
+    if r.diff is None:
+        return f"{r.gap:+.4g} (no interval)"
+    return f"{r.diff.diff:+.4g} [{r.diff.low:+.3g}, {r.diff.high:+.3g}]"
+
+
+def _rule(claim: Claim) -> str:
+    symbol = RULE_SYMBOL[claim.rule]
+    if claim.rule == "equivalent":
+        return f"{symbol} ±{claim.margin:g}"
+    if claim.margin:
+        return (
+            f"{symbol} by {claim.margin:g}"
+            if claim.rule in ("greater", "less")
+            else f"{symbol} −{claim.margin:g}"
+        )
+    return symbol
+
+
+def _notes(r: Row) -> str:
+    parts = [p for p in (r.note, r.claim.caveat) if p]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def claims_section(df: pd.DataFrame) -> list[str]:
+    """Markdown lines of the claims tables, or nothing when no claim has both arms in the table."""
+    rows = claim_rows(df)
+    agreement = probe_agreement(df)
     if not rows and not agreement:
         return []
+    family = sum(r.tested for r in rows)
     lines = [
         "## The paper's claims, checked on these records",
         "",
-        "Mean ± std over the seeds of one setting; two arms are compared only with the same dataset, "
-        "evaluation settings, pre-training data and (unless the claim spans students) student and "
-        "pre-training budget, distillers only from one teacher checkpoint (`disco_bench/claims.py`). "
-        "bar = twice the larger std. `>`: holds if the gap exceeds the bar, does not hold if it is below "
-        "−bar, else inconclusive; `≥`: holds if the gap is ≥ 0, does not hold below −bar; `≈`: holds if "
-        f"|gap| ≤ bar; `<`: `>` reversed. Each arm needs {MIN_SEEDS} seeds (a teacher or a random init: 1).",
+        "Each claim is the paper's statement with its direction and the margin its words declare "
+        "(`disco_bench/claims.py`, declared before any record is read). Two arms meet only with the same "
+        "dataset, evaluation settings and pre-training data and (unless the claim spans them) student, "
+        "pre-training budget and teacher checkpoint. *difference* is mean(left) − mean(right) with its 95 % "
+        "interval: paired by seed when both arms have the same seeds, Welch otherwise, one-sample against "
+        "a single teacher checkpoint (the *test* column). `>` holds when the interval's lower bound exceeds "
+        "the margin, `≥` when it exceeds −margin, `≈` when the interval lies inside ±margin (two one-sided "
+        "tests), `<` mirrors `>`; a claim does not hold when the interval lies on the other side. The "
+        f"p-values are Holm-adjusted over the {family} tested rows of this board and read at 0.025 per "
+        "side; an inconclusive row says how many seeds per arm the observed difference and spread would "
+        "need (80 % power at this board's Bonferroni level, which Holm's never exceeds).",
         "",
     ]
     if rows:
         lines += [
-            "| where | claim | student | dataset (← pre-trained on) | left | right | gap | bar | verdict |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| source | claim | student | dataset (← pre-trained on) | left | right | difference [95 % CI] "
+            "| test | p (Holm) | verdict |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             student = r.student if r.right_student == r.student else f"{r.student} vs {r.right_student}"
-            note = f" ({r.note})" if r.note else ""
             trained = f" ← {r.pretrained_on}" if r.pretrained_on and r.pretrained_on not in r.dataset else ""
+            test = f"{r.diff.method}, df {r.diff.df:.3g}" if r.diff else "—"
+            p = _p(r.p_holds_adj if r.verdict != FAILS else r.p_fails_adj)
             lines.append(
-                f"| {r.claim.table} | {r.claim.text} | {student} | {r.dataset}{trained} | "
+                f"| {r.claim.source} | {r.claim.text} `{_rule(r.claim)}` | {student} | {r.dataset}{trained} | "
                 f"{r.claim.left.name} {r.left.text()} | {r.claim.right.name} {r.right.text()} | "
-                f"{r.gap:+.4g} | {RULE_TEXT[r.claim.rule]} {r.bar:.3g} | {VERDICT_TEXT[r.verdict]}{note} |"
+                f"{_interval(r)} | {test} | {p} | {VERDICT_TEXT[r.verdict]}{_notes(r)} |"
             )
         lines.append("")
+        quoted = {r.claim.key: r.claim for r in rows}
+        lines += ["What each claim encodes (the paper's words or numbers):", ""]
+        lines += [f"- `{c.key}` ({c.source}): {c.quote}" for c in quoted.values() if c.quote] + [""]
     summary = reproduced(rows)
     if summary:
         datasets = sorted({d for s in summary for d in s["verdicts"]})
         lines += [
             "### Reproduced on every dataset",
             "",
-            "Columns: the data the checkpoints were pre-trained on (a transfer task counts for it). A claim "
-            "counts as reproduced only where it holds on two or more datasets and on each of them.",
+            "Columns: the data the checkpoints were pre-trained on (a transfer task counts for it). A claim is "
+            "reproduced when it holds, at this board's corrected level, on each of two or more datasets.",
             "",
-            "| where | claim | student | " + " | ".join(datasets) + " | reproduced |",
+            "| source | claim | student | " + " | ".join(datasets) + " | reproduced |",
             "|---|---|---|" + "---|" * len(datasets) + "---|",
         ]
         for s in summary:
             cells = " | ".join(
                 VERDICT_TEXT[s["verdicts"][d]] if d in s["verdicts"] else "—" for d in datasets
             )
+            caveat = f" ({s['claim'].caveat})" if s["claim"].caveat else ""
             lines.append(
-                f"| {s['claim'].table} | {s['claim'].text} | {s['student']} | {cells} | "
+                f"| {s['claim'].source} | {s['claim'].text}{caveat} | {s['student']} | {cells} | "
                 f"{'**yes**' if s['reproduced'] else 'no'} |"
             )
         lines.append("")

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from disco_bench.leaderboard.matching import cell_matches, setting_id
+from disco_bench.leaderboard.matching import cell_matches
 from disco_bench.leaderboard.paper import PaperTable
-from disco_bench.leaderboard.suite_lookup import fill_command
 
 
 def fmt(values: pd.Series | list[float]) -> str:
@@ -37,10 +36,7 @@ class Cell:
     records: list[dict] = field(default_factory=list)  # the pool shown
     command: str | None = None
     other_pools: list[list[dict]] = field(default_factory=list)  # records of other settings that also fit
-
-    @property
-    def setting(self) -> str | None:
-        return setting_id(self.records[0]) if self.records else None
+    setting: str | None = None  # the pool's setting id (the tidy table's ``setting``)
 
     @property
     def mean(self) -> float | None:
@@ -73,29 +69,35 @@ class Cell:
         return "—" + (f" ({paper})" if paper else "") + fill
 
 
-def pools(records: list[dict]) -> list[list[dict]]:
-    """Records grouped by setting, largest group first (ties: first seen)."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(setting_id(r), []).append(r)
-    return sorted(groups.values(), key=len, reverse=True)
-
-
-def table_cells(table: PaperTable, records: list[dict]) -> list[list[Cell]]:
+def table_cells(table: PaperTable, df: pd.DataFrame) -> list[list[Cell]]:
+    """Each cell's pools of matching rows (largest first, ties: first seen), with its fill command."""
+    candidates = df[df.task == table.task] if not df.empty else df
     grid = []
     for student, paper_values in table.rows.items():
+        mine = candidates[candidates.student == student] if not candidates.empty else candidates
         row = []
         for col, paper in zip(table.columns, paper_values, strict=True):
-            found = pools([r for r in records if cell_matches(r, table, col, student)])
+            fits = [
+                (r.setting, r.record)
+                for r in mine.itertuples(index=False)
+                if cell_matches(r.record, table, col, student, have=r.settings)
+            ]
+            groups: dict[str, list[dict]] = {}
+            for setting, record in fits:
+                groups.setdefault(setting, []).append(record)
+            ordered = sorted(groups.items(), key=lambda kv: len(kv[1]), reverse=True)
+            shown = ordered[0] if ordered else (None, [])
             row.append(
-                Cell(table.key, student, col.key, paper, found[0] if found else [], other_pools=found[1:])
+                Cell(
+                    table.key,
+                    student,
+                    col.key,
+                    paper,
+                    shown[1],
+                    None if shown[1] else col.fill_command(student),
+                    [records for _, records in ordered[1:]],
+                    shown[0],
+                )
             )
         grid.append(row)
     return grid
-
-
-def add_fill_commands(table: PaperTable, grid: list[list[Cell]], command_suite: str | None) -> None:
-    for row in grid:
-        for cell, col in zip(row, table.columns, strict=True):
-            if not cell.records:
-                cell.command = fill_command(table, col, cell.student, command_suite)

@@ -1,9 +1,11 @@
 """LEADERBOARD.md from the records.
 
+Every view is a function of the tidy table (``leaderboard.table``), read from the records once.
+
 - One table per table of the paper (``paper_numbers.yaml``): rows are students, columns what
   produced the number, each cell "ours (paper, Δ)" with mean ± std over the seeds of one setting,
   and a link to that setting. A missing cell shows "—" and the command that would fill it (the
-  step of the ``full`` suite that measures it). Only tables with at least one number of ours are
+  step the column names in ``paper_numbers.yaml``). Only tables with at least one number of ours are
   drawn; the others are listed with the command that measures them. Under each table, every row
   says where its numbers came from (step, record ids, checkpoint hash, config hash), and each
   column's paper setting is linked.
@@ -20,24 +22,18 @@ from typing import Any
 
 import pandas as pd
 
-from disco_bench.claims import checkpoints, claims_section
-from disco_bench.leaderboard.cells import Cell, add_fill_commands, fmt, setting_link, table_cells
+from disco_bench.claims import claims_section
+from disco_bench.leaderboard.cells import Cell, fmt, setting_link, table_cells
 from disco_bench.leaderboard.matching import (
     IDENTITY,
     describe_differences,
     differences,
     for_student,
     identity_matches,
-    per_checkpoint,
-    pretrain_protocols,
-    setting_id,
-    settings_of,
 )
 from disco_bench.leaderboard.paper import PAPER_FILE, Column, PaperTable, paper_file
 from disco_bench.leaderboard.plots import bar_chart, semisup_curve
-from disco_bench.suite import available_suites
-
-COMMAND_SUITE = "full"  # the suite whose steps fill missing cells
+from disco_bench.leaderboard.table import tidy
 
 
 def _source(cell: Cell, col: Column) -> str:
@@ -97,7 +93,7 @@ def artifact_link(art: str, out: Path) -> str:
     return art
 
 
-def figure_links(records: list[dict], out: Path) -> list[str]:
+def figure_links(records, out: Path) -> list[str]:
     """The PNGs analysis steps recorded (t-SNE panels, information planes), linked relative to OUT."""
     seen: dict[str, str] = {}
     for r in records:
@@ -125,7 +121,7 @@ def short_setting(record: dict) -> str:
     return ", ".join(parts) or "—"
 
 
-def versus_paper(record: dict, tables: tuple[PaperTable, ...]) -> str:
+def versus_paper(record: dict, tables: tuple[PaperTable, ...], have: dict | None = None) -> str:
     """Whether a record has the paper's setting for its method, or what differs from it."""
     closest: tuple[int, str] | None = None
     for table in tables:
@@ -134,7 +130,7 @@ def versus_paper(record: dict, tables: tuple[PaperTable, ...]) -> str:
         for col in table.columns:
             if not identity_matches(record, table, col, record.get("student"), check_metric=False):
                 continue
-            diff = differences(record, for_student(col.fields, table.task, record.get("student")))
+            diff = differences(record, for_student(col.fields, table.task, record.get("student")), have=have)
             if not diff:
                 return f"paper setting ({table.title.split(':')[0]})"
             if closest is None or len(diff) < closest[0]:
@@ -142,33 +138,30 @@ def versus_paper(record: dict, tables: tuple[PaperTable, ...]) -> str:
     return closest[1] if closest else ""
 
 
-def last_epochs(records: list[dict]) -> list[dict]:
-    """Of per-epoch records (information plane), the last epoch of each curve: the per-task table
-    shows where a curve ends; the whole curve is in the step's figure."""
-    last: dict[tuple, int] = {}
-    key = lambda r: (r.get("step"), r.get("label"), r.get("metric"), r.get("seed"), r.get("config_hash"))  # noqa: E731
-    for r in records:
-        epoch = (r.get("extra") or {}).get("epoch")
-        if epoch is not None:
-            last[key(r)] = max(last.get(key(r), epoch), epoch)
-    return [r for r in records if (r.get("extra") or {}).get("epoch") in (None, last.get(key(r)))]
-
-
-def _frame(records: list[dict], tables: tuple[PaperTable, ...] = ()) -> pd.DataFrame:
-    by_sha = pretrain_protocols(records)
-    made = checkpoints(records)  # checkpoints pre-trained on different data never share a row
-    records = last_epochs([per_checkpoint(r, by_sha) for r in records])
-    df = pd.DataFrame(records)
-    df["pretrained_on"] = [
-        (made.get(r.get("checkpoint_sha256") or "") or {}).get("dataset") or "—" for r in records
+def last_epochs(df: pd.DataFrame) -> pd.DataFrame:
+    """Of per-epoch rows (information plane), the last epoch of each curve: the per-task table shows
+    where a curve ends; the whole curve is in the step's figure."""
+    epoch = pd.Series([(r.get("extra") or {}).get("epoch") for r in df.record], index=df.index, dtype=object)
+    key = [
+        tuple(str(v) for v in k)
+        for k in zip(df.step, df.label, df.metric, df.seed, df.config_hash, strict=True)
     ]
+    last: dict[tuple, int] = {}
+    for k, e in zip(key, epoch, strict=True):
+        if e is not None:
+            last[k] = max(last.get(k, e), e)
+    keep = [e is None or e == last.get(k) for k, e in zip(key, epoch, strict=True)]
+    return df[keep]
+
+
+def task_frame(df: pd.DataFrame, tables: tuple[PaperTable, ...] = ()) -> pd.DataFrame:
+    """The tidy table as the per-task tables show it: last epochs only, display labels added."""
+    df = last_epochs(df).copy()
+    df["pretrained_on"] = df.pretrained_on.fillna("—")
     for col in ("label", "teacher", "method"):
-        df[col] = df[col].fillna("—") if col in df else "—"
-    # Seeds of one setting share a row; anything else that differs in the protocol or the run splits rows.
-    df["row_setting"] = [setting_id(r) for r in records]
-    df["setting"] = [short_setting(r) for r in records]
-    df["paper"] = [versus_paper(r, tables) for r in records]
-    df["record"] = records
+        df[col] = df[col].fillna("—")
+    df["short_setting"] = [short_setting(r) for r in df.record]
+    df["paper"] = [versus_paper(r, tables, have) for r, have in zip(df.record, df.settings, strict=True)]
     return df
 
 
@@ -182,7 +175,7 @@ def task_table(df: pd.DataFrame, task: str) -> str:
         "| " + " | ".join([k.replace("_", " ") for k in keys] + metrics + ["setting", "source"]) + " |",
         "|" + "---|" * (len(keys) + len(metrics) + 2),
     ]
-    for key, group in sub.groupby(keys + ["row_setting"], sort=False):
+    for key, group in sub.groupby(keys + ["setting"], sort=False):
         key = key[:-1]
         cells = []
         for metric in metrics:
@@ -195,7 +188,7 @@ def task_table(df: pd.DataFrame, task: str) -> str:
             f"ckpt {', '.join(ckpts)}; config {', '.join(configs)}"
         )
         paper = next((p for p in group.paper if p), "")
-        setting = f"{group.setting.iloc[0]}; {setting_link(group.row_setting.iloc[0])}" + (
+        setting = f"{group.short_setting.iloc[0]}; {setting_link(group.setting.iloc[0])}" + (
             f"; {paper}" if paper else ""
         )
         lines.append("| " + " | ".join([str(k) for k in key] + cells + [setting, source]) + " |")
@@ -236,26 +229,24 @@ def settings_section(df: pd.DataFrame, used_paper: dict[str, dict]) -> list[str]
             "",
         ]
     seen = set()
-    for sid, record in zip(df.row_setting, df.record, strict=True):
+    for sid, record, fields in zip(df.setting, df.record, df.settings, strict=True):
         if sid in seen:
             continue
         seen.add(sid)
         ident = ", ".join(
             f"{k} {record.get(k)}" for k in IDENTITY if k not in ("metric", "split") and record.get(k)
         )
-        fields = settings_of(record)
         body = "; ".join(f"{k}={_value(v)}" for k, v in sorted(fields.items())) or "(no protocol recorded)"
         out += [f"### setting {sid}", "", f"{ident}: {body}", ""]
     return out
 
 
 def render(
-    records: list[dict],
-    out: Path | None = None,
-    paper_path: Path = PAPER_FILE,
-    command_suite: str | None = COMMAND_SUITE,
+    table: pd.DataFrame | list[dict], out: Path | None = None, paper_path: Path = PAPER_FILE
 ) -> tuple[str, list[Cell]]:
-    """(markdown, every cell of every paper table). With ``out``, the plots are written under OUT/plots."""
+    """(markdown, every cell of every paper table) from the tidy table (or the records it is read
+    from). With ``out``, the plots are written under OUT/plots."""
+    df = table if isinstance(table, pd.DataFrame) else tidy(table)
     parts = [
         "# disco-bench leaderboard",
         "",
@@ -266,53 +257,53 @@ def render(
         "in the per-task tables below, labelled by what differs.",
         "",
     ]
-    if not records:
+    if df.empty:
         return "\n".join(parts + ["No records yet."]) + "\n", []
     settings, tables = paper_file(Path(paper_path))
     all_cells: list[Cell] = []
     drawn, waiting = [], []
-    for table in tables:
-        grid = table_cells(table, records)
+    for paper_table in tables:
+        grid = table_cells(paper_table, df)
         all_cells += [c for row in grid for c in row]
-        (drawn if any(c.records for row in grid for c in row) else waiting).append((table, grid))
+        (drawn if any(c.records for row in grid for c in row) else waiting).append((paper_table, grid))
     parts += ["## The paper's tables", ""]
     used_paper: dict[str, dict] = {}
-    for table, grid in drawn:
-        add_fill_commands(table, grid, command_suite)
-        used_paper |= {c.setting: settings.get(c.setting, c.fields) for c in table.columns if c.setting}
+    for paper_table, grid in drawn:
+        used_paper |= {c.setting: settings.get(c.setting, c.fields) for c in paper_table.columns if c.setting}
         plot = None
         if out is not None:
-            plot = os.path.relpath(bar_chart(table, grid, Path(out) / "plots" / f"{table.key}.png"), out)
-        parts += render_table(table, grid, plot)
+            plot = os.path.relpath(
+                bar_chart(paper_table, grid, Path(out) / "plots" / f"{paper_table.key}.png"), out
+            )
+        parts += render_table(paper_table, grid, plot)
     if waiting:
         parts += ["Not measured yet (no matching record):", ""]
-        suites = available_suites()
-        for table, _ in waiting:
+        for paper_table, _ in waiting:
             how = (
-                f": `python -m disco_bench run --suite {table.suite} --data-root DATA`"
-                if table.suite in suites
+                f": `python -m disco_bench run --suite {paper_table.suite} --data-root DATA`"
+                if paper_table.suite
                 else " (no suite measures it yet)"
             )
-            parts.append(f"- {table.title}{how}")
+            parts.append(f"- {paper_table.title}{how}")
         parts.append("")
-    parts += claims_section(records)
-    df = _frame(records, tables)
+    parts += claims_section(df)
+    shown = task_frame(df, tables)
     parts += ["## All results by task", ""]
-    order = [t for t in TASK_TITLES if t in set(df.task)] + sorted(set(df.task) - set(TASK_TITLES))
+    order = [t for t in TASK_TITLES if t in set(shown.task)] + sorted(set(shown.task) - set(TASK_TITLES))
     for task in order:
-        parts += [f"### {TASK_TITLES.get(task, task)}", "", task_table(df, task), ""]
+        parts += [f"### {TASK_TITLES.get(task, task)}", "", task_table(shown, task), ""]
     figures = []
     if out is not None:
-        curve = semisup_curve(records, Path(out) / "plots" / "semisup.png")
+        curve = semisup_curve(list(df.record), Path(out) / "plots" / "semisup.png")
         if curve:
             figures.append(
                 f"- semi-supervised top-1 against labelled fraction: [semisup.png]({os.path.relpath(curve, out)})"
             )
-        figures += figure_links(records, Path(out))
+        figures += figure_links(list(df.record), Path(out))
     if figures:
         parts += ["## Figures", ""] + figures + [""]
-    hw = sorted(set(df.hardware))
-    versions = sorted(set(df.code_version))
+    hw = sorted(set(df.hardware.dropna()))
+    versions = sorted(set(df.code_version.dropna()))
     parts += [
         "## Provenance",
         "",
@@ -321,5 +312,5 @@ def render(
         f"- hardware: {'; '.join(hw)}",
         "",
     ]
-    parts += settings_section(df, used_paper)
+    parts += settings_section(shown, used_paper)
     return "\n".join(parts), all_cells

@@ -101,11 +101,14 @@ def identity_matches(
     return not ((col.teacher == "any" and teacher is None) or col.teacher not in ("any", teacher))
 
 
-def differences(record: dict, fields: dict, partial: bool = False) -> dict[str, tuple[Any, Any]]:
+def differences(
+    record: dict, fields: dict, partial: bool = False, have: dict | None = None
+) -> dict[str, tuple[Any, Any]]:
     """path -> (the record's value, the setting's) for every stated field the record does not meet,
     and every setting the record has that the column does not state (setting's value: UNKNOWN).
-    ``partial`` (a planned step, not a record): fields the plan cannot know yet are not compared."""
-    have = settings_of(record)
+    ``partial`` (a planned step, not a record): fields the plan cannot know yet are not compared.
+    ``have``: the record's settings when already known (the tidy table's ``settings``)."""
+    have = settings_of(record) if have is None else have
     diff = {}
     wildcards = tuple(path[:-1] for path in fields if path.endswith("*"))  # "eval.schedule.*": any leaf below
     for path, want in fields.items():
@@ -162,9 +165,10 @@ def cell_matches(
     student: str,
     check_metric: bool = True,
     partial: bool = False,
+    have: dict | None = None,
 ) -> bool:
     return identity_matches(record, table, col, student, check_metric) and not differences(
-        record, for_student(col.fields, table.task, student), partial
+        record, for_student(col.fields, table.task, student), partial, have
     )
 
 
@@ -179,18 +183,6 @@ def describe_differences(diff: dict[str, tuple[Any, Any]], limit: int = 4) -> st
 
 
 # --- records of steps that measure several checkpoints (t-SNE, information plane) ------------------
-
-
-def pretrain_protocols(records: list[dict]) -> dict[str, dict]:
-    """checkpoint sha256 -> the pre-training protocol that produced it, from the records that carry it."""
-    found: dict[str, dict] = {}
-    for r in records:
-        sha, extra = r.get("checkpoint_sha256"), r.get("extra") or {}
-        protocol = r.get("protocol") or {}
-        pre = protocol if r.get("task") == "pretrain" else protocol.get("pretrain")
-        if sha and pre and "arch" not in extra:
-            found.setdefault(sha, pre)
-    return found
 
 
 def per_checkpoint(record: dict, pretrain_by_sha: dict[str, dict] | None = None) -> dict:

@@ -31,7 +31,8 @@ BLOCK_KEYS = {
     "notes",
     "source",
 }
-COLUMN_KEYS = {"key", "name", "method", "teacher", "metric", "setting", "where", "source", "dataset"}
+COLUMN_KEYS = {"key", "name", "method", "teacher", "metric", "setting", "where", "source", "dataset", "step"}
+FILL_SUITE = "full"  # the suite whose steps a column's ``step`` names
 RESERVED = {"settings"}
 
 
@@ -47,6 +48,20 @@ class Column:
     source: str = ""
     dataset: str = ""
     where: tuple = ()  # (path, value) the column states on top of its named setting
+    # the step of FILL_SUITE that measures a row: a template with {student}, or student -> step id
+    step: str | tuple[tuple[str, str], ...] = ""
+
+    def step_id(self, student: str) -> str | None:
+        """The step of FILL_SUITE that measures this column's cell for ``student`` (None: none named)."""
+        if isinstance(self.step, tuple):
+            return dict(self.step).get(student)
+        return self.step.format(student=student) if self.step else None
+
+    def fill_command(self, student: str) -> str | None:
+        step = self.step_id(student)
+        return (
+            f"python -m disco_bench run --suite {FILL_SUITE} --data-root DATA --only {step}" if step else None
+        )
 
     def setting_text(self) -> str:
         """``disco-linear`` or ``disco-linear with pretrain.hidden=512``."""
@@ -92,6 +107,12 @@ def _column(n: int, col: Any, block: dict, settings: dict, where: str) -> Column
     setting = col.get("setting", block.get("setting"))
     fields = _resolve(setting, settings, f"{where}.columns[{n}]") if setting else {}
     where_ = dict(block.get("where") or {}) | dict(col.get("where") or {})
+    step = col.get("step", "")
+    if not isinstance(step, (str, dict)) or (isinstance(step, str) and step and "{student}" not in step):
+        raise InputError(
+            f"{where}.columns[{n}].step: expected a step id template with {{student}} or a mapping of "
+            f"student to step id; got {step!r}"
+        )
     return Column(
         col["key"],
         col.get("name", col["key"]),
@@ -103,6 +124,7 @@ def _column(n: int, col: Any, block: dict, settings: dict, where: str) -> Column
         col.get("source", block.get("source", "")),
         col.get("dataset", block["dataset"]),
         tuple(where_.items()),
+        tuple(step.items()) if isinstance(step, dict) else step,
     )
 
 

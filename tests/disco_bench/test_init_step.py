@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from disco_bench.claims import checkpoints, observe
+from disco_bench.leaderboard.table import tidy
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import load_suite
@@ -48,8 +48,10 @@ def test_init_step_writes_a_loadable_random_student_and_its_probe_is_the_floor(t
     assert made["method"] == "random-init" and made["seed"] == 3 and made["task"] == "checkpoint"
     probe = [r for r in records if r["step"] == "probe" and r["metric"] == "top1"]
     assert len(probe) == 1 and probe[0]["checkpoint_sha256"] == made["checkpoint_sha256"]
-    obs = observe(probe[0], checkpoints(records))
-    assert obs.method == "random-init" and obs.pretrained_on is None  # joins every context as the floor
+    row = tidy(records).set_index("id").loc[probe[0]["id"]]
+    assert (
+        row.method == "random-init" and row.random_init and row.pretrained_on is None
+    )  # the floor, in every context
     # the carved set: 4 training and 2 selection images per class (the carve's own test checks the bytes)
     assert len(list((out / "data" / "tiny" / "train").rglob("*.png"))) == 12
     assert len(list((out / "data" / "tiny" / "val").rglob("*.png"))) == 6

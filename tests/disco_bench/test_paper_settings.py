@@ -9,8 +9,9 @@ import pytest
 from paper_records import linear_record
 
 from disco_bench.leaderboard.cells import table_cells
-from disco_bench.leaderboard.markdown import _frame, render
+from disco_bench.leaderboard.markdown import render, task_frame
 from disco_bench.leaderboard.paper import paper_tables
+from disco_bench.leaderboard.table import tidy
 
 # (dotted path, a value that changes the number): every setting of a DisCo run and its probe
 VARIANTS = [
@@ -69,7 +70,7 @@ def cell(
     records: list[dict], table_key: str = "table1", column: str = "disco-r50", student: str = "resnet18"
 ):
     t = table(table_key)
-    grid = table_cells(t, records)
+    grid = table_cells(t, tidy(records))
     row = grid[list(t.rows).index(student)]
     return row[[c.key for c in t.columns].index(column)]
 
@@ -100,8 +101,8 @@ def test_a_variant_of_any_setting_stays_out_of_the_paper_cell_and_out_of_its_poo
         "r0"
     ] and not c.other_pools  # 61.00 (n=1), the variant not averaged in
     assert cell([variant]).records == []
-    rows = _frame([paper, variant], paper_tables())
-    assert rows.row_setting.nunique() == 2  # its own row in the per-task table ...
+    rows = task_frame(tidy([paper, variant]), paper_tables())
+    assert rows.setting.nunique() == 2  # its own row in the per-task table ...
     label = rows.set_index("id").loc["v1", "paper"]
     if path == "pretrain.hidden":  # hidden 512 is the paper's setting of another table
         assert label == "paper setting (Table 4)"
@@ -134,14 +135,12 @@ def test_records_written_before_the_run_fields_existed_pool_only_with_each_other
         del r["run"], r["protocol"]["pretrain"]["run"]
     new = linear_record(value=61.0, seed=5)
     assert cell(old + [new]).records == [new]  # unknown processes and batch: not the paper's 8 x 32
-    rows = _frame(old + [new], paper_tables())
-    assert rows.row_setting.nunique() == 2 and rows[rows.id.str.startswith("o")].row_setting.nunique() == 1
+    rows = task_frame(tidy(old + [new]), paper_tables())
+    assert rows.setting.nunique() == 2 and rows[rows.id.str.startswith("o")].setting.nunique() == 1
 
 
 def test_the_board_links_each_cell_to_its_setting_in_full():
-    text, _ = render(
-        [linear_record(value=61.0, seed=0), linear_record(value=60.0, seed=1)], command_suite=None
-    )
+    text, _ = render([linear_record(value=61.0, seed=0), linear_record(value=60.0, seed=1)])
     link = text.split("(n=2) (paper 60.6, Δ -0.10) [setting ")[1].split("]")[0]
     section = text.split(f"### setting {link}")[1].split("###")[0]
     assert "pretrain.hidden=2048" in section and "pretrain.run.per_process_batch=32" in section

@@ -20,14 +20,13 @@ from disco_bench.report import write_report
 from pretrain.errors import InputError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-SUITE = str(GOLDEN / "suite.yaml")
 
 
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     out = tmp_path_factory.mktemp("board")
     shutil.copy(GOLDEN / "records.jsonl", out / "results.jsonl")
-    write_report(out, command_suite=SUITE)
+    write_report(out)
     return out
 
 
@@ -64,11 +63,30 @@ def test_numbers_outside_the_papers_setting_are_not_compared(board):
 
 
 def test_missing_cells_name_the_step_that_fills_them(board):
+    """The command comes from the column's step in paper_numbers.yaml (the report plans nothing)."""
     row = cells(board).loc[("table1", "resnet18", "seed-r50")]
-    assert row.n == 0 and row.fill_command.endswith("--only linear-seed-r50-resnet18")
-    assert pd.isna(
-        cells(board).loc[("table1", "resnet18", "seed-r101")].fill_command
-    )  # no such step in the suite
+    assert row.n == 0 and row.fill_command == (
+        "python -m disco_bench run --suite full --data-root DATA --only linear-seed-r50-resnet18"
+    )
+    assert pd.isna(cells(board).loc[("table1", "resnet18", "supervised")].fill_command)  # no step names it
+
+
+def test_results_csv_is_the_tidy_table_and_leaderboard_csv_has_the_users_rows(board):
+    import json
+
+    results = pd.read_csv(board / "results.csv")
+    assert {"setting", "pretrained_on", "pretrain.hidden", "eval.protocol", "run.threads"} <= set(
+        results.columns
+    )
+    assert len(results) == len((board / "results.jsonl").read_text().splitlines())
+    protocol = json.loads(results.protocol.dropna().iloc[0])  # JSON text, not a Python repr
+    assert isinstance(protocol, dict)
+    assert results.groupby("setting").value.count().sum() == len(results)  # a user can group by setting
+    board_csv = pd.read_csv(board / "leaderboard.csv")
+    own = board_csv[board_csv.table == "own"]
+    assert len(own) and own.n.sum() + board_csv[board_csv.table != "own"].n.sum() >= len(own)
+    in_cells = set(" ".join(board_csv[board_csv.table != "own"].records.dropna()).split())
+    assert not in_cells & set(" ".join(own.records.dropna()).split())  # a record is in one row only
 
 
 def test_each_row_says_where_its_numbers_came_from(board):
@@ -120,7 +138,8 @@ def test_small_values_keep_three_significant_digits():
 def test_a_multi_checkpoint_record_shows_its_own_checkpoints_pretraining():
     import json
 
-    from disco_bench.leaderboard.markdown import _frame
+    from disco_bench.leaderboard.markdown import task_frame
+    from disco_bench.leaderboard.table import tidy
 
     base = json.loads(
         next(line for line in (GOLDEN / "records.jsonl").read_text().splitlines() if '"tsne"' in line)
@@ -148,16 +167,17 @@ def test_a_multi_checkpoint_record_shows_its_own_checkpoints_pretraining():
         }
         for sha in "ABC"
     ]
-    df = _frame([pretrain("A", 6), pretrain("B", 40)] + tsne).set_index("id")
-    assert df.loc["tA", "setting"] == "6 ep, hidden 512"
-    assert df.loc["tB", "setting"] == "40 ep, hidden 512"  # not the first checkpoint's 6 epochs
-    assert df.loc["tC", "setting"] == "—"  # C's pre-training is in no record: nothing is claimed
+    df = task_frame(tidy([pretrain("A", 6), pretrain("B", 40)] + tsne)).set_index("id")
+    assert df.loc["tA", "short_setting"] == "6 ep, hidden 512"
+    assert df.loc["tB", "short_setting"] == "40 ep, hidden 512"  # not the first checkpoint's 6 epochs
+    assert df.loc["tC", "short_setting"] == "—"  # C's pre-training is in no record: nothing is claimed
 
 
 def test_checkpoints_pretrained_on_different_data_never_share_a_transfer_row():
     """Two MoCo-v2 students with equal protocols, one pre-trained on set a and one on set b, both
     probed on the same CIFAR set: two rows (their seeds would otherwise pool into one mean)."""
-    from disco_bench.leaderboard.markdown import _frame, task_table
+    from disco_bench.leaderboard.markdown import task_frame, task_table
+    from disco_bench.leaderboard.table import tidy
 
     protocol = {"epochs": 3, "hidden": 1024, "method": "moco"}
     common = {"method": "moco", "student": "mobilenetv3_small_050", "teacher": None, "seed": 0, "extra": None,
@@ -169,7 +189,7 @@ def test_checkpoints_pretrained_on_different_data_never_share_a_transfer_row():
         records.append(common | {"id": f"c{data}", "task": "cifar", "metric": "top1", "value": 30.0,
                                  "dataset": "cifar10", "checkpoint_sha256": data,
                                  "protocol": {"pretrain": protocol, "eval": {"protocol": "fast"}}})  # fmt: skip
-    table = task_table(_frame(records), "cifar")
+    table = task_table(task_frame(tidy(records)), "cifar")
     rows = [line for line in table.splitlines() if line.startswith("| MoCo-v2 alone")]
     assert (
         len(rows) == 2 and "| cifar10 | a |" in rows[0] + rows[1] and "| cifar10 | b |" in rows[0] + rows[1]

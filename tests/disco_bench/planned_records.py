@@ -1,13 +1,11 @@
-"""Which step of a suite (``full`` by default) would fill a missing paper cell: every eval step is
-planned (nothing runs) and turned into the record it would write, less what only a run knows."""
+"""Test helper: the record each eval step of a suite would write, less the numbers (every step is
+planned, nothing runs). The report never plans a suite; the tests use this to check that the step
+``paper_numbers.yaml`` names for a cell exists and would fill it."""
 
 from __future__ import annotations
 
 from functools import cache, lru_cache
 from pathlib import Path
-
-from disco_bench.leaderboard.matching import cell_matches
-from disco_bench.leaderboard.paper import Column, PaperTable
 
 
 @cache
@@ -83,12 +81,3 @@ def suite_candidates(suite_name: str) -> tuple[tuple[str, dict], ...]:
             )
         )
     return tuple(out)
-
-
-def fill_command(table: PaperTable, col: Column, student: str, command_suite: str | None) -> str | None:
-    if command_suite is None:
-        return None
-    for step_id, pseudo in suite_candidates(command_suite):
-        if cell_matches(pseudo, table, col, student, check_metric=False, partial=True):
-            return f"python -m disco_bench run --suite {Path(command_suite).stem} --data-root DATA --only {step_id}"
-    return None
