@@ -271,7 +271,8 @@ class Obs:
     student: str | None
     seed: object
     pretrain: dict
-    pretrained_on: tuple  # (data name, fingerprint); (None, None) for a random init
+    data_key: str | None  # the pre-training data: its fingerprint, else its name (None: a random init)
+    data_name: str | None
     pool: str  # runs with equal pools differ only by their seed
     setting: str | None  # the leaderboard's setting id (its link)
     eval_context: str
@@ -298,7 +299,8 @@ def observations(df: pd.DataFrame) -> list[Obs]:
                 student=row.student,
                 seed=row.pretrain_seed,
                 pretrain=pre if isinstance(pre, dict) else {},
-                pretrained_on=(row.pretrained_on, row.pretrain_data),
+                data_key=row.pretrain_data or row.pretrained_on,
+                data_name=row.pretrained_on,
                 pool=row.pool,
                 setting=None if several else row.setting,
                 eval_context=row.eval_context,
@@ -380,7 +382,7 @@ def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
 
 
 def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
-    trained = next((o.pretrained_on[0] for o in lp + rp if o.pretrained_on[0] is not None), None)
+    trained = next((o.data_name for o in lp + rp if o.data_name is not None), None)
     row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
     short = _seeds_short(claim, lg, rg)
     pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
@@ -472,10 +474,10 @@ def _rows_for(claim: Claim, left: list[Obs], right: list[Obs]) -> list[Row]:
     untrained: list[tuple[int, Obs]] = []  # random inits: pre-trained on nothing, they join every context
     for side, obs in ((0, left), (1, right)):
         for o in obs:
-            if o.method == "random-init" and o.pretrained_on[0] is None:
+            if o.method == "random-init" and o.data_key is None:
                 untrained.append((side, o))
                 continue
-            key = _context_key(o, claim, with_student) + (o.pretrained_on,)
+            key = _context_key(o, claim, with_student) + (o.data_key,)
             contexts.setdefault(key, ([], []))[side].append(o)
     for side, o in untrained:
         partial = _context_key(o, claim, with_student)

@@ -32,9 +32,14 @@ IDENTITY = ("task", "metric", "dataset", "split", "student", "method", "teacher"
 # What varies from seed to seed without being a setting: the seed, and what a run found (the fast
 # probe's chosen weight decay and hold-out scores, detection's per-trial details).
 RUN_OUTCOMES = {"seed", "chosen_weight_decay", "holdout_top1", "trial_details"}
-# Where and with what a number was computed: recorded, splits pools, not part of the paper's setting.
+# Where a file was read from: provenance shown beside a row, never a setting (the same data at two
+# paths pools; different data has a different fingerprint, which is a setting).
+PROVENANCE = {"pretrain.data.path"}
+# Where and with what a number was computed, and on which pre-training data: recorded, splits pools,
+# not part of the paper's setting (its columns state the evaluation data, and the paper pre-trains on it).
 ENVIRONMENT = (
     "run.",
+    "pretrain.data.",
     "pretrain.run.accelerator",
     "pretrain.run.threads",
     "pretrain.run.versions.",
@@ -63,6 +68,8 @@ def settings_of(record: dict) -> dict[str, Any]:
             _flatten(value, scope, out)
     if record.get("run") is not None:
         _flatten(record["run"], "run", out)
+    for path in PROVENANCE:
+        out.pop(path, None)
     subset = (protocol.get("eval") or {}).get("subset") or {}
     if subset.get("source") == "stratified":  # drawn by the seed: its hash differs from seed to seed
         out.pop("eval.subset.sha256", None)

@@ -207,3 +207,26 @@ def test_pictures_are_linked_from_out_whichever_way_their_record_names_them(tmp_
     assert artifact_link("eval/t/tsne.png", out) == "eval/t/tsne.png"  # relative to OUT (suite steps now)
     assert artifact_link("results/cpu/eval/t/tsne.png", out) == "eval/t/tsne.png"  # relative to the run's cwd
     assert artifact_link(str(tmp_path / "results/cpu/eval/t/tsne.png"), out) == "eval/t/tsne.png"
+
+
+def test_runs_pretrained_on_different_data_are_two_rows_and_the_same_data_at_two_paths_one():
+    """Two MoCo-v2 students, seed 0 both, evaluated on the same digits set: one pre-trained on the
+    digits, one on a 5-class subset (another fingerprint) -> two settings, never "n=2". The same
+    data read from another path (same fingerprint) pools."""
+    from disco_bench.leaderboard.markdown import task_frame, task_table
+    from disco_bench.leaderboard.table import tidy
+
+    def run(rid: str, fingerprint: str, path: str) -> dict:
+        data = {"name": "digits", "fingerprint": fingerprint, "path": path}
+        protocol = {"epochs": 3, "hidden": 512, "method": "moco", "seed": 0, "data": data}
+        return {"id": rid, "task": "linear", "metric": "top1", "value": 97.0, "method": "moco",
+                "student": "resnet18", "teacher": None, "seed": 0, "dataset": "digits", "extra": None,
+                "checkpoint_sha256": rid, "label": "MoCo-v2", "config_hash": "c", "run": None,
+                "protocol": {"pretrain": protocol, "eval": {"protocol": "fast"}}}  # fmt: skip
+
+    df = tidy([run("full", "f" * 16, "/data/digits"), run("subset", "5" * 16, "/data/digits5")])
+    assert df.setting.nunique() == 2 and set(df.pretrain_data) == {"f" * 16, "5" * 16}
+    rows = [line for line in task_table(task_frame(df), "linear").splitlines() if line.startswith("| MoCo-v2")]
+    assert len(rows) == 2 and all("(n=2)" not in r for r in rows) and all("| digits |" in r for r in rows)
+    moved = tidy([run("here", "f" * 16, "/data/digits"), run("there", "f" * 16, "/mnt/copy/digits")])
+    assert moved.setting.nunique() == 1  # the path is provenance, not a setting
