@@ -92,6 +92,15 @@ class Claim:
     # however the arithmetic comes out (0 >= 0 is no evidence that DisCo transfers as well).
     min_signal: float | None = None
 
+    def budget(self) -> tuple[str, ...]:
+        """The BUDGET fields both arms' methods read (SEED has no key encoder, so DisCo and SEED
+        share no key momentum); a run records only the fields its method reads."""
+        from pretrain.config import method_reads
+        from pretrain.methods import METHODS
+
+        methods = [m for m in (*self.left.methods, *self.right.methods) if m in METHODS]
+        return tuple(k for k in BUDGET if all(method_reads(m, k) for m in methods))
+
 
 def _arm(name: str, *methods: str, teacher: bool = False, min_seeds: int = MIN_SEEDS, **where) -> Arm:
     return Arm(name, methods, tuple(sorted(where.items())), teacher, min_seeds)
@@ -341,7 +350,7 @@ class Row:
 
 def _context_key(o: Obs, claim: Claim, with_student: bool) -> tuple:
     """What two arms must share (pre-training data aside: see _rows_for)."""
-    budget = tuple(o.pretrain.get(k) for k in BUDGET) if claim.same_budget else ()
+    budget = tuple(o.pretrain.get(k) for k in claim.budget()) if claim.same_budget else ()
     return (o.record.get("dataset"), o.eval_context, o.student if with_student else None, budget)
 
 
