@@ -38,6 +38,8 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from pretrain.distributed import DistInfo  # noqa: E402
+
 # dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, matched on the device name
 PEAK_BF16_TFLOPS = {
     "H200": 989.0,
@@ -248,7 +250,7 @@ def pretrain_worker(spec_path: str, result_path: str) -> None:
     backend = dist.get_backend()
     summary = pretrain(cfg, progress=False)
     images = summary["steps"] * cfg.batch_size
-    if int(os.environ.get("RANK", "0")) == 0:
+    if DistInfo.from_env().is_main:
         Path(result_path).write_text(
             json.dumps(
                 {

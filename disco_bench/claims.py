@@ -116,6 +116,15 @@ class Claim:
     min_signal: float | None = None
     setup: bool = False  # a check of the run itself (head-room, the floor), not the paper's finding
 
+    def budget(self) -> tuple[str, ...]:
+        """The BUDGET fields both arms' methods read (SEED has no key encoder, so DisCo and SEED
+        share no key momentum); a run records only the fields its method reads."""
+        from pretrain.config import method_reads
+        from pretrain.methods import METHODS
+
+        methods = [m for m in (*self.left.methods, *self.right.methods) if m in METHODS]
+        return tuple(k for k in BUDGET if all(method_reads(m, k) for m in methods))
+
 
 def _arm(name: str, *methods: str, teacher: bool = False, min_seeds: int = MIN_SEEDS, kd: bool = False,
          **where) -> Arm:  # fmt: skip
@@ -430,7 +439,7 @@ def decide(rows: list[Row]) -> None:
 
 def _context_key(o: Obs, claim: Claim, with_student: bool) -> tuple:
     """What two arms must share (pre-training data aside: see _rows_for)."""
-    budget = tuple(o.pretrain.get(k) for k in BUDGET) if claim.same_budget else ()
+    budget = tuple(o.pretrain.get(k) for k in claim.budget()) if claim.same_budget else ()
     head = o.pretrain.get("hidden") if claim.same_head else None
     return (o.dataset, o.eval_context, o.student if with_student else None, budget, head)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -332,7 +331,9 @@ def cmd_step(args) -> int:
         progress=not args.quiet,
     )
     records = run_request(request)
-    if int(os.environ.get("RANK", "0")) != 0:
+    from pretrain.distributed import DistInfo
+
+    if not DistInfo.from_env().is_main:
         return 0  # under torchrun only rank 0 hands records back
     if args.records:
         atomic_write_text(args.records, json.dumps(records))
@@ -374,6 +375,7 @@ def cmd_eval(args) -> int:
     from disco_bench.steps import eval_records
     from downstream.config import EvalConfig
     from downstream.registry import TASKS
+    from pretrain.distributed import DistInfo
     from pretrain.teachers import unfinished_checkpoints_allowed
 
     several = [name for name, task in TASKS.items() if getattr(task, "SEVERAL_CHECKPOINTS", False)]
@@ -407,7 +409,7 @@ def cmd_eval(args) -> int:
     with unfinished_checkpoints_allowed(args.allow_unfinished):
         result = TASKS[args.task].run(cfg, progress=not args.quiet)
     if (
-        int(os.environ.get("RANK", "0")) != 0
+        not DistInfo.from_env().is_main
     ):  # under torchrun every process computed the same numbers; one writes them
         return 0
     h = results.config_hash({"task": args.task, "config": dataclasses.asdict(cfg)})

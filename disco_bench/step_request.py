@@ -57,8 +57,10 @@ class StepRequest:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export()
+        from pretrain.distributed import DistInfo
+
         records = run_request(self)
-        return records if int(os.environ.get("RANK", "0")) == 0 else []
+        return records if DistInfo.from_env().is_main else []
 
 
 def run_request(request: StepRequest) -> list[dict]:

@@ -2,197 +2,181 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import asdict, dataclass
 
+from pretrain.config import AMPS
 from pretrain.validation import (
-    FREE,
     Device,
     Each,
     OneOf,
     OrNull,
     Range,
     at_least,
+    field_rules,
     fraction,
     positive,
+    protocol_fields,
+    readers_of,
+    setting,
     validate_fields,
 )
 
-# Fields that only matter to one protocol or one task: a record lists only those that shaped its number.
-PAPER_FIELDS = {"epochs", "batch_size", "lr", "lr_milestones", "weight_decay"}
-FAST_FIELDS = {"fast_weight_decays", "fast_holdout", "fast_max_iter"}
-TASK_FIELDS = {
-    "semisup": {"subset_fraction", "subset_list"},
-    "cifar": {"cifar_variant"},
-    "knn": {"knn_k", "knn_temperature"},
-    "tsne": {"classes", "per_class", "tsne_perplexity", "tsne_knn_k"},
-    "mi": {"mi_bins"},
-    "detection": {
-        "det_dataset",
-        "det_backend",
-        "det_trials",
-        "det_max_iter",
-        "det_image_size",
-        "det_batch_size",
-        "det_lr",
-        "det_norm",
-        "det_clip_grad",
-        "det_head",
-    },  # detection
-}
-KD_FIELDS = {"kd_teacher", "kd_alpha", "kd_temperature"}  # recorded only when KD is on
-# Where files go and how fast they are made; never part of a protocol.
-RUNTIME_FIELDS = {
-    "ckpt",
-    "data",
-    "out",
-    "workers",
-    "device",
-    "feature_batch_size",
-    "amp",
-    "channels_last",
-    "ckpts",
-    "ckpt_labels",
-}
+# Who reads a field (its ``readers``, a Reads): which tasks, under which probe protocol, whether only
+# with a KD teacher. A setting the task does not read is refused where it is given (the CLI, a suite
+# step), dropped where a suite's defaults give it to every step, and never recorded.
+PROBES = ("linear", "semisup", "cifar")  # train a probe the way ``protocol`` says (paper: SGD; fast: L-BFGS)
+SGD_PROBES = (*PROBES, "mi")  # mi trains its SGD probe under either protocol
+FEATURE_TASKS = (*SGD_PROBES, "knn", "tsne")  # run a frozen backbone over images (all but detection)
+SEVERAL = ("tsne", "mi")  # compare several checkpoints side by side
+
+
+@dataclass(frozen=True)
+class Reads:
+    tasks: tuple[str, ...] | None = None  # None: every task
+    protocols: tuple[str, ...] = ("paper", "fast")  # under which protocol the PROBES read it
+    kd_only: bool = False  # read only when a KD teacher is set (kd_teacher)
+
+
+def reads(tasks=None, protocols=("paper", "fast"), kd_only=False) -> Reads:
+    return Reads(tuple(tasks) if tasks is not None else None, tuple(protocols), kd_only)
+
+
+RUNTIME = {"protocol": False}  # where files go and how fast: never part of a protocol
+PAPER = reads(SGD_PROBES, ("paper",))
+FAST = reads(PROBES, ("fast",))
+KD = reads(PROBES, kd_only=True)
+DETECTION = reads(("detection",))
+TSNE = reads(("tsne",))
 
 
 @dataclass
 class EvalConfig:
-    ckpt: str = ""  # checkpoint written by pretrain, or a supported external format
-    data: str = ""  # dataset root (ImageFolder with train/ and val/, or a task's own layout)
-    out: str = "runs/eval"  # where task artefacts (probe checkpoints, plots) go
-    protocol: str = "paper"  # paper | fast
-    epochs: int = 100
-    image_size: int = 224
-    batch_size: int = 256  # global batch; split evenly over torchrun processes
-    lr: float | None = (
-        None  # None: the task's default (docs/method.md#linear): linear 30 ResNet / 3 others; semisup, cifar 3
+    # checkpoint written by pretrain, or a supported external format; paths: checked when read, naming the file
+    ckpt: str = setting("", **RUNTIME)
+    data: str = setting(
+        "", **RUNTIME
+    )  # dataset root (ImageFolder with train/ and val/, or a task's own layout)
+    out: str = setting("runs/eval", **RUNTIME)  # where task artefacts (probe checkpoints, plots) go
+    protocol: str = setting("paper", OneOf(("paper", "fast")), readers=reads(SGD_PROBES))  # paper | fast
+    epochs: int = setting(100, at_least(1), readers=PAPER)
+    image_size: int = setting(224, at_least(1), readers=reads(FEATURE_TASKS))
+    batch_size: int = setting(
+        256, at_least(1), readers=PAPER
+    )  # global batch; split evenly over torchrun processes
+    # None: the task's default (docs/method.md#linear): linear 30 ResNet / 3 others; semisup, cifar 3
+    lr: float | None = setting(None, OrNull(positive()), readers=PAPER)
+    # fractions of the epochs (60 and 80 of 100)
+    lr_milestones: tuple[float, ...] = setting(
+        (0.6, 0.8), Each(fraction(low_open=True), ordered=True), readers=reads(PROBES, ("paper",))
     )
-    lr_milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the epochs (60 and 80 of 100)
-    weight_decay: float = 0.0
-    seed: int = 0
-    workers: int = 0
-    device: str = "auto"
-    feature_batch_size: int = 512
-    amp: str = "bf16"  # backbone forward precision on GPU: none | bf16 | fp16 (CPU always runs fp32)
-    channels_last: bool = True  # GPU only
+    weight_decay: float = setting(0.0, Range(low=0.0), readers=PAPER)
+    seed: int = setting(0, at_least(0), readers=reads((*SGD_PROBES, "detection")))
+    workers: int = setting(0, at_least(0), **RUNTIME)
+    device: str = setting("auto", Device(), **RUNTIME)
+    feature_batch_size: int = setting(512, at_least(1), readers=reads(FEATURE_TASKS), **RUNTIME)
+    # backbone forward precision on GPU: none | bf16 | fp16 (CPU always runs fp32)
+    amp: str = setting("bf16", OneOf(AMPS), readers=reads(FEATURE_TASKS), **RUNTIME)
+    channels_last: bool = setting(True, readers=reads(FEATURE_TASKS), **RUNTIME)  # GPU only
     # fast protocol: full-batch L-BFGS on cached features, weight decay chosen on a held-out part
-    fast_weight_decays: tuple[float, ...] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
-    fast_holdout: float = 0.2
-    fast_max_iter: int = 200
+    fast_weight_decays: tuple[float, ...] = setting(
+        (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1), Each(Range(low=0.0)), readers=FAST
+    )
+    fast_holdout: float = setting(0.2, fraction(low_open=True, high_open=True), readers=FAST)
+    fast_max_iter: int = setting(200, at_least(1), readers=FAST)
     # semisup: a SimCLR list file (one image file name per line), or else a stratified fraction of train
-    subset_fraction: float = 0.01
-    subset_list: str = ""
-    # cifar: which pickle folder when DATA holds both (auto | cifar10 | cifar100)
-    cifar_variant: str = "auto"
+    subset_fraction: float = setting(0.01, fraction(low_open=True), readers=reads(("semisup",)))
+    subset_list: str = setting("", readers=reads(("semisup",)))
+    # which pickle folder when DATA holds both (auto | cifar10 | cifar100)
+    cifar_variant: str = setting(
+        "auto", OneOf(("auto", "cifar10", "cifar100")), readers=reads(("cifar", "knn", "mi"))
+    )
     # knn: weighted vote of the k nearest train features (k capped at the train size), InstDisc/DINO style
-    knn_k: tuple[int, ...] = (20, 200)
-    knn_temperature: float = 0.07
-    extra: dict = field(default_factory=dict)  # task-specific settings
+    knn_k: tuple[int, ...] = setting((20, 200), Each(at_least(1)), readers=reads(("knn",)))
+    knn_temperature: float = setting(0.07, positive(), readers=reads(("knn",)))
     # analysis (tsne, mi): several checkpoints side by side
-    ckpts: list[str] = field(default_factory=list)  # checkpoints to compare; empty: just ckpt
-    ckpt_labels: list[str] = field(
-        default_factory=list
-    )  # legend names, one per checkpoint; empty: "method arch"
-    classes: int = (
-        10  # t-SNE: the first CLASSES classes of val/ (sorted), PER_CLASS images each (docs/method.md#tsne)
-    )
-    per_class: int = 50
-    tsne_perplexity: float = 30.0  # capped at (images - 1) / 3
-    tsne_knn_k: int = 5  # t-SNE separation score: leave-one-out kNN accuracy in feature space
-    mi_bins: int = 30  # MI: equal bins on [0, 1] per softmax dimension (docs/method.md#mi)
+    ckpts: list[str] = setting(factory=list, readers=reads(SEVERAL), **RUNTIME)  # empty: just ckpt
+    # legend names, one per checkpoint; empty: "method arch"
+    ckpt_labels: list[str] = setting(factory=list, readers=reads(SEVERAL), **RUNTIME)
+    # t-SNE: the first CLASSES classes of val/ (sorted), PER_CLASS images each (docs/method.md#tsne)
+    classes: int = setting(10, at_least(2), readers=TSNE)
+    per_class: int = setting(50, at_least(1), readers=TSNE)
+    tsne_perplexity: float = setting(30.0, positive(), readers=TSNE)  # capped at (images - 1) / 3
+    # t-SNE separation score: leave-one-out kNN accuracy in feature space
+    tsne_knn_k: int = setting(5, at_least(1), readers=TSNE)
+    mi_bins: int = setting(
+        30, at_least(1), readers=reads(("mi",))
+    )  # MI: equal bins on [0, 1] per softmax dimension
     # detection: paper schedules (docs/method.md#detection) unless shortened; None means the paper's value
-    det_dataset: str = "voc"  # detection: voc (Faster R-CNN) | coco (Mask R-CNN)
-    det_backend: str = "torchvision"  # detection: torchvision | detectron2
-    det_trials: int = 1  # detection: runs with seeds seed .. seed+N-1; records mean and std (paper VOC: 5)
-    det_max_iter: int | None = None  # detection: None = 48k VOC / 180k COCO; steps and warm-up scale with it
-    det_image_size: int | None = (
-        None  # detection: None = paper scales; else train and test at this short side
-    )
-    det_batch_size: int | None = None  # detection: None = 32; lr scales linearly with it unless det_lr is set
-    det_lr: float | None = None  # detection: None = 0.1 VOC / 0.11 COCO at batch 32
-    det_norm: str = "syncbn"  # detection: syncbn (BN on one process) | bn | frozen
-    det_clip_grad: float | None = (
-        None  # detection: gradient-norm clip; None = off at the paper schedule, on for short ones; 0 = off
-    )
-    det_head: str = (
-        "extranorm"  # detection C4 box head: extranorm (MoCo's Res5ROIHeadsExtraNorm + PreciseBN) | res5
-    )
+    det_dataset: str = setting(
+        "voc", OneOf(("voc", "coco")), readers=DETECTION
+    )  # voc (Faster R-CNN) | coco (Mask R-CNN)
+    det_backend: str = setting("torchvision", OneOf(("torchvision", "detectron2")), readers=DETECTION)
+    # runs with seeds seed .. seed+N-1; records mean and std (paper VOC: 5)
+    det_trials: int = setting(1, at_least(1), readers=DETECTION)
+    # None = 48k VOC / 180k COCO; steps and warm-up scale with it
+    det_max_iter: int | None = setting(None, OrNull(at_least(1)), readers=DETECTION)
+    # None = paper scales; else train and test at this short side (smaller than 32 leaves no room for the anchors)
+    det_image_size: int | None = setting(None, OrNull(at_least(32)), readers=DETECTION)
+    # None = 32; lr scales linearly with it unless det_lr is set
+    det_batch_size: int | None = setting(None, OrNull(at_least(1)), readers=DETECTION)
+    det_lr: float | None = setting(
+        None, OrNull(positive()), readers=DETECTION
+    )  # None = 0.1 VOC / 0.11 COCO at batch 32
+    # syncbn (BN on one process) | bn | frozen
+    det_norm: str = setting("syncbn", OneOf(("syncbn", "bn", "frozen")), readers=DETECTION)
+    # gradient-norm clip; None = off at the paper schedule, on for short ones; 0 = off
+    det_clip_grad: float | None = setting(None, OrNull(Range(low=0.0)), readers=DETECTION)
+    # C4 box head: extranorm (MoCo's Res5ROIHeadsExtraNorm + PreciseBN) | res5
+    det_head: str = setting("extranorm", OneOf(("extranorm", "res5")), readers=DETECTION)
     # kd: Hinton KD at the probe stage (linear, semisup, cifar probes); see downstream/kd.py
-    kd_teacher: str = ""  # a classifier file (backbone + trained linear head); empty: KD off
-    kd_alpha: float = 0.5  # weight of the soft (teacher) term; 1 - alpha on the labels
-    kd_temperature: float = 2.0
-    kd_save_classifier: bool = (
-        False  # write OUT/classifier.pt (this backbone + the trained head) for use as kd_teacher
-    )
+    kd_teacher: str = setting(
+        "", readers=KD
+    )  # a classifier file (backbone + trained linear head); empty: KD off
+    kd_alpha: float = setting(
+        0.5, fraction(), readers=KD
+    )  # weight of the soft (teacher) term; 1 - alpha on the labels
+    kd_temperature: float = setting(2.0, positive(), readers=KD)
+    # write OUT/classifier.pt (this backbone + the trained head) for use as kd_teacher
+    kd_save_classifier: bool = setting(False, readers=reads(PROBES), **RUNTIME)
 
     def __post_init__(self) -> None:
-        validate_fields(self, FIELD_RULES)
+        validate_fields(self)
+
+    def reads(self, name: str, task: str) -> bool:
+        """Whether ``task`` reads field ``name`` under this config's protocol and KD setting."""
+        r: Reads = readers_of(EvalConfig)[name] or Reads()
+        if r.tasks is not None and task not in r.tasks:
+            return False
+        if task in PROBES and self.protocol not in r.protocols:
+            return False
+        return not (r.kd_only and not self.kd_teacher)
+
+    def unread(self, names, task: str) -> list[str]:
+        """Those of ``names`` (fields) that ``task`` does not read under this config."""
+        return [name for name in names if not self.reads(name, task)]
 
     def protocol_dict(self, task: str = "linear") -> dict:
-        """The settings that make ``task``'s numbers comparable (other tasks' and protocols' fields left out)."""
-        skip = set(RUNTIME_FIELDS) | {"kd_save_classifier"}
-        if not self.kd_teacher:
-            skip |= KD_FIELDS
-        for other, fields in TASK_FIELDS.items():
-            if other != task:
-                skip |= fields
-        if task == "knn":  # kNN trains nothing: neither probe protocol applies
-            skip |= PAPER_FIELDS | FAST_FIELDS | {"protocol"}
-        elif self.protocol == "fast":
-            skip |= PAPER_FIELDS
-        else:
-            skip |= FAST_FIELDS
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items() if k not in skip}
+        """The settings that make ``task``'s numbers comparable: every field declared ``protocol``
+        that the task reads under this protocol (other tasks' and protocols' fields left out)."""
+        values = asdict(self)
+        return {
+            k: (list(values[k]) if isinstance(values[k], tuple) else values[k])
+            for k in protocol_fields(EvalConfig)
+            if self.reads(k, task)
+        }
 
 
-AMPS = ("none", "bf16", "fp16")
+def read_by_task(name: str) -> list[str]:
+    """The tasks that read field ``name`` under some protocol, for messages."""
+    from downstream.registry import TASKS
 
-# One rule per field (pretrain.validation): type from the annotation, then this range or choice.
-FIELD_RULES = {
-    "ckpt": FREE,  # paths: checked when read, naming the file
-    "data": FREE,
-    "out": FREE,
-    "protocol": OneOf(("paper", "fast")),
-    "epochs": at_least(1),
-    "image_size": at_least(1),
-    "batch_size": at_least(1),
-    "lr": OrNull(positive()),
-    "lr_milestones": Each(fraction(low_open=True), ordered=True),
-    "weight_decay": Range(low=0.0),
-    "seed": at_least(0),
-    "workers": at_least(0),
-    "device": Device(),
-    "feature_batch_size": at_least(1),
-    "amp": OneOf(AMPS),
-    "channels_last": FREE,
-    "fast_weight_decays": Each(Range(low=0.0)),
-    "fast_holdout": fraction(low_open=True, high_open=True),
-    "fast_max_iter": at_least(1),
-    "subset_fraction": fraction(low_open=True),
-    "subset_list": FREE,
-    "cifar_variant": OneOf(("auto", "cifar10", "cifar100")),
-    "knn_k": Each(at_least(1)),
-    "knn_temperature": positive(),
-    "extra": FREE,
-    "ckpts": FREE,
-    "ckpt_labels": FREE,
-    "classes": at_least(2),
-    "per_class": at_least(1),
-    "tsne_perplexity": positive(),
-    "tsne_knn_k": at_least(1),
-    "mi_bins": at_least(1),
-    "det_dataset": OneOf(("voc", "coco")),
-    "det_backend": OneOf(("torchvision", "detectron2")),
-    "det_trials": at_least(1),
-    "det_max_iter": OrNull(at_least(1)),
-    "det_image_size": OrNull(at_least(32)),  # smaller leaves no room for the anchors
-    "det_batch_size": OrNull(at_least(1)),
-    "det_lr": OrNull(positive()),
-    "det_norm": OneOf(("syncbn", "bn", "frozen")),
-    "det_clip_grad": OrNull(Range(low=0.0)),
-    "det_head": OneOf(("extranorm", "res5")),
-    "kd_teacher": FREE,
-    "kd_alpha": fraction(),
-    "kd_temperature": positive(),
-    "kd_save_classifier": FREE,
+    r: Reads = readers_of(EvalConfig)[name] or Reads()
+    return sorted(TASKS) if r.tasks is None else sorted(r.tasks)
+
+
+KD_FIELDS = {
+    f.name for f in dataclasses.fields(EvalConfig) if (readers_of(EvalConfig)[f.name] or Reads()).kd_only
 }
+RUNTIME_FIELDS = {f.name for f in dataclasses.fields(EvalConfig)} - set(protocol_fields(EvalConfig))
+FIELD_RULES = field_rules(EvalConfig)  # one rule per field, each declared on its field

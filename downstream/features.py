@@ -11,16 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pretrain.distributed import DistInfo, init_distributed
-from pretrain.errors import InputError
-
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device
 
 
 @dataclass(frozen=True)
@@ -44,8 +35,6 @@ def make_runtime(
     device: str = "auto", amp: str = "bf16", channels_last: bool = True, distributed: bool = False
 ) -> Runtime:
     """The device (``cuda:LOCAL_RANK`` under torchrun), and AMP / channels_last only where it is a GPU."""
-    if amp not in AMP_DTYPES:
-        raise InputError(f"amp={amp!r}: expected one of {', '.join(AMP_DTYPES)}")
     dev = pick_device(device)
     dist_info = init_distributed(dev.type) if distributed else DistInfo()
     if dev.type == "cuda" and dist_info.enabled:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,7 @@ from tqdm import tqdm
 from downstream.backbone import default_probe_lr, load_backbone
 from downstream.cifar import CIFAR_LR, cifar_probe_data, is_cifar
 from downstream.compare import Labeller, checkpoint_paths, identity
-from downstream.config import FAST_FIELDS, PAPER_FIELDS, EvalConfig
+from downstream.config import EvalConfig
 from downstream.features import Runtime, backbone_features, extract_features, freeze_backbone, make_runtime
 from downstream.linear import image_folder_probe_data
 from downstream.probe import (
@@ -295,14 +295,6 @@ def measurements(curves: list[Curve], dataset: str) -> list[Measurement]:
     return out
 
 
-def mi_protocol(cfg: EvalConfig) -> dict:
-    """The config fields that shape an MI curve: the SGD recipe in both protocols, never the L-BFGS ones."""
-    fields = cfg.protocol_dict("mi")
-    return {k: v for k, v in fields.items() if k not in FAST_FIELDS} | {
-        k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k in PAPER_FIELDS
-    }
-
-
 def mi_data(cfg: EvalConfig) -> tuple[ProbeData, str, float | None]:
     """(data, dataset name, default lr or None for the per-arch one): CIFAR pickles (the paper's
     Fig. 6 uses the CIFAR-10 classifier, lr 3) or an ImageFolder with train/ and val/."""
@@ -334,7 +326,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         out / "information_plane.png",
         f"information plane, {dataset} train ({cfg.mi_bins} bins, {cfg.epochs} epochs, {cfg.protocol})",
     )
-    protocol = mi_protocol(cfg) | {
+    protocol = cfg.protocol_dict("mi") | {  # the SGD recipe under either protocol, never the L-BFGS one
         "log_base": LOG_BASE,
         "bins": cfg.mi_bins,
         "estimation_split": "train",

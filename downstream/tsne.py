@@ -29,7 +29,7 @@ from torch.utils.data import Subset
 
 from downstream.backbone import load_backbone
 from downstream.compare import Labeller, checkpoint_paths, identity
-from downstream.config import FAST_FIELDS, PAPER_FIELDS, EvalConfig
+from downstream.config import EvalConfig
 from downstream.features import extract_features, make_runtime
 from downstream.result import Measurement, TaskResult
 from pretrain.augment import eval_transform
@@ -210,8 +210,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     out = Path(cfg.out)
     csv = atomic_write_text(out / "tsne_points.csv", pd.DataFrame(rows).to_csv(index=False))
     png = plot_panels(panels, labels, val.classes[: cfg.classes], out / "tsne.png")
-    trains_nothing = PAPER_FIELDS | FAST_FIELDS | {"protocol"}
-    protocol = {k: v for k, v in cfg.protocol_dict("tsne").items() if k not in trains_nothing} | {
+    protocol = cfg.protocol_dict("tsne") | {
         "images": len(chosen),
         "selection": "first per_class images of the first classes classes of val/, sorted",
         "tsne": {

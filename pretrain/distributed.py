@@ -1,4 +1,5 @@
-"""torchrun/DDP helpers. One code path: NCCL on GPUs, gloo on CPUs, plain single process otherwise."""
+"""Where a process runs: its torchrun rank, its device and its autocast precision. One code path:
+NCCL on GPUs, gloo on CPUs, plain single process otherwise."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+# autocast dtype of each ``amp`` setting the configs admit (PretrainConfig, EvalConfig); none: fp32
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -24,13 +28,33 @@ class DistInfo:
     def enabled(self) -> bool:
         return self.world_size > 1
 
+    @classmethod
+    def from_env(cls) -> DistInfo:
+        """This process's place in the torchrun job the environment describes, without joining its
+        group (a process outside torchrun is rank 0 of 1)."""
+        return cls(
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=int(os.environ.get("WORLD_SIZE", "1")),
+            local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        )
+
+
+def pick_device(name: str, dist_info: DistInfo | None = None) -> torch.device:
+    """``auto`` is CUDA when a device is visible, else the CPU; under torchrun (``dist_info``) CUDA is
+    this process's ``cuda:LOCAL_RANK``."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info is not None:
+        return torch.device("cuda", dist_info.local_rank)
+    return torch.device(name)
+
 
 def init_distributed(device_type: str) -> DistInfo:
     """Join the process group torchrun describes in the environment (no-op for one process)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    info = DistInfo.from_env()
+    if not info.enabled:
         return DistInfo()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = info.rank, info.world_size, info.local_rank
     owns = not dist.is_initialized()
     if owns:
         backend = "nccl" if device_type == "cuda" else "gloo"

@@ -38,8 +38,10 @@ def output_lock(folder: str | os.PathLike, command: list[str] | None = None) -> 
     Under torchrun only rank 0 takes the lock: the other ranks of the same run write nothing of
     their own there, and they must not refuse the folder their rank 0 holds.
     """
+    from pretrain.distributed import DistInfo  # torch: imported only by the commands that write
+
     folder = Path(folder)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not DistInfo.from_env().is_main:
         yield lock_path(folder)
         return
     created = _make_folder(folder)

@@ -39,11 +39,11 @@ from pretrain.checkpoint import (
 )
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
-from pretrain.distributed import DistInfo, init_distributed, shutdown_distributed
+from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
 from pretrain.environment import run_environment
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
-from pretrain.methods.base import AMP_DTYPES, FrozenTeacher
+from pretrain.methods.base import FrozenTeacher
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
 from pretrain.optim import apply_schedule, build_optimizer
 from pretrain.teachers import load_teacher
@@ -51,14 +51,6 @@ from pretrain.teachers import load_teacher
 
 class TrainingDiverged(InputError):
     """The loss became NaN/Inf; the message names the step and the last good checkpoint."""
-
-
-def pick_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", dist_info.local_rank)
-    return torch.device(name)
 
 
 # --- the method ---------------------------------------------------------------------------------
@@ -72,14 +64,10 @@ def build_method(cfg: PretrainConfig):
     if cls.needs_teacher:
         encoder, teacher_info = load_teacher(cfg.teacher_ckpt, cfg.teacher)
         # dino+disco takes its embedding width from the teacher; the others must match it
-        if encoder.out_dim != cfg.dim and not getattr(cls, "dim_from_teacher", False):
+        if encoder.out_dim != cfg.dim and not cls.dim_from_teacher:
             raise InputError(
                 f"teacher embedding size {encoder.out_dim} (from {cfg.teacher_ckpt}) differs from the "
                 f"student's dim {cfg.dim}; set dim={encoder.out_dim} (--set dim={encoder.out_dim}) or use a matching teacher"
-            )
-        if cfg.teacher_amp not in AMP_DTYPES:
-            raise InputError(
-                f"unknown teacher_amp {cfg.teacher_amp!r}: expected one of {', '.join(AMP_DTYPES)}"
             )
         teacher = FrozenTeacher(encoder, cfg.teacher_bn, cfg.teacher_amp, cfg.teacher_channels_last)
     torch.manual_seed(cfg.seed)
@@ -152,7 +140,7 @@ def autocast_for(cfg: PretrainConfig, device: torch.device):
     scaling, so it is refused). ``amp='none'``, the default, keeps fp32 everywhere."""
     if cfg.amp == "none":
         return nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.amp]  # the config admits only these
+    dtype = AMP_DTYPES[cfg.amp]
     if device.type == "cpu" and dtype is torch.float16:
         raise InputError("amp='fp16' needs CUDA (loss scaling runs on GPUs only); use amp='bf16' on a CPU")
     return torch.autocast(device.type, dtype=dtype)
@@ -179,9 +167,7 @@ def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) ->
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(terms["loss"]).backward()
     method = getattr(model, "module", model)  # DDP wraps the method
-    # e.g. the queue takes this step's keys once the loss no longer reads them
-    if hasattr(method, "after_backward"):
-        method.after_backward()
+    method.after_backward()  # e.g. the queue takes this step's keys once the loss no longer reads them
     scaler.step(optimizer)
     scaler.update()
     return values
@@ -266,9 +252,7 @@ class Progress:
 def build_data(cfg: PretrainConfig, method, dist_info: DistInfo, local_batch: int):
     """(dataset, sampler, steps per epoch) for the method's views."""
     # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
-    transforms = getattr(method, "view_transforms", lambda: None)() or aug_plus_for(
-        cfg.image_size, cfg.aug_impl
-    )
+    transforms = method.view_transforms() or aug_plus_for(cfg.image_size, cfg.aug_impl)
     dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), transforms, method.num_views, cfg.seed)
     sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
     per_epoch = sampler.batches_per_epoch()
@@ -518,8 +502,8 @@ def step_once(run: Run, model, progress: Progress, views: list[torch.Tensor], au
     """One step at ``progress.step``; returns the log row (step counted from 1, epoch, lr, loss terms)."""
     epoch = progress.step // run.per_epoch
     apply_schedule(run.optimizer, run.cfg, progress.step, run.per_epoch)
-    if hasattr(run.method, "on_step"):  # schedules inside a method (DINO's EMA momentum, frozen layers)
-        run.method.on_step(progress.step, run.per_epoch * run.cfg.epochs, run.per_epoch)
+    # schedules inside a method (DINO's EMA momentum, frozen layers)
+    run.method.on_step(progress.step, run.per_epoch * run.cfg.epochs, run.per_epoch)
     values = train_step(model, views, run.optimizer, run.scaler, autocast)
     if not math.isfinite(values["loss"]):  # steps count from 1, as in log.csv
         raise TrainingDiverged(

@@ -1,7 +1,10 @@
-"""Field-by-field validation of the typed configs: each dataclass lists one rule per field.
+"""Field-by-field validation of the typed configs: each field carries its own rule.
 
-A config calls :func:`validate_fields` from ``__post_init__``, so every way of building it (the CLI,
-``--set``, a suite step, Python) checks every field in this one place. A value is first checked
+A field of a typed config is declared once, with :func:`setting`: its default, its rule, whether
+it changes numbers (is part of the protocol a record carries) and who reads it (which methods or
+tasks); the rule tables, protocol filters and "does this setting apply" checks are derived from
+that declaration. A config calls :func:`validate_fields` from ``__post_init__``, so every way of
+building it (the CLI, ``--set``, a suite step, Python) checks every field in this one place. A value is first checked
 against the field's type hint (YAML-typed ``--set`` values are coerced where that is lossless:
 ``3`` for a float, ``[1, 2]`` for a tuple), then against its rule. A bad value is a
 :class:`FieldError` naming the field, the value and what was expected, in one line.
@@ -276,11 +279,53 @@ Rule = Free | Range | OneOf | Device | Each | OrNull
 FREE = Free()
 
 
-def validate_fields(obj: Any, rules: dict[str, Rule]) -> None:
+# metadata keys of a field declared with setting()
+RULE, PROTOCOL, READERS = "rule", "protocol", "readers"
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    rule: Rule = FREE,
+    *,
+    protocol: bool = True,
+    readers: Any = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
+    """A config field declared once: its default (or ``factory`` for a mutable one), its ``rule``,
+    whether it changes numbers (``protocol``: recorded with them) and who reads it (``readers``:
+    None for every reader; otherwise what the owning config's applicability check understands)."""
+    metadata = {RULE: rule, PROTOCOL: protocol, READERS: readers}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+@functools.cache
+def field_rules(cls: type) -> dict[str, Rule]:
+    """name -> rule of every field of ``cls`` declared with :func:`setting`."""
+    return {f.name: f.metadata[RULE] for f in dataclasses.fields(cls) if RULE in f.metadata}
+
+
+@functools.cache
+def protocol_fields(cls: type) -> tuple[str, ...]:
+    """The fields of ``cls`` that change numbers (declared ``protocol=True``), in declaration order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get(PROTOCOL))
+
+
+@functools.cache
+def readers_of(cls: type) -> dict[str, Any]:
+    """name -> the ``readers`` declared for each field of ``cls``."""
+    return {f.name: f.metadata.get(READERS) for f in dataclasses.fields(cls)}
+
+
+def validate_fields(obj: Any, rules: dict[str, Rule] | None = None) -> None:
     """Coerce and check every field of dataclass ``obj`` in place; the first bad one is a FieldError.
 
-    Every field must have a rule: a field added without one is a programming error, caught here.
+    ``rules``: name -> rule; by default each field's own (declared with :func:`setting`). Every
+    field must have a rule: a field added without one is a programming error, caught here.
     """
+    if rules is None:
+        rules = field_rules(type(obj))
     hints = _hints(type(obj))
     for f in dataclasses.fields(obj):
         if f.name not in rules:

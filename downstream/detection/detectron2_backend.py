@@ -69,7 +69,7 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction
 from downstream.detection.schedule import Schedule, diverged, loss_curve
-from downstream.features import pick_device
+from pretrain.distributed import pick_device
 from pretrain.errors import InputError
 
 # docs/method.md#detection: converted torchvision-style weights expect RGB input normalised like ImageNet.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from downstream.config import TASK_FIELDS, EvalConfig
+from downstream.config import EvalConfig
 from downstream.detection.data import read_train_test
 from downstream.detection.metrics import detection_metrics
 from downstream.detection.schedule import effective_schedule
@@ -75,9 +75,8 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         trials.append(detection_metrics(test, predictions, masks, cfg.det_dataset))
         details.append(detail)
     protocol = (
-        {k: getattr(cfg, k) for k in sorted(TASK_FIELDS["detection"])}
+        cfg.protocol_dict("detection")
         | {
-            "seed": cfg.seed,
             "model": ("Mask" if masks else "Faster") + " R-CNN",
             "schedule": {
                 k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(schedule).items()

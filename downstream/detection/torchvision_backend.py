@@ -42,8 +42,8 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction
 from downstream.detection.schedule import Schedule, diverged, loss_curve
-from downstream.features import pick_device
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.distributed import pick_device
 from pretrain.errors import InputError
 
 FPN_CHANNELS = 256

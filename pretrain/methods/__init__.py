@@ -1,13 +1,15 @@
 """The pre-training methods. Add one: write a module, add one line to METHODS.
 
-A method is an ``nn.Module`` built as ``Method(cfg, student_backbone, teacher_or_None)`` with
-class attributes ``num_views`` and ``needs_teacher``, a ``student`` property (the Encoder whose
-backbone and head are exported) and ``forward(views) -> {'loss': ..., other detached terms}``.
-Optional hooks the training loop calls when present: ``view_transforms() -> list | None`` (one
-transform per view, e.g. multi-crop; None: aug+ for every view; an instance may then set its own
-``num_views``), ``on_step(step, total_steps, steps_per_epoch)`` before each step (schedules) and
+A method is a :class:`pretrain.methods.base.Method`, built as ``Method(cfg, student_backbone,
+teacher_or_None)``: class attributes ``num_views``, ``needs_teacher`` and ``dim_from_teacher``, a
+``student`` property (the Encoder whose backbone and head are exported) and ``forward(views) ->
+{'loss': ..., other detached terms}``. The hooks the training loop calls on every method have
+no-op defaults there: ``view_transforms() -> list | None`` (one transform per view, e.g.
+multi-crop; None: aug+ for every view; an instance may then set its own ``num_views``),
+``on_step(step, total_steps, steps_per_epoch)`` before each step (schedules) and
 ``after_backward()`` between the backward and the optimiser step (frozen layers drop their
-gradients there, as SwAV's and DINO's code cancel them; queues take the step's keys).
+gradients there, as SwAV's and DINO's code cancel them; queues take the step's keys). Which
+config fields a method reads is declared on the fields (``readers`` in pretrain.config).
 """
 
 from pretrain.methods.at import AttentionTransfer, AttentionTransferDisCo

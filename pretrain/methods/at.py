@@ -105,8 +105,6 @@ class AttentionTransfer(MoCo):
 
     def __init__(self, cfg, backbone: nn.Module, teacher):
         super().__init__(cfg, backbone, teacher)
-        if not cfg.at_strides:
-            raise InputError("at_strides: expected at least one stride, e.g. [4, 8, 16, 32]")
         # after MoCo's deepcopy, so the momentum encoder carries no hooks
         self.student_taps = StageTaps(self.encoder_q.backbone, cfg.at_strides, "student")
         self.teacher_taps = StageTaps(teacher.encoder.backbone, cfg.at_strides, "teacher")

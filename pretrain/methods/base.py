@@ -1,5 +1,6 @@
-"""Pieces shared by the methods: the embedding queue, the momentum update, shuffle-BN and the
-frozen teacher. Each method module holds its own loss as a plain function."""
+"""Pieces shared by the methods: the surface the training loop calls (:class:`Method`), the
+embedding queue, the momentum update, shuffle-BN and the frozen teacher. Each method module holds
+its own loss as a plain function."""
 
 from __future__ import annotations
 
@@ -8,10 +9,47 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.distributed import all_gather_cat, is_distributed
+from pretrain.distributed import AMP_DTYPES, all_gather_cat, is_distributed
 from pretrain.models import Encoder
 
-AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+class Method(nn.Module):
+    """What the training loop calls on a method, built as ``Method(cfg, student_backbone, teacher)``.
+
+    A method sets ``num_views`` (an instance may set its own, e.g. multi-crop), ``needs_teacher``
+    (it reads a frozen teacher) and ``dim_from_teacher`` (its embedding width is the teacher's,
+    not ``cfg.dim``), and defines ``student``, ``default_hidden`` and ``forward``. The hooks have
+    no-op defaults, so the loop calls them on every method.
+    """
+
+    num_views = 2
+    needs_teacher = False
+    dim_from_teacher = False
+
+    @staticmethod
+    def default_hidden(feat: int) -> int:
+        """The student head's hidden width when ``cfg.hidden`` is None, for a backbone of ``feat`` features."""
+        raise NotImplementedError
+
+    @property
+    def student(self) -> Encoder:
+        """The encoder whose backbone and head are exported."""
+        raise NotImplementedError
+
+    def forward(self, views: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``{'loss': ..., other detached terms}`` for one batch of views."""
+        raise NotImplementedError
+
+    def view_transforms(self) -> list | None:
+        """One transform per view (e.g. multi-crop); None: aug+ for every view."""
+        return None
+
+    def on_step(self, step: int, total_steps: int, steps_per_epoch: int) -> None:
+        """Before each step (0-based): schedules inside the method."""
+
+    def after_backward(self) -> None:
+        """Between the backward and the optimiser step: frozen layers drop their gradients, queues
+        take the step's keys."""
 
 
 class EmbeddingQueue(nn.Module):
@@ -29,8 +67,6 @@ class EmbeddingQueue(nn.Module):
 
     def __init__(self, size: int, dim: int):
         super().__init__()
-        if size <= 0:
-            raise ValueError(f"queue_size must be positive, got {size}")
         self.register_buffer("items", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
         self._staged: torch.Tensor | None = None
@@ -116,10 +152,6 @@ class FrozenTeacher(nn.Module):
         self, encoder: Encoder, bn_mode: str = "eval", amp: str = "none", channels_last: bool = False
     ):
         super().__init__()
-        if bn_mode not in ("eval", "train"):
-            raise ValueError(f"teacher_bn must be 'eval' or 'train', got {bn_mode!r}")
-        if amp not in AMP_DTYPES:
-            raise ValueError(f"teacher_amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
         self.encoder = encoder
         self.bn_mode = bn_mode
         # speed options (PretrainConfig.teacher_amp / teacher_channels_last): the embeddings come

@@ -35,7 +35,7 @@ from torch import nn
 
 from pretrain.distributed import is_distributed
 from pretrain.errors import InputError
-from pretrain.methods.base import momentum_update
+from pretrain.methods.base import Method, momentum_update
 from pretrain.methods.disco import with_disco_term
 from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views
 from pretrain.models import Encoder, ProjectionHead, feature_dim
@@ -97,10 +97,9 @@ class PrototypeLayer(nn.Module):
         return z @ F.normalize(self.weight, dim=1).t()
 
 
-class DINO(MultiCropMixin, nn.Module):
+class DINO(MultiCropMixin, Method):
     num_views = 2
     needs_teacher = False
-    dim_from_teacher = False  # dino+disco: the bottleneck takes the teacher's embedding width
 
     def __init__(self, cfg, backbone: nn.Module, teacher=None):
         super().__init__()

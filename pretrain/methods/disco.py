@@ -18,8 +18,6 @@ def disco_distill_loss(
     per-GPU batch and the embedding dims, so its weight grows with the batch. ``'mean'`` averages
     over batch and dims (batch-size invariant); ``mean`` x (B x D) equals ``sum``.
     """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"distill_reduction must be 'sum' or 'mean', got {reduction!r}")
     return sum(
         F.mse_loss(s, t, reduction=reduction) for s, t in zip(student_views, teacher_views, strict=True)
     )

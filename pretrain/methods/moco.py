@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from pretrain.distributed import all_gather_cat
-from pretrain.methods.base import EmbeddingQueue, info_nce, momentum_update, shuffled_forward
+from pretrain.methods.base import EmbeddingQueue, Method, info_nce, momentum_update, shuffled_forward
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
-class MoCo(nn.Module):
+class MoCo(Method):
     num_views = 2
     needs_teacher = False
 

@@ -13,8 +13,6 @@ from pretrain.errors import InputError
 
 def multicrop_views(cfg) -> int:
     """The number of views a multi-crop method trains on (2 without small crops); checks the sizes."""
-    if cfg.multicrop_small_crops < 0:
-        raise InputError(f"multicrop_small_crops: expected 0 or more, got {cfg.multicrop_small_crops}")
     if cfg.multicrop_small_crops and not 0 < cfg.multicrop_small_size <= cfg.image_size:
         raise InputError(
             f"multicrop_small_size: expected 1..image_size ({cfg.image_size}), got {cfg.multicrop_small_size}"

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.distributed import all_gather_cat
-from pretrain.methods.base import EmbeddingQueue
+from pretrain.methods.base import EmbeddingQueue, Method
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 
 
@@ -25,7 +25,7 @@ def seed_loss(
     return -(F.softmax(z_t, dim=1) * F.log_softmax(z_s, dim=1)).sum(dim=1).mean()
 
 
-class SEED(nn.Module):
+class SEED(Method):
     num_views = 1
     needs_teacher = True
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pretrain.distributed import all_gather_cat, is_distributed
+from pretrain.methods.base import Method
 from pretrain.methods.disco import with_disco_term
 from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views
 from pretrain.models import Encoder, ProjectionHead, feature_dim
@@ -132,7 +133,7 @@ def queue_length(cfg) -> int:
     return cfg.swav_queue_length - cfg.swav_queue_length % cfg.batch_size
 
 
-class SwAV(MultiCropMixin, nn.Module):
+class SwAV(MultiCropMixin, Method):
     num_views = 2
     needs_teacher = False
 

@@ -16,7 +16,6 @@ RUN_8X32 = {
 MOCO_PRETRAIN = {
     "method": "moco",
     "student": "resnet18",
-    "teacher": None,
     "epochs": 200,
     "batch_size": 256,
     "image_size": 224,
@@ -27,8 +26,6 @@ MOCO_PRETRAIN = {
     "seed": 0,
     "amp": "none",
     "channels_last": False,
-    "teacher_amp": "none",
-    "teacher_channels_last": False,
     "aug_impl": "torchvision",
     "max_steps": 0,
     "dim": 128,
@@ -37,11 +34,6 @@ MOCO_PRETRAIN = {
     "key_momentum": 0.999,
     "temperature": 0.2,
     "shuffle_bn_splits": 2,
-    "distill_weight": 1.0,
-    "distill_reduction": "sum",
-    "teacher_bn": "eval",
-    "seed_student_temp": 0.2,
-    "seed_teacher_temp": 0.0001,
     "run": RUN_8X32,
 }
 MOCO_TEACHER_FILE = {
@@ -57,7 +49,18 @@ MOCO_TEACHER_FILE = {
         "activation": "relu",
     },
 }
-DISCO_PRETRAIN = MOCO_PRETRAIN | {"method": "disco", "hidden": 2048, "teacher_ckpt": MOCO_TEACHER_FILE}
+# a distiller also records its teacher's settings and the DisCo term's (MoCo-v2 alone reads neither)
+DISCO_PRETRAIN = MOCO_PRETRAIN | {
+    "method": "disco",
+    "hidden": 2048,
+    "teacher": None,
+    "teacher_ckpt": MOCO_TEACHER_FILE,
+    "teacher_amp": "none",
+    "teacher_channels_last": False,
+    "distill_weight": 1.0,
+    "distill_reduction": "sum",
+    "teacher_bn": "eval",
+}
 LINEAR_PAPER = {
     "protocol": "paper",
     "epochs": 100,
@@ -67,7 +70,6 @@ LINEAR_PAPER = {
     "lr_milestones": [0.6, 0.8],
     "weight_decay": 0.0,
     "seed": 0,
-    "extra": {},
     "solver": "sgd",
     "head_init_std": 0.01,
     "milestones_epochs": [60, 80],

@@ -48,11 +48,6 @@ def test_disco_mse_sum_and_mean_match_hand_computation():
     assert total.item() == pytest.approx(mean.item() * batch * dims, rel=1e-12)
 
 
-def test_disco_mse_rejects_unknown_reduction():
-    with pytest.raises(ValueError, match="distill_reduction must be 'sum' or 'mean', got 'none'"):
-        disco_distill_loss([t([[1.0]])], [t([[1.0]])], "none")
-
-
 def test_seed_soft_cross_entropy_matches_hand_computation():
     s, te, queue = t([[1.0, 0.0]]), t([[0.6, 0.8]]), t([[0.0, 1.0]])
     # student logits [s.t, s.queue] / 0.2 = [3, 0]; teacher logits [t.t, t.queue] / 1 = [1, 0.8]
@@ -116,8 +111,7 @@ def test_queue_batch_larger_than_queue_keeps_the_newest_rows():
     assert int(queue.ptr) == 0
 
 
-def test_queue_initial_rows_are_unit_vectors_and_size_must_be_positive():
+def test_queue_initial_rows_are_unit_vectors():
+    # (a queue_size below 1 is refused by PretrainConfig: tests/disco_bench/test_field_validation.py)
     queue = EmbeddingQueue(size=4, dim=3)
     assert torch.allclose(queue.items.norm(dim=1), torch.ones(4))
-    with pytest.raises(ValueError, match="queue_size must be positive, got 0"):
-        EmbeddingQueue(size=0, dim=3)

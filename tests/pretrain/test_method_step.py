@@ -144,8 +144,3 @@ def test_frozen_teacher_embeds_views_in_one_batch_with_the_same_numbers():
     teacher.embed_views([a, b])  # CPU tensors: one forward per view
     teacher.embed_views([a, b], batched=True)
     assert calls == [3, 3, 6]
-
-
-def test_frozen_teacher_rejects_unknown_bn_mode():
-    with pytest.raises(ValueError, match="teacher_bn must be 'eval' or 'train', got 'frozen'"):
-        FrozenTeacher(small_encoder(), bn_mode="frozen")
