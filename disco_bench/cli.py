@@ -458,6 +458,10 @@ def cmd_convert(args) -> int:
 def cmd_report(args) -> int:
     from disco_bench.report import write_report
 
+    out = Path(args.out)
+    if not out.is_dir():  # a typo'd --out must not become a new folder holding an empty board
+        what = "an existing file" if out.exists() else "not found"
+        raise InputError(f"--out {out}: {what}; expected the output folder of a run (holding results.jsonl)")
     print(f"leaderboard: {write_report(args.out)}")
     return 0
 
