@@ -64,6 +64,7 @@ def _check_suite_overrides(overrides: dict) -> None:
 
     scopes = _suite_scopes()
     check_scopes(overrides, list(scopes))
+    _check_override_paths(overrides)
     for scope, cls in scopes.items():
         from_dict(cls, scoped(overrides, scope), f"--set {scope}.")
         if "out" in scoped(overrides, scope):  # each step's folder is set by the suite: it would be ignored
@@ -71,6 +72,29 @@ def _check_suite_overrides(overrides: dict) -> None:
                 f"--set {scope}.out: a suite step writes under the suite's --out (checkpoints/STEP, "
                 "eval/STEP); expected --out to move the whole suite"
             )
+
+
+def _check_override_paths(overrides: dict) -> None:
+    """A ``--set SCOPE.KEY=PATH`` of a file or folder a step reads names one that is there, before any
+    step runs (a pre-training folder: an ImageFolder with train/)."""
+    from disco_bench.steps import PATH_KEYS
+    from pretrain.data import check_image_folder
+
+    for key, value in overrides.items():
+        scope, _, name = key.partition(".")
+        if name not in PATH_KEYS or value in ("", None):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            path = Path(str(item)).expanduser()
+            if name == "data":
+                if not path.is_dir():
+                    what = "an existing file" if path.exists() else "not found"
+                    raise InputError(f"--set {key}={item}: {what}; expected a dataset folder")
+                if scope == "pretrain":
+                    check_image_folder(path / "train")
+            elif not path.is_file():
+                what = "a folder" if path.is_dir() else "not found"
+                raise InputError(f"--set {key}={item}: {what}; expected a file (a checkpoint or list)")
 
 
 def writable_folder(path: str | Path, flag: str = "--out") -> Path:
