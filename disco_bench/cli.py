@@ -583,13 +583,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _output_lock(args):
-    """One writer per output folder: pretrain, eval and run (not --dry-run) hold their --out (pretrain.outlock)."""
+    """One writer per output folder (pretrain.outlock): pretrain, eval, run (not --dry-run) and step
+    hold their --out (a step that its suite's run started goes on under the run's lock); data make
+    holds ``.SET.disco-bench.lock`` beside its set, which it swaps for a new folder."""
     from contextlib import nullcontext
 
     from pretrain.outlock import output_lock
 
-    if args.command in ("pretrain", "eval", "run") and not getattr(args, "dry_run", False):
+    if args.command in ("pretrain", "eval", "run", "step") and not getattr(args, "dry_run", False):
         return output_lock(args.out)
+    if args.command == "data" and getattr(args, "data_command", None) == "make":
+        target = Path(os.path.abspath(args.out))
+        if target.exists() and not target.is_dir():
+            return nullcontext()  # refused by the command itself, naming --out
+        return output_lock(
+            target.parent, name=f".{target.name}.disco-bench.lock", what=f"dataset folder {args.out}"
+        )
     return nullcontext()
 
 
