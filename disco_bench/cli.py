@@ -63,6 +63,7 @@ def _check_suite_overrides(overrides: dict) -> None:
 
     scopes = _suite_scopes()
     check_scopes(overrides, list(scopes))
+    _check_override_paths(overrides)
     for scope, cls in scopes.items():
         from_dict(cls, scoped(overrides, scope), f"--set {scope}.")
         if "out" in scoped(overrides, scope):  # each step's folder is set by the suite: it would be ignored
@@ -70,6 +71,29 @@ def _check_suite_overrides(overrides: dict) -> None:
                 f"--set {scope}.out: a suite step writes under the suite's --out (checkpoints/STEP, "
                 "eval/STEP); expected --out to move the whole suite"
             )
+
+
+def _check_override_paths(overrides: dict) -> None:
+    """A ``--set SCOPE.KEY=PATH`` of a file or folder a step reads names one that is there, before any
+    step runs (a pre-training folder: an ImageFolder with train/)."""
+    from disco_bench.steps import PATH_KEYS
+    from pretrain.data import check_image_folder
+
+    for key, value in overrides.items():
+        scope, _, name = key.partition(".")
+        if name not in PATH_KEYS or value in ("", None):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            path = Path(str(item)).expanduser()
+            if name == "data":
+                if not path.is_dir():
+                    what = "an existing file" if path.exists() else "not found"
+                    raise InputError(f"--set {key}={item}: {what}; expected a dataset folder")
+                if scope == "pretrain":
+                    check_image_folder(path / "train")
+            elif not path.is_file():
+                what = "a folder" if path.is_dir() else "not found"
+                raise InputError(f"--set {key}={item}: {what}; expected a file (a checkpoint or list)")
 
 
 def writable_folder(path: str | Path, flag: str = "--out") -> Path:
@@ -460,6 +484,10 @@ def cmd_convert(args) -> int:
 def cmd_report(args) -> int:
     from disco_bench.report import write_report
 
+    out = Path(args.out)
+    if not out.is_dir():  # a typo'd --out must not become a new folder holding an empty board
+        what = "an existing file" if out.exists() else "not found"
+        raise InputError(f"--out {out}: {what}; expected the output folder of a run (holding results.jsonl)")
     print(f"leaderboard: {write_report(args.out)}")
     return 0
 
@@ -557,13 +585,22 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _output_lock(args):
-    """One writer per output folder: pretrain, eval and run (not --dry-run) hold their --out (pretrain.outlock)."""
+    """One writer per output folder (pretrain.outlock): pretrain, eval, run (not --dry-run) and step
+    hold their --out (a step that its suite's run started goes on under the run's lock); data make
+    holds ``.SET.disco-bench.lock`` beside its set, which it swaps for a new folder."""
     from contextlib import nullcontext
 
     from pretrain.outlock import output_lock
 
-    if args.command in ("pretrain", "eval", "run") and not getattr(args, "dry_run", False):
+    if args.command in ("pretrain", "eval", "run", "step") and not getattr(args, "dry_run", False):
         return output_lock(args.out)
+    if args.command == "data" and getattr(args, "data_command", None) == "make":
+        target = Path(os.path.abspath(args.out))
+        if target.exists() and not target.is_dir():
+            return nullcontext()  # refused by the command itself, naming --out
+        return output_lock(
+            target.parent, name=f".{target.name}.disco-bench.lock", what=f"dataset folder {args.out}"
+        )
     return nullcontext()
 
 

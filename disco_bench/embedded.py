@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -206,10 +207,27 @@ def draw(pattern: str, size: int, noise: float, rng: np.random.Generator) -> np.
 
 
 MANIFEST = "dataset.json"
+# a set being built lives in ``.SET.XXXX.disco-bench-partial`` beside it, marked by this file inside:
+# only a folder with both (and no builder holding it) is ever swept as abandoned
+PARTIAL_SUFFIX = ".disco-bench-partial"
+PARTIAL_MARKER = ".disco-bench-partial"
 
 
 def _files(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.name != PARTIAL_MARKER
+    )
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file of a set: what its manifest says the tool wrote."""
+    return {name: _sha256(folder / name) for name in _files(folder)}
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -232,8 +250,15 @@ def _check_replaceable(out: Path, manifest: dict | None) -> None:
             "expected a new or empty folder, so nothing in it was changed"
         )
     # a set written before manifests listed their files: every file in it counts as generated
-    ours = set(manifest.get("files", _files(out))) | {MANIFEST}
+    listed = manifest.get("files", _files(out))
+    ours = set(listed) | {MANIFEST}
     foreign = sorted(set(_files(out)) - ours)
+    if isinstance(listed, dict):  # with content hashes: a generated file the user replaced is theirs now
+        foreign += sorted(
+            name
+            for name, digest in listed.items()
+            if (out / name).is_file() and not (out / name).is_symlink() and _sha256(out / name) != digest
+        )
     if foreign:
         shown = ", ".join(foreign[:3]) + (f", ... ({len(foreign)} in all)" if len(foreign) > 3 else "")
         raise InputError(
@@ -262,16 +287,18 @@ def write_once(out: str | Path, spec: dict, build: Callable[[Path], None]) -> Pa
     _check_replaceable(out, manifest)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=PARTIAL_SUFFIX, dir=out.parent))
         tmp.chmod(0o777 & ~UMASK)  # mkdtemp makes 0700: the set gets the mode mkdir gives
+        (tmp / PARTIAL_MARKER).write_text("a dataset disco-bench is building; removed when done\n")
     except OSError as exc:
         raise InputError(f"cannot write {out}: {exc.strerror or exc}; nothing was changed") from exc
     building = _hold(tmp)
     try:
         _remove_abandoned(out)
         build(tmp)
-        atomic_write_text(tmp / MANIFEST, json.dumps({**spec, "files": _files(tmp)}, indent=1))
+        atomic_write_text(tmp / MANIFEST, json.dumps({**spec, "files": _hashes(tmp)}, indent=1))
         _swap_in(tmp, out)
+        (out / PARTIAL_MARKER).unlink(missing_ok=True)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError):
@@ -301,8 +328,11 @@ def _hold(folder: Path) -> int | None:
 
 
 def _remove_abandoned(out: Path) -> None:
-    """Partial sets beside ``out`` left by a builder that was killed; one being built is held (and kept)."""
-    for partial in out.parent.glob(f".{out.name}.*.partial"):
+    """Partial sets beside ``out`` left by a builder that was killed; one being built is held (and
+    kept), and a folder without the builder's marker is not one of ours (kept too)."""
+    for partial in out.parent.glob(f".{out.name}.*{PARTIAL_SUFFIX}"):
+        if not (partial / PARTIAL_MARKER).is_file():
+            continue
         fd = _hold(partial)
         if fd is not None:
             shutil.rmtree(partial, ignore_errors=True)
@@ -314,7 +344,7 @@ def _swap_in(new: Path, out: Path) -> None:
     if not out.exists() or not any(out.iterdir()):
         os.replace(new, out)  # a rename replaces an empty folder
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".disco-bench-old", dir=out.parent))
     os.replace(out, old / "set")
     try:
         os.replace(new, out)

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from disco_bench import __version__
+from disco_bench.record_rules import check_record
 from downstream.result import TaskResult
 from pretrain.checkpoint import atomic_write_text
 from pretrain.environment import run_environment
@@ -150,31 +151,54 @@ def make_records(
     return records
 
 
+def _lines(path: Path) -> list[str]:
+    """The text lines of a records file; a folder or a binary file in its place is one error."""
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except IsADirectoryError:
+        raise InputError(f"{path} is a folder; expected a records file (one JSON record per line)") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path} is not a text file (byte {exc.start} is not UTF-8); expected one JSON record per line"
+        ) from None
+    except OSError as exc:
+        raise InputError(
+            f"cannot read {path} ({exc.strerror or exc}); expected a readable records file"
+        ) from None
+
+
 def read_records(path: str | Path) -> list[dict]:
+    """The records of ``path`` (none if it does not exist), each checked by ``record_rules``.
+
+    One count per record id: a line repeated exactly (a file concatenated with a copy of itself)
+    counts once; two different records with one id are an error, since which one holds is unknown.
+    """
     path = Path(path)
     if not path.exists():
         return []
-    records = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    records: list[dict] = []
+    seen: dict[str, tuple[int, dict]] = {}  # id -> (line, record)
+    for n, line in enumerate(_lines(path), 1):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, RecursionError) as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
             raise InputError(
-                f"{path}:{n} is not valid JSON ({exc.msg}); expected one record per line"
-            ) from exc
-        missing = (
-            [f for f in REQUIRED_FIELDS if f not in rec] if isinstance(rec, dict) else ["(not an object)"]
-        )
-        if missing:
-            raise InputError(f"{path}:{n} record lacks fields: {', '.join(missing)}")
-        value = rec["value"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+                f"{path}:{n} is not valid JSON ({reason}); expected one record per line"
+            ) from None
+        check_record(rec, f"{path}:{n}", REQUIRED_FIELDS)
+        rid = rec.get("id") or record_id(rec)
+        if rid in seen:
+            first, earlier = seen[rid]
+            if earlier == rec:
+                continue  # the same line again: one measurement, counted once
             raise InputError(
-                f"{path}:{n} record {rec.get('id', '?')}: field 'value' is {json.dumps(value)}; "
-                "expected a number"
+                f"{path}:{n} record {rid}: its id is already taken by line {first}, which holds "
+                "different values; expected one record per id (delete the one that does not hold)"
             )
+        seen[rid] = (n, rec)
         records.append(rec)
     return records
 
@@ -182,6 +206,8 @@ def read_records(path: str | Path) -> list[dict]:
 def append_records(path: str | Path, new: list[dict]) -> None:
     """Add ``new`` to ``path`` atomically; a record with an id already present replaces it."""
     existing = read_records(path)
+    for rec in new:  # a record the report would refuse is never written
+        check_record(rec, f"new record for {path}", REQUIRED_FIELDS)
     ids = {r["id"] for r in new}
     kept = [r for r in existing if r.get("id") not in ids]
     atomic_write_text(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept + new))

@@ -26,7 +26,15 @@ from disco_bench.launchers import LocalLauncher, runs_distributed, say
 from disco_bench.planning import CHECKPOINT_KINDS, architectures, build_context, is_done, plan, restrict
 from disco_bench.report import write_report
 from disco_bench.step_request import StepRequest, failure_text
-from disco_bench.steps import RunContext, run_step, set_aside_superseded, step_config
+from disco_bench.steps import (
+    PATH_KEYS,
+    RunContext,
+    effective_params,
+    overridden,
+    run_step,
+    set_aside_superseded,
+    step_config,
+)
 from disco_bench.suite import Step, Suite
 
 
@@ -72,8 +80,13 @@ def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str
         if isinstance(v, str) and v.startswith("@")
     ]
     needs = [f"{r} ({ctx.reference(r)})" for r in dict.fromkeys(refs)]
-    if "data" in step.params:
-        needs.append(f"data {step.params['data']} ({ctx.dataset_paths[step.params['data']]})")
+    replaced = overridden(step, ctx)
+    data = step.params.get("data")
+    if data in ctx.dataset_paths:
+        needs.append(f"data {data} ({ctx.dataset_paths[data]})")
+    needs += [
+        f"{key} {value} (--set {step.kind}.{key})" for key, value in replaced.items() if key in PATH_KEYS
+    ]
     produces = [f"checkpoint {ctx.checkpoint(step.id)}"] if step.kind in CHECKPOINT_KINDS else []
     return needs, produces + [f"records in {ctx.records_path}"]
 
@@ -99,6 +112,8 @@ def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
 def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
     records = results.read_records(ctx.records_path)
     configs = {s.id: step_config(s, ctx) for s, _ in rows}
+    # a --set of a step's checkpoint or data is listed as what runs, not as the suite wrote it
+    rows = [(dataclasses.replace(s, params=effective_params(s, ctx)), h) for s, h in rows]
     arch = architectures(rows, configs)
     total, unknown, todo = 0.0, 0, 0
     for n, (step, h) in enumerate(rows, 1):
@@ -209,7 +224,9 @@ def run_suite(
                 echo(f"{head}: skipped, already done (config {h})")
                 continue
             cfg = step_config(step, ctx)
-            echo(f"{head}: {describe(step, cfg, {})}")
+            echo(
+                f"{head}: {describe(dataclasses.replace(step, params=effective_params(step, ctx)), cfg, {})}"
+            )
             if step.kind == "pretrain":  # here, in the one suite process, before any rank can start
                 moved = set_aside_superseded(Path(cfg.out), h)
                 if moved is not None:

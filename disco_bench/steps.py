@@ -52,13 +52,35 @@ class RunContext:
         return self.out / "eval" / step_id / PRODUCTS[product]
 
     def dataset_name(self, step, folder: str) -> str:
-        """The suite's name for the step's dataset (e.g. 'imagenet'), else the folder's name."""
+        """The suite's name for the step's dataset (e.g. 'imagenet'), else the folder's name (also
+        when a ``--set SCOPE.data=PATH`` replaced the suite's dataset)."""
+        if "data" in overridden(step, self):
+            return folder
         return self.dataset_names.get(step.params.get("data"), folder)
 
 
 # Files an eval step writes that later steps may read as "@ID:NAME": the probe's classifier
 # (kd_save_classifier=true), the teacher of a KD probe (kd_teacher).
 PRODUCTS = {"classifier": "classifier.pt"}
+
+
+# settings that name a file or folder a step reads (a --set of one is checked before the run and listed)
+PATH_KEYS = ("data", "ckpt", "ckpts", "teacher_ckpt", "kd_teacher", "subset_list")
+
+# step kind -> the --set scope whose keys reach its config (cli._suite_scopes)
+SCOPE_OF_KIND = {"pretrain": "pretrain", "eval": "eval"}
+
+
+def overridden(step, ctx: RunContext) -> dict:
+    """The settings of ``step`` a ``--set SCOPE.key=value`` of its kind replaces."""
+    scope = SCOPE_OF_KIND.get(step.kind)
+    return scoped(ctx.overrides, scope) if scope else {}
+
+
+def effective_params(step, ctx: RunContext) -> dict:
+    """The step's settings as they run: its own, with what a ``--set`` replaces (a checkpoint path in
+    place of ``@teacher``, a folder in place of a dataset name), for listings and hashes."""
+    return step.params | overridden(step, ctx)
 
 
 def _is_ref(value) -> bool:
@@ -87,9 +109,13 @@ def _hashed_ref(ref: str, ctx: RunContext) -> str:
 
 
 def _hashable(step, params: dict, ctx: RunContext, config: dict) -> dict:
-    """What identifies a step's numbers: its config with paths replaced by what they stand for."""
+    """What identifies a step's numbers: its config with paths replaced by what they stand for (a
+    setting a ``--set`` replaced keeps its value: the path the step really reads)."""
     cfg = dict(config)
+    replaced = overridden(step, ctx)
     for key, value in params.items():
+        if key in replaced:
+            continue
         if isinstance(value, str) and value.startswith("@"):
             cfg[key] = _hashed_ref(value, ctx)
         elif isinstance(value, list) and any(_is_ref(v) for v in value):
@@ -177,11 +203,12 @@ def set_aside_superseded(folder: Path, config_hash: str) -> Path | None:
 def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()
-    summary = pretrain(cfg, progress=ctx.progress)  # continues from last.pt of the same run
+    name = ctx.dataset_name(step, Path(cfg.data).name)
+    summary = pretrain(cfg, progress=ctx.progress, data_name=name)  # continues from last.pt of the same run
     return pretrain_records(
         cfg,
         summary,
-        dataset=ctx.dataset_name(step, Path(cfg.data).name),
+        dataset=name,
         config_hash=config_hash,
         started_at=started,
         finished_at=results.now(),

@@ -4,6 +4,7 @@ mid-epoch, or run with any number of workers or ranks, sees exactly the same vie
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -69,6 +70,35 @@ def check_image_folder(root: str | Path) -> list[str]:
 def image_folder(root: str | Path, transform: Callable | None = None) -> ImageFolder:
     check_image_folder(root)
     return ImageFolder(str(root), transform=transform, loader=pil_loader)
+
+
+def fingerprint_images(root: str | Path, paths: list[str]) -> str:
+    """sha256 over the sorted lines ``relative path <TAB> byte size`` of the image files ``paths``
+    under ``root`` (the samples of an ImageFolder split).
+
+    It names the set of files a run reads -- their names, class folders and sizes -- from one
+    ``stat`` per file, without reading them (seconds for ImageNet's 1.28 M images, where hashing the
+    contents would take longer than an epoch). An image added, removed, renamed, moved to another
+    class or re-encoded changes it; a file rewritten in place with exactly its old byte size does not.
+    """
+    root = os.fspath(root)
+    lines = sorted(f"{Path(os.path.relpath(p, root)).as_posix()}\t{os.stat(p).st_size}\n" for p in paths)
+    digest = hashlib.sha256()
+    for line in lines:
+        digest.update(line.encode())
+    return digest.hexdigest()
+
+
+def data_identity(data: str | Path, samples: list[str], name: str | None = None) -> dict:
+    """What a run's records say about its data: ``{"name", "fingerprint", "path"}``. ``name`` is a
+    suite's name for the dataset, else the folder's own name, so a CLI run and a suite run of the
+    same folder record the same name and fingerprint; ``samples`` are the files of ``data/train``."""
+    path = Path(data).expanduser().resolve()
+    return {
+        "name": name or path.name,
+        "fingerprint": fingerprint_images(Path(data) / "train", samples),  # the samples' own spelling
+        "path": str(path),
+    }
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

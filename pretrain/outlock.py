@@ -8,6 +8,10 @@ over; nothing has to guess from pids whether its owner still runs.
 
 On release the lock file is removed, and so is the folder when the lock created it and nothing
 else was written there: a command refused before writing anything leaves no trace in ``--out``.
+
+The holder names the folder and itself in ``DISCO_BENCH_OUTPUT_LOCK`` for the processes it starts:
+a suite's step process (``step --records``, under torchrun too) writes in the folder its ``run``
+holds, and :func:`held_by_parent` lets it go on without asking for the lock its parent has.
 """
 
 from __future__ import annotations
@@ -25,36 +29,74 @@ from pathlib import Path
 from pretrain.errors import InputError
 
 LOCK_NAME = ".disco-bench.lock"
+HELD_ENV = "DISCO_BENCH_OUTPUT_LOCK"
 
 
-def lock_path(folder: str | os.PathLike) -> Path:
-    return Path(folder) / LOCK_NAME
+def lock_path(folder: str | os.PathLike, name: str = LOCK_NAME) -> Path:
+    return Path(folder) / name
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | os.PathLike, command: list[str] | None = None) -> Iterator[Path]:
+def output_lock(
+    folder: str | os.PathLike,
+    command: list[str] | None = None,
+    name: str = LOCK_NAME,
+    what: str | None = None,
+) -> Iterator[Path]:
     """Hold ``folder`` for this process; yields the lock file's path.
 
+    ``name``: the lock file in ``folder`` (``data make`` locks ``PARENT/.SET.disco-bench.lock``: the
+    set's own folder is swapped for a new one, and a lock inside it would go with it); ``what``: how
+    a refusal names what is in use (default ``output folder FOLDER``).
+
     Under torchrun only rank 0 takes the lock: the other ranks of the same run write nothing of
-    their own there, and they must not refuse the folder their rank 0 holds.
+    their own there, and they must not refuse the folder their rank 0 holds. A process started by
+    the holder of ``folder`` (:func:`held_by_parent`) takes none either.
     """
     from pretrain.distributed import DistInfo  # torch: imported only by the commands that write
 
-    folder = Path(folder)
-    if not DistInfo.from_env().is_main:
-        yield lock_path(folder)
+    folder, path = Path(folder), lock_path(folder, name)
+    if not DistInfo.from_env().is_main or held_by_parent(path):
+        yield path
         return
     created = _make_folder(folder)
     try:
-        fd = _acquire(lock_path(folder), command if command is not None else _this_command())
+        fd = _acquire(path, command if command is not None else _this_command(), what)
     except BaseException:
         _remove_empty(created)
         raise
+    before = os.environ.get(HELD_ENV)
+    os.environ[HELD_ENV] = json.dumps({"lock": str(path.resolve()), "pid": os.getpid()})
     try:
-        yield lock_path(folder)
+        yield path
     finally:
-        _release(fd, lock_path(folder))
+        if before is None:
+            os.environ.pop(HELD_ENV, None)
+        else:
+            os.environ[HELD_ENV] = before
+        _release(fd, path)
         _remove_empty(created)
+
+
+def held_by_parent(path: Path) -> bool:
+    """True when the lock file ``path`` is held by the process that started this one: it named the
+    lock in ``DISCO_BENCH_OUTPUT_LOCK``, the lock file still names it, and it is alive."""
+    try:
+        given = json.loads(os.environ.get(HELD_ENV) or "null")
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(given, dict) or not isinstance(holder, dict):
+        return False
+    if given.get("lock") != str(path.resolve()) or holder.get("pid") != given.get("pid"):
+        return False
+    if holder.get("host") != socket.gethostname() or given.get("pid") == os.getpid():
+        return False
+    try:
+        os.kill(int(given["pid"]), 0)
+    except (OSError, ValueError, TypeError):
+        return False
+    return True
 
 
 def _this_command() -> list[str]:
@@ -87,7 +129,7 @@ def _remove_empty(folders: list[Path]) -> None:
             p.rmdir()
 
 
-def _acquire(path: Path, command: list[str]) -> int:
+def _acquire(path: Path, command: list[str], what: str | None = None) -> int:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -102,8 +144,8 @@ def _acquire(path: Path, command: list[str]) -> int:
             holder = _describe_holder(fd)
             os.close(fd)
             raise InputError(
-                f"output folder {path.parent} is in use by {holder}; wait for it to end or choose "
-                "another --out (one writer per folder)"
+                f"{what or f'output folder {path.parent}'} is in use by {holder}; wait for it to end or "
+                "choose another --out (one writer per folder)"
             ) from None
         except OSError as exc:  # a file system without locks (some network mounts): run unprotected, say so
             sys.stderr.write(

@@ -38,7 +38,7 @@ from pretrain.checkpoint import (
     safe_load,
 )
 from pretrain.config import PretrainConfig
-from pretrain.data import EpochBatchSampler, MultiViewDataset, image_folder
+from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, image_folder
 from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
 from pretrain.environment import run_environment
 from pretrain.errors import InputError
@@ -122,11 +122,14 @@ def save_random_encoder(path: str | Path, arch: str, hidden: int, dim: int, seed
     return str(atomic_torch_save(payload, path))
 
 
-def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None) -> dict:
+def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None, data: dict | None = None) -> dict:
     """cfg.protocol() with what the config leaves implicit resolved: the student head's actual
     hidden width (``hidden=None`` means the method's default), its embedding width (dino+disco takes
-    the teacher's) and which teacher file was distilled."""
+    the teacher's), which teacher file was distilled and which data it trained on
+    (``data.data_identity``: name, fingerprint, path)."""
     protocol = cfg.protocol() | {"hidden": method.student.head.hidden, "dim": method.student.head.out_dim}
+    if data:
+        protocol["data"] = data
     if teacher_info:
         protocol["teacher_ckpt"] = {k: teacher_info.get(k) for k in ("arch", "format", "sha256", "head")}
     return protocol
@@ -176,15 +179,20 @@ def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) ->
 # --- what makes two runs the same run -----------------------------------------------------------
 
 
-def run_identity(cfg: PretrainConfig, teacher_info: dict | None, method=None) -> dict:
+def run_identity(
+    cfg: PretrainConfig, teacher_info: dict | None, method=None, data: dict | None = None
+) -> dict:
     """The canonical config a resume must match: every setting that changes a number, never its
     spelling. It starts from ``cfg.protocol()`` (no output folder, progress or loader settings, no
     fields of other methods); the data folder is an absolute resolved path (a trailing slash, a
     relative path or a symlink name the same folder); the teacher is its architecture and the
     sha256 of its file; the student head's widths are the resolved ones (``hidden=None`` and the
-    method's default are one run); tuples and lists are one thing (JSON)."""
+    method's default are one run); tuples and lists are one thing (JSON); the data's fingerprint
+    (``data_fingerprint``) tells the same folder with other images in it apart."""
     ident = cfg.protocol()
     ident["data"] = str(Path(cfg.data).expanduser().resolve()) if cfg.data else ""
+    if data:
+        ident["data_fingerprint"] = data["fingerprint"]
     if teacher_info:
         ident |= {"teacher": teacher_info["arch"], "teacher_ckpt": f"sha256:{teacher_info['sha256']}"}
     if method is not None:
@@ -244,6 +252,7 @@ class Progress:
     epoch_means: list[dict] = field(default_factory=list)
     running: dict[str, float] = field(default_factory=dict)  # sums of the current epoch's logged values
     saved_step: int | None = None  # the step last.pt holds: named when the loss diverges
+    images_per_s: float | None = None  # training speed of the run that finished (kept in final.pt)
 
     def last_good(self, last_path: Path) -> str:
         return f"{last_path} (step {self.saved_step})" if self.saved_step is not None else "none"
@@ -277,8 +286,9 @@ def check_teacher_is_not_an_output(cfg: PretrainConfig) -> None:
         )
 
 
-def set_up(cfg: PretrainConfig) -> Run:
-    """Build the method, data and optimiser; every check of the input happens here, before any file is touched."""
+def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
+    """Build the method, data and optimiser; every check of the input happens here, before any file is
+    touched. ``data_name``: what the records call the data (a suite's dataset name; default: the folder's)."""
     device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
     dist_info = init_distributed(device_type)
     device = pick_device(cfg.device, dist_info)
@@ -294,6 +304,7 @@ def set_up(cfg: PretrainConfig) -> Run:
     check_teacher_is_not_an_output(cfg)
     method, teacher_info = build_method(cfg)
     dataset, sampler, per_epoch = build_data(cfg, method, dist_info, local_batch)
+    data = data_identity(cfg.data, [path for path, _ in dataset.base.samples], data_name)
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -303,7 +314,7 @@ def set_up(cfg: PretrainConfig) -> Run:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, method)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-    protocol = run_protocol(cfg, method, teacher_info)
+    protocol = run_protocol(cfg, method, teacher_info, data)
     # processes, threads, versions: what ran the numbers besides the settings
     protocol["run"] = run_environment(dist_info.world_size, local_batch, device)
     return Run(
@@ -313,7 +324,7 @@ def set_up(cfg: PretrainConfig) -> Run:
         method,
         teacher_info,
         protocol,
-        run_identity(cfg, teacher_info, method),
+        run_identity(cfg, teacher_info, method, data),
         dataset,
         sampler,
         per_epoch,
@@ -326,8 +337,25 @@ def set_up(cfg: PretrainConfig) -> Run:
 # --- resume or start ----------------------------------------------------------------------------
 
 
+def saved_identity(saved: dict, run: Run) -> dict:
+    """A checkpoint's run identity; one written before data fingerprints were recorded is judged by
+    the data's path alone."""
+    config = dict(saved.get("config") or {})
+    config.setdefault("data_fingerprint", run.identity.get("data_fingerprint"))
+    return config
+
+
 def check_same_run(run: Run, path: Path, saved: dict) -> None:
-    differences = identity_differences(saved.get("config") or {}, run.identity)
+    config = saved_identity(saved, run)
+    then, now = config["data_fingerprint"], run.identity["data_fingerprint"]
+    if then != now and config.get("data") == run.identity["data"]:  # same folder, other images
+        raise InputError(
+            f"{path} was trained on other data: the images under {run.cfg.data}/train changed since "
+            f"(fingerprint {then[:12]} then, {now[:12]} now: "
+            f"images added, removed, renamed or resized); pass --restart to discard it and start over on "
+            "the data as it is now (in a suite: delete it), or restore the data"
+        )
+    differences = identity_differences(config, run.identity)
     if differences:
         raise InputError(
             f"{path} belongs to a different run: {'; '.join(differences)}; pass --restart to discard "
@@ -428,7 +456,9 @@ def checkpoint_payload(run: Run, progress: Progress, final: bool) -> dict:
         and {"arch": teacher["arch"], "sha256": teacher["sha256"], "format": teacher["format"]},
         "epoch_means": progress.epoch_means,
     }
-    if not final:
+    if final:
+        payload["images_per_s"] = progress.images_per_s
+    else:
         payload |= {
             "method_state": method_state(run.method),
             "optimizer": run.optimizer.state_dict(),
@@ -569,24 +599,27 @@ def train(run: Run, model, progress: Progress, show: bool) -> int:
     return seen
 
 
-def already_final(run: Run, progress: Progress) -> bool:
-    """``final.pt`` of this very run at the step it stopped: the run is finished, and writing it
-    again would change its bytes (it records the threads and versions of the process writing it),
+def already_final(run: Run, progress: Progress) -> dict | None:
+    """``final.pt`` of this very run at the step it stopped, or None: the run is finished, and writing
+    it again would change its bytes (it records the threads and versions of the process writing it),
     and with them the sha256 a student distilling it, or a record, names."""
     if progress.step < run.total_steps or not run.final_path.exists():
-        return False
+        return None
     saved = load_previous(run.final_path, "previous final checkpoint")
-    return (
+    same = (
         saved.get("done") is True
         and saved.get("step") == progress.step
-        and not identity_differences(saved["config"], run.identity)
+        and not identity_differences(saved_identity(saved, run), run.identity)
     )
+    return saved if same else None
 
 
-def pretrain(cfg: PretrainConfig, restart: bool = False, progress: bool = True) -> dict:
+def pretrain(
+    cfg: PretrainConfig, restart: bool = False, progress: bool = True, data_name: str | None = None
+) -> dict:
     """Run pre-training, continuing from ``OUT/last.pt`` of the same run unless ``restart``;
-    returns a summary with the final checkpoint path and losses."""
-    run = set_up(cfg)
+    returns a summary with the final checkpoint path and losses. ``data_name``: see :func:`set_up`."""
+    run = set_up(cfg, data_name)
     state = resume_or_start(run, restart)
     model = run.method
     if run.dist_info.enabled:
@@ -595,17 +628,23 @@ def pretrain(cfg: PretrainConfig, restart: bool = False, progress: bool = True) 
         )
     model.train()
     t0 = time.perf_counter()
-    done = already_final(run, state)
-    seen = 0 if done else train(run, model, state, progress)
-    path = run.final_path if done else save_checkpoint(run, state, final=True)
+    finished = already_final(run, state)
+    if finished is not None:
+        # a run killed after writing final.pt but before its records: its rerun reports the speed the
+        # training measured, which final.pt keeps, so no record of it is lost
+        path, state.images_per_s = run.final_path, finished.get("images_per_s")
+    else:
+        seen = train(run, model, state, progress)
+        elapsed = time.perf_counter() - t0
+        state.images_per_s = seen / elapsed if elapsed > 0 and seen else None
+        path = save_checkpoint(run, state, final=True)
     shutdown_distributed(run.dist_info)
-    elapsed = time.perf_counter() - t0
     last = state.epoch_means[-1] if state.epoch_means else {}
     return {
         "checkpoint": str(path),
         "steps": state.step,
         "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
-        "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
+        "images_per_s": state.images_per_s,
         "teacher": run.teacher_info,
         "protocol": run.protocol,
     }

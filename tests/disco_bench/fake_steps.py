@@ -88,7 +88,9 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
         progress.write_text(str(unit + 1))
     ctx.checkpoint(step.id).write_bytes(b"done")
     result = TaskResult(
-        "fake", [Measurement("units_this_run", float(cfg.work - start), "none", "-")], {"work": cfg.work}
+        "checkpoint",
+        [Measurement("units_this_run", float(cfg.work - start), "none", "-")],
+        {"work": cfg.work},
     )
     now = results.now()
     return results.make_records(

@@ -216,21 +216,51 @@ def test_data_make_into_the_current_folder_is_one_line_and_leaves_nothing(tmp_pa
 
 
 def test_data_make_removes_the_partial_set_of_a_killed_build_but_not_one_being_built(tmp_path):
-    """A SIGKILLed ``data make`` leaves ``.NAME.XXXX.partial``; it once stayed there forever."""
+    """A SIGKILLed ``data make`` leaves ``.NAME.XXXX.disco-bench-partial``; it once stayed there
+    forever. A user's folder of a similar name (no builder's marker inside) is never swept."""
     import fcntl
     import os
 
-    abandoned, live = tmp_path / ".set.dead1.partial", tmp_path / ".set.live1.partial"
-    for folder in (abandoned, live):
+    from disco_bench.embedded import PARTIAL_MARKER
+
+    abandoned, live = tmp_path / ".set.dead1.disco-bench-partial", tmp_path / ".set.live1.disco-bench-partial"
+    users = [tmp_path / ".set.backup.partial", tmp_path / ".set.mine.disco-bench-partial"]
+    for folder in (abandoned, live, *users):
         (folder / "train" / "a").mkdir(parents=True)
         (folder / "train" / "a" / "00000.png").write_bytes(b"half")
+    for folder in (abandoned, live):
+        (folder / PARTIAL_MARKER).write_text("building")
     holder = os.open(live, os.O_RDONLY)  # a build in progress holds its folder
     fcntl.flock(holder, fcntl.LOCK_EX)
     try:
         assert make(tmp_path / "set")[0] == 0
     finally:
         os.close(holder)
-    assert siblings(tmp_path / "set") == [live.name]
+    assert siblings(tmp_path / "set") == sorted([live.name, *(u.name for u in users)])
+    assert all((u / "train" / "a" / "00000.png").read_bytes() == b"half" for u in users)
+
+
+def test_data_make_never_overwrites_a_generated_image_the_user_replaced(tmp_path):
+    out = tmp_path / "set"
+    assert make(out)[0] == 0
+    image = sorted((out / "train").rglob("*.png"))[0]
+    image.write_bytes(b"my own image")  # same name, the user's content
+    before = snapshot(out)
+    code, err = make(out, "seed=2")
+    rel = image.relative_to(out)
+    assert code == 2 and err.startswith(f"error: {out} holds files disco-bench did not write ({rel}); "), err
+    assert snapshot(out) == before and siblings(out) == []
+
+
+def test_two_data_makes_of_one_folder_are_one_writer(tmp_path):
+    from pretrain.outlock import output_lock
+
+    out = tmp_path / "set"
+    with output_lock(tmp_path, ["disco-bench", "data", "make"], name=".set.disco-bench.lock"):
+        code, err = make(out, "seed=7")
+    assert code == 2 and err.startswith(f"error: dataset folder {out} is in use by pid "), err
+    assert not out.exists()
+    assert make(out, "seed=7")[0] == 0 and siblings(out) == []  # the lock file goes with its holder
 
 
 def test_a_generated_set_gets_the_modes_mkdir_and_open_give(tmp_path):

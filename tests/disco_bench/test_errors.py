@@ -206,7 +206,8 @@ def broken_link(tmp: Path) -> Path:
 def record_value_abc(tmp: Path) -> list[str]:
     """A results.jsonl whose one record has the value "abc" (edited by hand, or written by another tool)."""
     (tmp / "out").mkdir()
-    record = {f: None for f in REQUIRED_FIELDS} | {"id": "r1", "value": "abc"}
+    record = {f: "x" for f in REQUIRED_FIELDS} | {"id": "r1", "value": "abc", "seed": 0, "protocol": {}}
+    record |= {"task": "linear", "metric": "top1"}
     (tmp / "out" / "results.jsonl").write_text(json.dumps(record) + "\n")
     return ["report", "--out", str(tmp / "out")]
 

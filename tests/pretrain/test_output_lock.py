@@ -152,3 +152,42 @@ def test_a_file_system_without_locks_runs_unprotected_with_a_warning(tmp_path, m
         "this folder would not be stopped\n"
     )
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["result.txt"]
+
+
+HOLD = """
+import subprocess, sys, time
+from pretrain.outlock import output_lock
+with output_lock(sys.argv[1]):
+    # a process this holder starts (a suite's step process) goes on under its lock
+    child = subprocess.run(
+        [sys.executable, "-c", "import sys; from pretrain.outlock import held_by_parent, lock_path; "
+         "print(held_by_parent(lock_path(sys.argv[1])))", sys.argv[1]],
+        capture_output=True, text=True,
+    )
+    print("held", child.stdout.strip(), flush=True)
+    time.sleep(120)
+"""
+
+
+def test_step_holds_its_folder_and_a_holders_own_step_process_goes_on(tmp_path, capsys):
+    import subprocess
+    import sys
+
+    from tests.crash_helpers import ENV, ROOT
+
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(out)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().split() == ["held", "True"]
+        # a step of a suite on a folder its run holds, started by someone else: refused
+        assert main(["step", "--suite", "smoke", "--step", "teacher", "--out", str(out), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert (
+            err.startswith(f"error: output folder {out} is in use by pid {proc.pid}") and err.count("\n") == 1
+        )
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    finally:
+        proc.kill()
+        proc.wait()

@@ -258,3 +258,28 @@ def test_the_same_command_after_the_run_finished_leaves_final_pt_byte_for_byte(
     monkeypatch.setattr(train, "run_environment", lambda *a: {"threads": 99})  # another process
     assert main(argv) == 0
     assert steps_taken == [] and (out / "final.pt").read_bytes() == before
+
+
+@pytest.mark.parametrize("change", ["class deleted", "image added"])
+def test_a_resume_on_changed_data_is_refused_naming_it(
+    tiny_imagefolder, tmp_path, steps_taken, capsys, change
+):
+    import shutil
+
+    data = Path(shutil.copytree(tiny_imagefolder, tmp_path / "data"))
+    out = tmp_path / "run"
+    interrupted_run(data, out, steps_taken, capsys, 3)
+    before = (out / "last.pt").read_bytes()
+    classes = sorted((data / "train").iterdir())
+    if change == "class deleted":
+        shutil.rmtree(classes[-1])
+    else:
+        shutil.copy(sorted(classes[0].iterdir())[0], classes[0] / "zz-new.png")
+    assert main(pretrain_args(data, out)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"error: {out / 'last.pt'} was trained on other data: the images under {data}/train"
+    )
+    assert err.count("\n") == 1 and "--restart" in err
+    assert (out / "last.pt").read_bytes() == before and steps_taken == []
+    assert main(pretrain_args(data, out, "--restart")) == 0
