@@ -634,9 +634,10 @@ def _notes(r: Row) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def claims_section(df: pd.DataFrame) -> list[str]:
-    """Markdown lines of the claims tables, or nothing when no claim has both arms in the table."""
-    rows = claim_rows(df)
+def claims_section(df: pd.DataFrame, rows: list[Row] | None = None, chart: str | None = None) -> list[str]:
+    """Markdown lines of the claims tables, or nothing when no claim has both arms in the table
+    (``rows``: the claims' rows when already computed; ``chart``: a picture of their intervals)."""
+    rows = claim_rows(df) if rows is None else rows
     agreement = probe_agreement(df)
     if not rows and not agreement:
         return []
@@ -674,6 +675,8 @@ def claims_section(df: pd.DataFrame) -> list[str]:
                 f"{_interval(r)} | {test} | {p} | {VERDICT_TEXT[r.verdict]}{_notes(r)} |"
             )
         lines.append("")
+        if chart:
+            lines += [f"![every tested claim's difference with its 95 % interval]({chart})", ""]
         quoted = {r.claim.key: r.claim for r in rows}
         lines += ["What each claim encodes (the paper's words or numbers):", ""]
         lines += [f"- `{c.key}` ({c.source}): {c.quote}" for c in quoted.values() if c.quote] + [""]

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from disco_bench.claims import claims_section
+from disco_bench.claims import claim_rows, claims_section
 from disco_bench.leaderboard.cells import Cell, fmt, setting_link, table_cells
 from disco_bench.leaderboard.matching import (
     IDENTITY,
@@ -32,7 +32,7 @@ from disco_bench.leaderboard.matching import (
     identity_matches,
 )
 from disco_bench.leaderboard.paper import PAPER_FILE, Column, PaperTable, paper_file
-from disco_bench.leaderboard.plots import bar_chart, semisup_curve
+from disco_bench.leaderboard.plots import bar_chart, claims_chart, semisup_curve, task_chart
 from disco_bench.leaderboard.table import tidy
 
 
@@ -183,8 +183,9 @@ def task_table(df: pd.DataFrame, task: str) -> str:
             cells.append(fmt(vals) if not vals.empty else "—")
         ckpts = sorted({str(c)[:10] for c in group.checkpoint_sha256.dropna()})
         configs = sorted({str(c)[:8] for c in group.config_hash.dropna()})
+        ids = sorted({str(i) for i in group.id if i})
         source = (
-            f"records {', '.join(sorted(set(group.id))[:2])}{'…' if group.id.nunique() > 2 else ''}; "
+            f"records {', '.join(ids[:2])}{'…' if len(ids) > 2 else ''}; "
             f"ckpt {', '.join(ckpts)}; config {', '.join(configs)}"
         )
         paper = next((p for p in group.paper if p), "")
@@ -286,12 +287,22 @@ def render(
             )
             parts.append(f"- {paper_table.title}{how}")
         parts.append("")
-    parts += claims_section(df)
+    rows = claim_rows(df)
+    chart = None
+    if out is not None:
+        drawn_claims = claims_chart(rows, Path(out) / "plots" / "claims.png")
+        chart = os.path.relpath(drawn_claims, out) if drawn_claims else None
+    parts += claims_section(df, rows, chart)
     shown = task_frame(df, tables)
     parts += ["## All results by task", ""]
     order = [t for t in TASK_TITLES if t in set(shown.task)] + sorted(set(shown.task) - set(TASK_TITLES))
     for task in order:
         parts += [f"### {TASK_TITLES.get(task, task)}", "", task_table(shown, task), ""]
+        picture = (
+            task_chart(shown, task, Path(out) / "plots" / f"task-{task}.png") if out is not None else None
+        )
+        if picture:
+            parts += [f"![{task}]({os.path.relpath(picture, out)}) (also as SVG beside it)", ""]
     figures = []
     if out is not None:
         curve = semisup_curve(list(df.record), Path(out) / "plots" / "semisup.png")

@@ -1,5 +1,6 @@
-"""The leaderboard's PNGs (matplotlib, files only): a bar chart per paper table, the
-semi-supervised curve."""
+"""The leaderboard's pictures (matplotlib, files only; each as PNG and SVG): a bar chart per paper
+table, one per task of the user's own results, the semi-supervised curve and the claims' intervals.
+Legends sit outside the axes and every figure is saved with a tight bounding box, so they fit."""
 
 from __future__ import annotations
 
@@ -22,7 +23,12 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> None:
-    atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=100, bbox_inches="tight"))
+    """``path`` (a .png) and its .svg twin."""
+    for fmt in ("png", "svg"):
+        target = path.with_suffix(f".{fmt}")
+        atomic_write(
+            target, lambda handle, fmt=fmt: fig.savefig(handle, format=fmt, dpi=100, bbox_inches="tight")
+        )
 
 
 def bar_chart(table: PaperTable, grid: list[list[Cell]], path: Path) -> Path:
@@ -49,7 +55,76 @@ def bar_chart(table: PaperTable, grid: list[list[Cell]], path: Path) -> Path:
     ax.set_xticks(list(xs), [name for name, _ in cells], fontsize=7)
     ax.set_ylabel(table.columns[0].metric)
     ax.set_title(table.title, fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+# The metric a task's chart shows; tasks not named here get no chart (pre-training's losses and
+# throughput, checkpoints read from files, the information plane, which draws its own figures).
+TASK_METRIC = {"linear": "top1", "semisup": "top1", "cifar": "top1", "knn": "top1", "detection": "AP50",
+               "tsne": "knn5_top1"}  # fmt: skip
+
+
+def task_chart(rows: pd.DataFrame, task: str, path: Path) -> Path | None:
+    """Every row of a per-task table (one setting each, seeds pooled) as a bar with its std, grouped
+    by evaluation dataset; None when the task has nothing to compare (fewer than two rows)."""
+    metric = TASK_METRIC.get(task)
+    sub = rows[(rows.task == task) & (rows.metric == metric)]
+    if metric is None or sub.empty:
+        return None
+    stats = (
+        sub.assign(who=[f"{lab} · {stu}" for lab, stu in zip(sub.label, sub.student, strict=True)])
+        .groupby(["dataset", "who", "setting"], sort=False)
+        .value.agg(["mean", "std", "count"])
+        .reset_index()
+    )
+    if len(stats) < 2:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(stats) + 2), 3.6))
+    colours = {d: f"C{i}" for i, d in enumerate(dict.fromkeys(stats.dataset))}
+    xs = range(len(stats))
+    ax.bar(list(xs), stats["mean"], 0.7, yerr=stats["std"].fillna(0), capsize=2,
+           color=[colours[d] for d in stats.dataset])  # fmt: skip
+    ax.set_xticks(list(xs), [f"{w} (n={n})" for w, n in zip(stats.who, stats["count"], strict=True)],
+                  rotation=60, ha="right", fontsize=6)  # fmt: skip
+    ax.set_ylabel(metric)
+    ax.set_title(f"{task}: mean ± std over seeds, one bar per setting", fontsize=9)
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colours.values()]
+    ax.legend(
+        handles, list(colours), title="evaluated on", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0)
+    )
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def claims_chart(rows: list, path: Path) -> Path | None:
+    """Each tested claim row's difference with its 95 % interval, beside 0 and the declared margin
+    (the claims' rows from ``disco_bench.claims``); None when no row has an interval."""
+    tested = [r for r in rows if r.diff is not None]
+    if not tested:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 0.28 * len(tested) + 1.2))
+    colour = {"holds": "C2", "does not hold": "C3", "inconclusive": "C7"}
+    for y, r in enumerate(tested):
+        ax.errorbar(r.diff.diff, y, xerr=[[r.diff.diff - r.diff.low], [r.diff.high - r.diff.diff]], fmt="o",
+                    color=colour[r.verdict], capsize=2, markersize=3)  # fmt: skip
+        if r.claim.margin:
+            bound = -r.claim.margin if r.claim.rule in ("less", "non_inferior") else r.claim.margin
+            ax.plot([bound], [y], marker="|", color="k", markersize=8)
+            if r.claim.rule == "equivalent":
+                ax.plot([-bound], [y], marker="|", color="k", markersize=8)
+    ax.axvline(0, color="k", linewidth=0.6)
+    ax.set_yticks(range(len(tested)), [f"{r.claim.key} · {r.pretrained_on or r.dataset}" for r in tested],
+                  fontsize=6)  # fmt: skip
+    ax.invert_yaxis()
+    ax.set_xlabel("difference (left − right), 95 % interval; | = declared margin")
+    handles = [plt.Line2D([], [], marker="o", linestyle="", color=c) for c in colour.values()]
+    ax.legend(handles, list(colour), fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     plt.close(fig)
     return path
@@ -89,7 +164,7 @@ def semisup_curve(records: list[dict], path: Path) -> Path | None:
     ax.set_xlabel("labelled images (%)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title("Semi-supervised linear probe", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
     plt.close(fig)
     return path

@@ -292,3 +292,13 @@ def test_a_one_seed_variant_does_not_overrule_the_seeded_verdict():
     assert sorted((r.tested, r.verdict) for r in rows) == [(False, INCONCLUSIVE)] * 2 + [(True, HOLDS)] * 2
     summary = summary_of(recs)["linear-moco"]
     assert summary["verdicts"] == {"a": HOLDS, "b": HOLDS} and summary["reproduced"] is True
+
+
+def test_the_board_draws_every_tested_claims_interval(tmp_path):
+    from disco_bench.leaderboard.markdown import render
+
+    recs = runs("disco", [70.0, 71.0, 72.0]) + runs("moco", [60.0, 60.5, 61.0], teacher=None)
+    text, _ = render(tidy(recs), out=tmp_path)
+    assert "![every tested claim's difference with its 95 % interval](plots/claims.png)" in text
+    assert (tmp_path / "plots" / "claims.png").stat().st_size > 1000
+    assert "</svg>" in (tmp_path / "plots" / "claims.svg").read_text()

@@ -97,8 +97,10 @@ def test_each_row_says_where_its_numbers_came_from(board):
 
 def test_plots_are_written_and_linked(board):
     text = (board / "LEADERBOARD.md").read_text()
-    for png in ("plots/table1.png", "plots/teachers.png", "plots/semisup.png"):
+    for png in ("plots/table1.png", "plots/teachers.png", "plots/semisup.png", "plots/task-linear.png"):
         assert (board / png).stat().st_size > 1000 and png in text
+        svg = (board / png).with_suffix(".svg").read_text()
+        assert svg.lstrip().startswith("<?xml") and "</svg>" in svg
     assert "[tsne.png](eval/tsne/tsne.png)" in text
 
 
@@ -226,7 +228,9 @@ def test_runs_pretrained_on_different_data_are_two_rows_and_the_same_data_at_two
 
     df = tidy([run("full", "f" * 16, "/data/digits"), run("subset", "5" * 16, "/data/digits5")])
     assert df.setting.nunique() == 2 and set(df.pretrain_data) == {"f" * 16, "5" * 16}
-    rows = [line for line in task_table(task_frame(df), "linear").splitlines() if line.startswith("| MoCo-v2")]
+    rows = [
+        line for line in task_table(task_frame(df), "linear").splitlines() if line.startswith("| MoCo-v2")
+    ]
     assert len(rows) == 2 and all("(n=2)" not in r for r in rows) and all("| digits |" in r for r in rows)
     moved = tidy([run("here", "f" * 16, "/data/digits"), run("there", "f" * 16, "/mnt/copy/digits")])
     assert moved.setting.nunique() == 1  # the path is provenance, not a setting
