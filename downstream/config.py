@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from pretrain.validation import (
     FREE,
+    SEED,
     Device,
     Each,
     OneOf,
@@ -159,7 +160,7 @@ FIELD_RULES = {
     "lr": OrNull(positive()),
     "lr_milestones": Each(fraction(low_open=True), ordered=True),
     "weight_decay": Range(low=0.0),
-    "seed": at_least(0),
+    "seed": SEED,
     "workers": at_least(0),
     "device": Device(),
     "feature_batch_size": at_least(1),

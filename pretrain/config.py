@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pretrain.errors import InputError
 from pretrain.validation import (
     FREE,
+    SEED,
     Device,
     Each,
     FieldError,
@@ -214,12 +215,12 @@ FIELD_RULES = {
     "out": FREE,
     "epochs": at_least(1),
     "batch_size": at_least(1),
-    "image_size": at_least(1),
+    "image_size": at_least(2),  # aug+'s smallest blur (3 taps, reflect-padded) needs 2 px
     "base_lr": positive(),
     "sgd_momentum": fraction(high_open=True),
     "weight_decay": Range(low=0.0),
     "schedule": OneOf(("cosine", "constant")),
-    "seed": at_least(0),
+    "seed": SEED,
     "workers": at_least(0),
     "device": Device(),
     "amp": OneOf(AMPS),
@@ -261,7 +262,7 @@ FIELD_RULES = {
     "swav_weight_decay": Range(low=0.0),
     "swav_lars_trust": positive(),
     "multicrop_small_crops": at_least(0),
-    "multicrop_small_size": at_least(1),
+    "multicrop_small_size": at_least(2),
     "multicrop_large_scale": Each(fraction(low_open=True), ordered=True),
     "multicrop_small_scale": Each(fraction(low_open=True), ordered=True),
     "dino_out_dim": at_least(1),
