@@ -568,6 +568,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(sys.stdout, "reconfigure"):  # progress lines reach a log file or pipe as they happen
         sys.stdout.reconfigure(line_buffering=True)
     try:
+        _check_out_outside_data(args)
         with _output_lock(args):
             return COMMANDS[args.command](args)
     except InputError as exc:
@@ -585,6 +586,19 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _check_out_outside_data(args) -> None:
+    """``--out`` of pretrain or eval may not lie in ``--data``: the folders the run creates there
+    would become part of the dataset (a class folder under train/), checked before anything is made."""
+    if args.command not in ("pretrain", "eval") or not getattr(args, "data", None):
+        return
+    out, data = Path(args.out).expanduser().resolve(), Path(args.data).expanduser().resolve()
+    if out == data or data in out.parents:
+        raise InputError(
+            f"--out {args.out} is inside --data {args.data}: the run's files would become part of the "
+            "dataset; expected an output folder outside it"
+        )
+
+
 def _output_lock(args):
     """One writer per output folder (pretrain.outlock): pretrain, eval, run (not --dry-run) and step
     hold their --out (a step that its suite's run started goes on under the run's lock); data make
@@ -596,9 +610,8 @@ def _output_lock(args):
     if args.command in ("pretrain", "eval", "run", "step") and not getattr(args, "dry_run", False):
         return output_lock(args.out)
     if args.command == "data" and getattr(args, "data_command", None) == "make":
+        writable_folder(args.out)  # an existing file, or no place to write: one error naming --out
         target = Path(os.path.abspath(args.out))
-        if target.exists() and not target.is_dir():
-            return nullcontext()  # refused by the command itself, naming --out
         return output_lock(
             target.parent, name=f".{target.name}.disco-bench.lock", what=f"dataset folder {args.out}"
         )

@@ -55,6 +55,39 @@ def replace(obj: T, data: dict, where: str = "") -> T:
         raise
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with one key twice (YAML itself keeps the last,
+    silently dropping the first). Keys merged in with ``<<`` may still be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    again = key in seen
+                except TypeError:  # an unhashable key: the base class says so
+                    break
+                line = key_node.start_mark.line + 1
+                if again:
+                    raise yaml.constructor.ConstructorError(
+                        None,
+                        None,
+                        f"key {key!r} appears twice in one mapping (line {seen[key]} and line {line}); "
+                        "expected each key once",
+                        key_node.start_mark,
+                    )
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` that refuses duplicate keys (UniqueKeyLoader)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     """``['a.b=1', 'c=x']`` -> ``{'a.b': 1, 'c': 'x'}`` with YAML-typed values."""
     out: dict[str, Any] = {}

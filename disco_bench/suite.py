@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from disco_bench.config import load_yaml
 from pretrain.errors import InputError
 
 SUITES_DIR = Path(__file__).parent / "suites"
@@ -189,7 +190,7 @@ def check_registered(steps: list[Step], where: str) -> None:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise InputError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
     if not isinstance(raw, dict):

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from pretrain.config import AMPS
 from pretrain.validation import (
+    SEED,
     Device,
     Each,
     OneOf,
@@ -71,7 +72,7 @@ class EvalConfig:
         (0.6, 0.8), Each(fraction(low_open=True), ordered=True), readers=reads(PROBES, ("paper",))
     )
     weight_decay: float = setting(0.0, Range(low=0.0), readers=PAPER)
-    seed: int = setting(0, at_least(0), readers=reads((*SGD_PROBES, "detection")))
+    seed: int = setting(0, SEED, readers=reads((*SGD_PROBES, "detection")))
     workers: int = setting(0, at_least(0), **RUNTIME)
     device: str = setting("auto", Device(), **RUNTIME)
     feature_batch_size: int = setting(512, at_least(1), readers=reads(FEATURE_TASKS), **RUNTIME)

@@ -12,8 +12,7 @@ from downstream.config import EvalConfig
 from downstream.probe import ProbeData, run_probe
 from downstream.result import Measurement, TaskResult
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
-from pretrain.data import image_folder
-from pretrain.errors import InputError
+from pretrain.data import check_same_classes, image_folder
 
 
 def train_transform(image_size: int) -> v2.Compose:
@@ -33,8 +32,7 @@ def image_folder_probe_data(root: str, image_size: int) -> ProbeData:
     train_aug = image_folder(root / "train", train_transform(image_size))
     train_plain = image_folder(root / "train", eval_transform(image_size))
     val = image_folder(root / "val", eval_transform(image_size))
-    if train_aug.classes != val.classes:
-        raise InputError(f"class folders differ between {root / 'train'} and {root / 'val'}")
+    check_same_classes(train_aug.classes, val.classes, root / "train", root / "val")
     return ProbeData(train_aug, train_plain, val, len(train_aug.classes))
 
 

@@ -119,11 +119,22 @@ def _refusal_reason(exc: BaseException) -> str:
     return reason[:200]
 
 
+def _not_a_file(path: Path) -> str:
+    """What is at ``path`` instead of a regular file, as the start of a sentence."""
+    if path.is_dir():
+        return "is a folder, not a file"
+    if path.exists():  # a device (/dev/null), a FIFO or a socket: nothing torch.save writes
+        return "is not a regular file (a device, pipe or socket)"
+    if path.is_symlink():
+        return "is a broken link"
+    return "not found"
+
+
 def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
     """``torch.load(weights_only=True)`` with one-line errors for missing, corrupt or unsafe files."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{what} not found: {path} (expected a file written by torch.save)")
+        raise InputError(f"{what} {_not_a_file(path)}: {path} (expected a file written by torch.save)")
     with open(path, "rb") as handle:
         head = handle.read(8)
     if not head.startswith(

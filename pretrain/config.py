@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from pretrain.errors import InputError
 from pretrain.validation import (
+    SEED,
     Device,
     Each,
     FieldError,
@@ -71,14 +72,14 @@ class PretrainConfig:
     out: str = setting("runs/pretrain", **RUNTIME)
     epochs: int = setting(200, at_least(1))
     batch_size: int = setting(256, at_least(1))  # global batch (split over ranks)
-    image_size: int = setting(224, at_least(1))
+    image_size: int = setting(224, at_least(2))  # aug+'s smallest blur (3 taps, reflect-padded) needs 2 px
     base_lr: float = setting(0.03, positive())  # for a batch of 256; scaled linearly with the global batch
     sgd_momentum: float = setting(0.9, fraction(high_open=True))
     weight_decay: float = setting(1e-4, Range(low=0.0))
     schedule: str = setting(
         "cosine", OneOf(("cosine", "constant"))
     )  # cosine (per epoch, no warm-up) | constant
-    seed: int = setting(0, at_least(0))
+    seed: int = setting(0, SEED)
     workers: int = setting(0, at_least(0), **RUNTIME)
     device: str = setting("auto", Device(), **RUNTIME)  # auto | cpu | cuda
     # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU)
@@ -151,7 +152,7 @@ class PretrainConfig:
     multicrop_small_crops: int = setting(
         0, at_least(0), readers=MULTICROP
     )  # 6 gives SwAV's 2x224 + 6x96 (DINO uses 10)
-    multicrop_small_size: int = setting(96, at_least(1), readers=MULTICROP)  # side of a small crop in pixels
+    multicrop_small_size: int = setting(96, at_least(2), readers=MULTICROP)  # side of a small crop in pixels
     multicrop_large_scale: tuple[float, float] = setting(
         (0.14, 1.0), Each(fraction(low_open=True), ordered=True), readers=MULTICROP
     )

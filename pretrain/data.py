@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +21,15 @@ from pretrain.errors import InputError
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
 
 
+def too_large(path: str | os.PathLike, exc: Exception) -> InputError:
+    """The error for an image past PIL's decompression-bomb limit (twice ``Image.MAX_IMAGE_PIXELS``)."""
+    reason = str(exc).split(", could be")[0]  # PIL adds a guess about an attack
+    return InputError(
+        f"image {path} is too large to decode ({reason}); expected an image within PIL's "
+        "decompression-bomb limit: shrink it, or remove it"
+    )
+
+
 def pil_loader(path: str) -> Image.Image:
     """The image at ``path`` as RGB. Policy for a corrupt or truncated file: stop, naming it.
 
@@ -31,6 +41,8 @@ def pil_loader(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise too_large(path, exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = str(exc).replace(f"'{path}'", "it").replace(str(path), "it") or type(exc).__name__
         raise InputError(
@@ -39,8 +51,38 @@ def pil_loader(path: str) -> Image.Image:
         ) from exc
 
 
+def _class_files(folder: Path) -> tuple[list[str], list[str]]:
+    """(images, other files) under a class folder, subfolders included (``class/sub/x.png`` belongs
+    to ``class``): the files torchvision's ImageFolder walks, told apart by ``is_image_name``."""
+    images, others = [], []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            (images if is_image_name(path) else others).append(path)
+    return images, others
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A warning on stderr, once per process (a probe lists the same split more than once)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(message, file=sys.stderr)
+
+
+def is_image_name(path: str) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
 def check_image_folder(root: str | Path) -> list[str]:
-    """The class names under ``root`` (an ImageFolder split); one clear error for what is wrong."""
+    """The class names under ``root`` (an ImageFolder split); one clear error for what is wrong.
+
+    Images in subfolders of a class belong to it. A file that is not an image of a supported type
+    (an ``anim.gif``, a ``notes.txt``) is left out with one warning line counting them, never silently.
+    """
     root = Path(root)
     if not root.is_dir():
         raise InputError(
@@ -49,12 +91,12 @@ def check_image_folder(root: str | Path) -> list[str]:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not classes:
         raise InputError(f"no class folders in {root} (expected {root}/<class>/<image>)")
+    skipped = []
     for name in classes:
-        images = [
-            entry for entry in os.scandir(root / name) if Path(entry.name).suffix.lower() in IMAGE_EXTENSIONS
-        ]
+        images, others = _class_files(root / name)
+        skipped += others
         # every listed image must be there now, not fail at the step that first samples it (a broken link)
-        missing = next((entry.path for entry in images if not entry.is_file()), None)
+        missing = next((path for path in images if not os.path.isfile(path)), None)
         if missing:
             raise InputError(
                 f"image {missing} is listed in {root / name} but is not a readable file (a broken link?); "
@@ -64,12 +106,37 @@ def check_image_folder(root: str | Path) -> list[str]:
             raise InputError(
                 f"empty class folder {root / name}: expected at least one image ({', '.join(IMAGE_EXTENSIONS)})"
             )
+    if skipped:
+        shown = ", ".join(os.path.relpath(p, root) for p in skipped[:3]) + (
+            ", ..." if len(skipped) > 3 else ""
+        )
+        _warn_once(
+            f"warning: {len(skipped)} file(s) under {root} are not images of a supported type and are left "
+            f"out ({shown}); supported: {', '.join(IMAGE_EXTENSIONS)}"
+        )
     return classes
+
+
+def check_same_classes(train: list[str], val: list[str], train_root: Path, val_root: Path) -> None:
+    """The splits of an ImageFolder hold the same class folders (a probe maps both to one label set)."""
+    if train == val:
+        return
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f", ... ({len(names)} in all)" if len(names) > 5 else "") or "none"
+
+    only_train = [c for c in train if c not in val]
+    only_val = [c for c in val if c not in train]
+    raise InputError(
+        f"class folders differ between {train_root} and {val_root}: only in train: {shown(only_train)}; "
+        f"only in val: {shown(only_val)}; expected the same class folders in both"
+    )
 
 
 def image_folder(root: str | Path, transform: Callable | None = None) -> ImageFolder:
     check_image_folder(root)
-    return ImageFolder(str(root), transform=transform, loader=pil_loader)
+    # exactly the files check_image_folder counted as images
+    return ImageFolder(str(root), transform=transform, loader=pil_loader, is_valid_file=is_image_name)
 
 
 def fingerprint_images(root: str | Path, paths: list[str]) -> str:

@@ -75,7 +75,8 @@ def _pick_arch(requested: str | None, named: str | None, backbone_state: dict, s
     if not arch:
         raise InputError(
             f"{source} does not name its architecture and its keys are not a torchvision-layout ResNet; "
-            "pass the architecture (--teacher ARCH)"
+            "name it: pretrain --teacher ARCH, or (for eval and convert, which read the file alone) save "
+            "it as {'arch': TIMM_NAME, 'state_dict': ...}"
         )
     return arch
 
@@ -336,7 +337,8 @@ def _classifier_prefix(backbone: torch.nn.Module) -> str:
 
 def _load_plain(obj: Any, source: str, arch: str | None) -> Loaded:
     sd = _plain_state(obj)
-    arch = _pick_arch(arch, None, sd, source)
+    named = obj.get("arch") if isinstance(obj, dict) and isinstance(obj.get("arch"), str) else None
+    arch = _pick_arch(arch, named, sd, source)
     backbone = build_backbone(arch)
     # the file's classifier is an expected drop: the backbone is built without one (num_classes=0)
     state = _without(sd, (_classifier_prefix(backbone),))

@@ -592,6 +592,12 @@ def train(run: Run, model, progress: Progress, show: bool) -> int:
                 account(run, progress, row)
                 if progress.step >= run.total_steps:
                     break
+    except BaseException:
+        if log:
+            log.close()
+            if progress.saved_step is None and log.start_step == 0:
+                log.remove()  # nothing to resume from: a log of steps no checkpoint holds would mislead
+        raise
     finally:
         bar.close()
         if log:
@@ -706,3 +712,10 @@ class StepLog:
             self.handle.close()
         if self.tb:
             self.tb.close()
+        self.handle, self.tb = None, None
+
+    def remove(self) -> None:
+        """Delete what this log wrote (a fresh run that stopped before its first checkpoint)."""
+        if self.writer is not None:
+            self.path.unlink(missing_ok=True)
+            shutil.rmtree(self.path.parent / "tb", ignore_errors=True)

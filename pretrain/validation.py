@@ -188,6 +188,10 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
+# a run's seed: torch generators take 64 bits and the samplers derive seed * 1_000_003 + epoch from it
+SEED = Range(low=0, high=2**32 - 1, integer=True)
+
+
 def at_least(low: float) -> Range:
     return Range(low=low, integer=isinstance(low, int))
 

@@ -22,7 +22,10 @@ annotation states (:func:`check_images`).
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
+import os
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -31,6 +34,7 @@ from pathlib import Path
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pretrain.data import too_large
 from pretrain.errors import InputError
 
 VOC_CLASSES = (
@@ -173,9 +177,29 @@ def _voc_objects(xml_path: Path) -> tuple[int, int, list[tuple[str, tuple[float,
     return width, height, objects
 
 
-def _voc_class_list(names: set[str]) -> list[str]:
-    """The 20 official classes when the annotations use them; otherwise the names found, sorted."""
-    return list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
+VOC_CLASSES_FILE = "classes.txt"  # a custom set's class list, one name a line, in VOCdevkit/
+
+
+def _voc_class_list(names: set[str], devkit: Path) -> list[str]:
+    """``VOCdevkit/classes.txt`` when there is one; else the 20 official classes when the annotations
+    use them, or the names found, sorted, when they use none of them. Official names beside others
+    are refused: a misspelt object ('persn') would otherwise silently become a class of its own."""
+    listed = devkit / VOC_CLASSES_FILE
+    if listed.is_file():
+        return [line.strip() for line in listed.read_text().splitlines() if line.strip()]
+    official = set(VOC_CLASSES)
+    if names <= official:
+        return list(VOC_CLASSES)
+    if names & official:
+        outside = sorted(names - official)
+        near = {n: difflib.get_close_matches(n, VOC_CLASSES, n=1) for n in outside}
+        guesses = ", ".join(f"{n!r} -> {m[0]!r}" for n, m in near.items() if m)
+        raise InputError(
+            f"{devkit}: object names {', '.join(map(repr, outside))} are not Pascal VOC classes, while "
+            f"{len(names & official)} others are{f' (did you mean {guesses}?)' if guesses else ''}; "
+            f"expected the 20 VOC classes, or a custom set's class list in {listed} (one name a line)"
+        )
+    return sorted(names)
 
 
 def _voc_raw(root: str | Path, split: str) -> tuple[str, list]:
@@ -218,7 +242,7 @@ def _voc_set(name: str, raw: list, classes: list[str]) -> DetectionSet:
         for obj_name, box, difficult in objs:
             if obj_name not in index:
                 raise InputError(
-                    f"{path.name}: class {obj_name!r} is not among the dataset's classes ({', '.join(classes)})"
+                    f"{path.name}: object {obj_name!r} is not among the dataset's classes ({', '.join(classes)})"
                 )
             anns.append(Annotation(box, index[obj_name], difficult))
         images.append(ImageRecord(image_id, path, width, height, anns))
@@ -228,13 +252,13 @@ def _voc_set(name: str, raw: list, classes: list[str]) -> DetectionSet:
 def read_voc(root: str | Path, split: str, classes: list[str] | None = None) -> DetectionSet:
     """One split; ``classes`` defaults to the 20 official ones, or the names this split uses, sorted."""
     name, raw = _voc_raw(root, split)
-    return _voc_set(name, raw, classes or _voc_class_list(_voc_names(raw)))
+    return _voc_set(name, raw, classes or _voc_class_list(_voc_names(raw), voc_devkit(root)))
 
 
 def read_voc_train_test(root: str | Path) -> tuple[DetectionSet, DetectionSet]:
     """Both splits with one class list (official, or every name either split uses, sorted)."""
     (train_name, train_raw), (test_name, test_raw) = _voc_raw(root, "train"), _voc_raw(root, "test")
-    classes = _voc_class_list(_voc_names(train_raw) | _voc_names(test_raw))
+    classes = _voc_class_list(_voc_names(train_raw) | _voc_names(test_raw), voc_devkit(root))
     train = _voc_set(train_name, train_raw, classes)
     if "2012" not in train_name:
         train.note = (
@@ -270,7 +294,30 @@ def _number_list(value, n: int | None, where: str) -> list[float]:
         or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
     ):
         raise InputError(f"{where}: {json.dumps(value)[:60]} is not a list of {n or 'some'} numbers")
+    if not all(math.isfinite(v) for v in value):  # NaN passes every comparison of the box check
+        raise InputError(
+            f"{where}: {json.dumps(value)[:60]} holds a NaN or infinite number; expected finite numbers"
+        )
     return [float(v) for v in value]
+
+
+def _coco_id(value, what: str, where: str) -> int:
+    """An image, annotation or category id: an integer (a string "1" is not the category 1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"{where}: {what} {json.dumps(value)} is not an integer; expected an integer id")
+    return value
+
+
+def _inside(file_name: str, image_dir: Path, where: str) -> Path:
+    """``image_dir / file_name``, refused when the name leads out of the split's image folder (an
+    absolute path or ``../val2017/...``: training on another split's images)."""
+    normal = os.path.normpath(file_name)
+    if os.path.isabs(normal) or normal == ".." or normal.startswith(".." + os.sep):
+        raise InputError(
+            f"{where}: file_name {file_name!r} lies outside {image_dir}; expected a path inside the "
+            "split's image folder"
+        )
+    return image_dir / normal
 
 
 def _segmentation(segm, height: int, width: int, where: str) -> list | dict | None:
@@ -306,7 +353,7 @@ def _segmentation(segm, height: int, width: int, where: str) -> list | dict | No
 
 def _coco_image(img, index: int, ann_file: Path) -> tuple[int, str, int, int]:
     where = f"{ann_file}: images[{index}]"
-    image_id, file_name = _field(img, "id", where), _field(img, "file_name", where)
+    image_id, file_name = _coco_id(_field(img, "id", where), "id", where), _field(img, "file_name", where)
     width, height = _field(img, "width", where), _field(img, "height", where)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (width, height)):
         raise InputError(f"{where}: width {width!r} and height {height!r} must be positive integers")
@@ -332,16 +379,34 @@ def read_coco(root: str | Path, split: str) -> DetectionSet:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise InputError(f"{ann_file}: missing list {key!r} (expected a COCO instances file)")
-    cats = sorted(data["categories"], key=lambda c: _field(c, "id", f"{ann_file}: categories"))
+    cats = sorted(
+        data["categories"],
+        key=lambda c: _coco_id(_field(c, "id", f"{ann_file}: categories"), "id", f"{ann_file}: categories"),
+    )
     index = {c["id"]: i for i, c in enumerate(cats)}  # any ids (COCO's skip 12, 26, ...) -> 0..K-1
-    images_by_id = {}
+    images_by_id, entry_of = {}, {}
     for i, img in enumerate(data["images"]):
         image_id, file_name, width, height = _coco_image(img, i, ann_file)
-        images_by_id[image_id] = ImageRecord(image_id, image_dir / file_name, width, height)
-    raw = []
+        where = f"{ann_file}: images[{i}]"
+        if image_id in images_by_id:
+            raise InputError(
+                f"{where}: id {image_id} is already images[{entry_of[image_id]}]'s; expected each image id once"
+            )
+        images_by_id[image_id] = ImageRecord(image_id, _inside(file_name, image_dir, where), width, height)
+        entry_of[image_id] = i
+    raw, annotation_at = [], {}
     for i, ann in enumerate(data["annotations"]):
         where = f"{ann_file}: annotation {ann.get('id', f'#{i}') if isinstance(ann, dict) else f'#{i}'}"
-        category, image_id = _field(ann, "category_id", where), _field(ann, "image_id", where)
+        if isinstance(ann, dict) and "id" in ann:
+            ann_id = _coco_id(ann["id"], "id", where)
+            if ann_id in annotation_at:
+                raise InputError(
+                    f"{ann_file}: annotations[{i}]: id {ann_id} is already annotations[{annotation_at[ann_id]}]'s; "
+                    "expected each annotation id once"
+                )
+            annotation_at[ann_id] = i
+        category = _coco_id(_field(ann, "category_id", where), "category_id", where)
+        image_id = _coco_id(_field(ann, "image_id", where), "image_id", where)
         if category not in index:
             raise InputError(f"{where} has unknown category_id {category}")
         if image_id not in images_by_id:
@@ -388,6 +453,8 @@ def check_images(ds: DetectionSet) -> None:
         try:
             with Image.open(img.path) as im:
                 size = im.size
+        except Image.DecompressionBombError as exc:
+            raise too_large(img.path, exc) from exc
         except OSError as exc:
             raise InputError(f"{img.path}: not a readable image ({exc}); {ds.name} refers to it") from exc
         if size != (img.width, img.height):

@@ -43,6 +43,7 @@ from downstream.detection.distributed import (
 from downstream.detection.metrics import Prediction
 from downstream.detection.schedule import Schedule, diverged, loss_curve
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
+from pretrain.data import too_large
 from pretrain.distributed import pick_device
 from pretrain.errors import InputError
 
@@ -93,6 +94,8 @@ def _load_image(record: ImageRecord) -> torch.Tensor:
     try:
         with Image.open(record.path) as im:
             return pil_to_tensor(im.convert("RGB")).float() / 255.0
+    except Image.DecompressionBombError as exc:
+        raise too_large(record.path, exc) from exc
     except OSError as exc:
         raise InputError(f"{record.path}: not a readable image ({exc})") from exc
 

@@ -23,7 +23,7 @@ from disco_bench.cli import main
 from disco_bench.embedded import EmbeddedConfig, make_embedded
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
 from disco_bench.results import REQUIRED_FIELDS
-from tests.pretrain.helpers import PlantsMarker, pretrain_args, save_student
+from tests.pretrain.helpers import PlantsMarker, bomb_png, pretrain_args, save_student
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "errors.md"
@@ -71,14 +71,16 @@ def distil(tmp: Path, teacher: Path, *sets: str) -> list[str]:
     return pretrain(tmp, "--method", "disco", "--teacher-ckpt", str(teacher), "--set", "queue_size=16", *sets)
 
 
-def evaluate(tmp: Path, ckpt: Path, *extra: str, task: str = "linear") -> list[str]:
+def evaluate(
+    tmp: Path, ckpt: Path, *extra: str, task: str = "linear", data_dir: Path | None = None
+) -> list[str]:
     return [
         "eval",
         task,
         "--ckpt",
         str(ckpt),
         "--data",
-        str(data(tmp)),
+        str(data_dir or data(tmp)),
         "--image-size",
         "16",
         "--out",
@@ -275,6 +277,117 @@ def detection_spoiled(tmp: Path, how: str, *extra: str) -> list[str]:
     return detection_eval(tmp, root, "--dataset", "coco", "--backend", "torchvision", *extra)
 
 
+# --- records, data and inputs another tool or a user made (reliability) -----------------------------
+
+
+def a_record(**fields) -> dict:
+    """A valid linear top-1 record, as a run writes it, with ``fields`` changed."""
+    from disco_bench.results import make_records
+    from downstream.result import Measurement, TaskResult
+
+    result = TaskResult("linear", [Measurement("top1", 51.5, "embedded")], {"lr": 30.0})
+    (rec,) = make_records(
+        result,
+        student="resnet18",
+        teacher=None,
+        method="moco",
+        seed=0,
+        protocol={"lr": 30.0},
+        config_hash="abc123",
+        checkpoint_sha256=None,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:00:00+00:00",
+        step="linear-moco",
+        run={"processes": 1},
+    )
+    return rec | fields
+
+
+def report_of(tmp: Path, *records: dict | bytes) -> list[str]:
+    (tmp / "out").mkdir()
+    lines = [r if isinstance(r, bytes) else (json.dumps(r) + "\n").encode() for r in records]
+    (tmp / "out" / "results.jsonl").write_bytes(b"".join(lines))
+    return ["report", "--out", str(tmp / "out")]
+
+
+def changed_data_resume(tmp: Path) -> list[str]:
+    """A finished run (its last.pt kept), then a class folder of its data deleted, then the same command."""
+    argv = pretrain(tmp, "--set", "queue_size=16")
+    assert main(argv) == 0
+    shutil.rmtree(sorted((tmp / "data" / "train").iterdir())[-1])
+    return argv
+
+
+def replaced_generated_image(tmp: Path) -> list[str]:
+    assert main(data_make(tmp)) == 0
+    image = sorted((tmp / "out" / "train").rglob("*.png"))[0]
+    image.write_bytes(b"the user's own image")
+    return data_make(tmp, "seed=3")
+
+
+def bomb_in(root: Path, split: str = "train") -> Path:
+    bomb_png(sorted(sorted((root / split).iterdir())[0].iterdir())[0])
+    return root
+
+
+def bomb_detection(tmp: Path) -> list[str]:
+    root = detection_set(tmp)
+    coco = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    bomb_png(root / "train2017" / coco["images"][0]["file_name"])
+    return detection_eval(tmp, root, "--dataset", "coco", "--backend", "torchvision")
+
+
+def val_classes_differ(tmp: Path) -> Path:
+    root = data(tmp)
+    folder = sorted((root / "val").iterdir())[0]
+    folder.rename(folder.with_name("zebra"))
+    return root
+
+
+def coco_spoiled(tmp: Path, how: str) -> list[str]:
+    root = detection_set(tmp)
+    ann = root / "annotations" / "instances_train2017.json"
+    coco = json.loads(ann.read_text())
+    if how == "duplicate image id":
+        coco["images"][1]["id"] = coco["images"][0]["id"]
+    elif how == "duplicate annotation id":
+        coco["annotations"][1]["id"] = coco["annotations"][0]["id"]
+    elif how == "file_name escaping":
+        val = json.loads((root / "annotations" / "instances_val2017.json").read_text())
+        coco["images"][0]["file_name"] = "../val2017/" + val["images"][0]["file_name"]
+    elif how == "NaN bbox":
+        coco["annotations"][0]["bbox"][2] = float("nan")
+    elif how == "string category_id":
+        assert 1 in {c["id"] for c in coco["categories"]}  # the string names a category that exists
+        coco["annotations"][0]["category_id"] = "1"
+    ann.write_text(json.dumps(coco))
+    return detection_eval(tmp, root, "--dataset", "coco", "--backend", "torchvision")
+
+
+def voc_unknown_object(tmp: Path) -> list[str]:
+    """The embedded set's VOC layout with its class names replaced by VOC's, but one misspelt."""
+    root = detection_set(tmp)
+    names = iter(["person", "dog", "cat", "car", "bus", "cow", "horse", "sheep", "bird", "boat"])
+    renamed: dict[str, str] = {}
+    for n, xml in enumerate(sorted((root / "VOCdevkit" / "VOC2007" / "Annotations").iterdir())):
+        text = xml.read_text()
+        for name in re.findall(r"<name>([^<]+)</name>", text):
+            renamed.setdefault(name, next(names))
+        text = re.sub(r"<name>([^<]+)</name>", lambda m: f"<name>{renamed[m.group(1)]}</name>", text)
+        if n == 0:
+            text = re.sub(r"<name>[^<]+</name>", "<name>persn</name>", text, count=1)
+        xml.write_text(text)
+    return detection_eval(tmp, root, "--dataset", "voc", "--backend", "torchvision")
+
+
+def timm_state_dict(tmp: Path) -> Path:
+    """A timm network's plain state dict (no architecture named in it, not a torchvision ResNet)."""
+    from pretrain.models import build_backbone
+
+    torch.save(build_backbone("resnet10t").state_dict(), tmp / "timm.pth")
+    return tmp / "timm.pth"
+
+
 CASES = [
     Case(
         "missing dataset folder",
@@ -410,7 +523,7 @@ CASES = [
     Case(
         "--image-size 0",
         lambda t: pretrain(t, "--image-size", "0"),
-        ("image_size=0", "expected an integer >= 1"),
+        ("image_size=0", "expected an integer >= 2"),
     ),
     Case(
         "--epochs 0 (would write an untrained final.pt)",
@@ -570,6 +683,151 @@ CASES = [
         teacher_inside_out,
         ("--teacher-ckpt <tmp>/out/final.pt", "inside --out <tmp>/out", "outside the output folder"),
     ),
+    Case(
+        "report of a record whose top-1 is 250 (%)",
+        lambda t: report_of(t, a_record(value=250.0)),
+        ("<tmp>/out/results.jsonl:1", "'top1'", "[0, 100]"),
+        untouched=False,
+    ),
+    Case(
+        "report of a record whose value is NaN",
+        lambda t: report_of(t, a_record(value=float("nan"))),
+        ("<tmp>/out/results.jsonl:1", "'value' is nan", "finite"),
+        untouched=False,
+    ),
+    Case(
+        'report of a record of task "lineer"',
+        lambda t: report_of(t, a_record(task="lineer")),
+        ("<tmp>/out/results.jsonl:1", "'task'", "linear"),
+        untouched=False,
+    ),
+    Case(
+        "report of a record with an integer id",
+        lambda t: report_of(t, a_record(id=7)),
+        ("<tmp>/out/results.jsonl:1", "'id' is 7"),
+        untouched=False,
+    ),
+    Case(
+        "report of a record with a string protocol",
+        lambda t: report_of(t, a_record(protocol="paper")),
+        ("<tmp>/out/results.jsonl:1", "'protocol'", "an object"),
+        untouched=False,
+    ),
+    Case(
+        "report of two different records with one id",
+        lambda t: report_of(t, a_record(), a_record(value=60.0)),
+        ("<tmp>/out/results.jsonl:2", "line 1"),
+        untouched=False,
+    ),
+    Case(
+        "report of a binary results.jsonl",
+        lambda t: report_of(t, b"\x89PNG\r\n\x1a\n\xff\xfe"),
+        ("<tmp>/out/results.jsonl", "not a text file"),
+        untouched=False,
+    ),
+    Case(
+        "report --out of a folder that does not exist",
+        lambda t: ["report", "--out", str(t / "out")],
+        ("--out <tmp>/out", "not found"),
+    ),
+    Case(
+        "resume after the data changed (a class folder deleted)",
+        changed_data_resume,
+        ("<tmp>/out/last.pt", "trained on other data", "<tmp>/data/train", "--restart"),
+        untouched=False,
+    ),
+    Case(
+        "run --set eval.ckpt= a file that is not there",
+        lambda t: (
+            suite_file(t, "  - {id: e, kind: eval, task: knn, with: {ckpt: x, data: d}}\n")
+            + ["--set", f"eval.ckpt={t}/nope.pt"]
+        ),
+        ("--set eval.ckpt=<tmp>/nope.pt", "not found"),
+    ),
+    Case(
+        "suite YAML: a step with one key twice",
+        lambda t: suite_file(t, "  - {id: s, kind: pretrain, with: {epochs: 1, epochs: 2}}\n"),
+        ("<tmp>/suite.yaml", "'epochs' appears twice"),
+    ),
+    Case(
+        "data make over a generated set in which the user replaced an image",
+        replaced_generated_image,
+        ("<tmp>/out", "did not write", "train/"),
+    ),
+    Case(
+        "image past PIL's decompression-bomb limit (pretrain)",
+        lambda t: pretrain(t, data_dir=bomb_in(data(t))),
+        ("<tmp>/data/train/", "too large to decode", "decompression-bomb"),
+        untouched=False,
+    ),
+    Case(
+        "image past PIL's decompression-bomb limit (eval)",
+        lambda t: evaluate(t, student(t), data_dir=bomb_in(data(t), "val")),
+        ("<tmp>/data/val/", "too large to decode"),
+        untouched=False,
+    ),
+    Case(
+        "image past PIL's decompression-bomb limit (detection)",
+        bomb_detection,
+        ("<tmp>/det/train2017/", "too large to decode"),
+        untouched=False,
+    ),
+    Case(
+        "--set seed=9223372036854775807",
+        lambda t: pretrain(t, "--set", "seed=9223372036854775807"),
+        ("seed=9223372036854775807", "<= 4294967295"),
+    ),
+    Case("--image-size 1", lambda t: pretrain(t, "--image-size", "1"), ("image_size=1", ">= 2")),
+    Case("a folder as --ckpt", lambda t: evaluate(t, t), ("<tmp>", "is a folder")),
+    Case(
+        "/dev/null as --ckpt", lambda t: evaluate(t, Path("/dev/null")), ("/dev/null", "not a regular file")
+    ),
+    Case(
+        "class folders differ between train and val",
+        lambda t: evaluate(t, student(t), data_dir=val_classes_differ(t)),
+        ("only in train: checker", "only in val: zebra"),
+        untouched=False,
+    ),
+    Case(
+        "--out inside --data",
+        lambda t: pretrain_args(data(t), t / "data" / "train" / "run", student="resnet10t", epochs=1),
+        ("--out <tmp>/data/train/run", "inside --data <tmp>/data"),
+    ),
+    Case(
+        "COCO: two images with one id",
+        lambda t: coco_spoiled(t, "duplicate image id"),
+        ("instances_train2017.json: images[1]", "expected each image id once"),
+    ),
+    Case(
+        "COCO: two annotations with one id",
+        lambda t: coco_spoiled(t, "duplicate annotation id"),
+        ("instances_train2017.json: annotations[1]", "expected each annotation id once"),
+    ),
+    Case(
+        "COCO: file_name ../val2017/... (a validation image in training)",
+        lambda t: coco_spoiled(t, "file_name escaping"),
+        ("'../val2017/", "lies outside <tmp>/det/train2017"),
+    ),
+    Case(
+        "COCO: a NaN in a bbox",
+        lambda t: coco_spoiled(t, "NaN bbox"),
+        ("annotation 1 bbox", "NaN"),
+    ),
+    Case(
+        'COCO: category_id "1" (a string)',
+        lambda t: coco_spoiled(t, "string category_id"),
+        ('category_id "1"', "not an integer"),
+    ),
+    Case(
+        "VOC: an object named outside the class list (persn)",
+        voc_unknown_object,
+        ("'persn'", "did you mean 'persn' -> 'person'", "classes.txt"),
+    ),
+    Case(
+        "a timm state dict (no architecture named) for eval",
+        lambda t: evaluate(t, timm_state_dict(t)),
+        ("<tmp>/timm.pth", "pretrain --teacher ARCH", "'arch': TIMM_NAME"),
+    ),
 ]
 
 
@@ -671,8 +929,23 @@ def render(outcomes) -> str:
         "- Checkpoints: a file that is not a torch checkpoint, weights holding NaN/Inf, or a mid-run\n"
         "  `last.pt` are refused when loaded; `eval --allow-unfinished` evaluates the last, and its\n"
         "  records carry `protocol.pretrain.unfinished` (step and epoch).\n"
-        "- `data make` builds beside the target and swaps in only a complete set; it replaces only a set\n"
-        "  it generated and that holds nothing else, and refuses any other folder without touching it.\n"
+        "- `data make` builds beside the target (in `.SET.XXXX.disco-bench-partial`, marked inside; only\n"
+        "  such folders are ever swept) and swaps in only a complete set; it replaces only a set it\n"
+        "  generated that holds nothing else (its manifest keeps each file's sha256, so an image the user\n"
+        "  replaced counts as theirs), and refuses any other folder without touching it. Two at once on\n"
+        "  one set: the second is refused (`.SET.disco-bench.lock` beside it), as are two `pretrain`,\n"
+        "  `eval`, `run` or `step` on one `--out`.\n"
+        "- Records: `report`, and every append to `results.jsonl`, checks each record: field types, a\n"
+        "  known task, a finite value in its metric's range (accuracies and AP in [0, 100], MI bits >= 0,\n"
+        "  silhouette in [-1, 1]). A line repeated exactly counts once; two different records with one id\n"
+        "  are an error.\n"
+        "- ImageFolder: images in subfolders of a class folder belong to the class; a file of a type not\n"
+        "  read (an `anim.gif`, a `notes.txt`) is left out with one `warning:` line counting them.\n"
+        "- Pre-training data: every checkpoint, and so every record, holds `protocol.data` (name,\n"
+        "  fingerprint: sha256 over the sorted relative path and byte size of the train/ images, path); a\n"
+        "  resume on a folder whose images changed is refused.\n"
+        "- VOC class names: the 20 official ones, or a custom set's own (none of the 20, or listed in\n"
+        "  `VOCdevkit/classes.txt`); official names beside others are refused (a misspelt `persn`).\n"
         "- Disk full or read-only output folder: every file is written to a temp sibling and renamed\n"
         "  into place, so the previous checkpoint or `results.jsonl` survives; the error is\n"
         "  `cannot write PATH: No space left on device; the previous file is unchanged` (or\n"

@@ -146,3 +146,16 @@ def pretrain_args(
     if settings:
         args += ["--set", *settings]
     return [*args, *extra]
+
+
+def bomb_png(path: Path) -> Path:
+    """A PNG whose header says 20000 x 9000 pixels (over PIL's decompression-bomb limit); no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 20000, 9000, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import re
 
 import pytest
 import torch
@@ -167,12 +168,35 @@ def test_plain_timm_state_dict_with_module_prefix_needs_arch_when_not_a_resnet(t
     state = {"module." + k: v for k, v in net.state_dict().items()}
     path = save(tmp_path, {"model": state})
     with pytest.raises(
-        InputError, match=r"does not name its architecture .* pass the architecture \(--teacher ARCH\)"
+        InputError, match=r"does not name its architecture .* pretrain --teacher ARCH, or .*'arch': TIMM_NAME"
     ):
         load_encoder(path)
     encoder, info = load_encoder(path, "resnet10t")
     assert info["format"] == "plain"
     assert torch.equal(encoder.backbone.conv1[0].weight, net.conv1[0].weight)
+
+
+def test_a_plain_state_dict_saved_with_its_name_loads_for_eval_and_the_error_names_real_flags(
+    tmp_path, capsys
+):
+    """eval and convert have no --teacher: a timm state dict names its network in the file instead."""
+    from disco_bench.cli import build_parser
+
+    net = build_backbone("resnet10t")
+    named = save(tmp_path, {"arch": "resnet10t", "state_dict": net.state_dict()})
+    encoder, info = load_encoder(named)
+    assert info["arch"] == "resnet10t" and torch.equal(encoder.backbone.conv1[0].weight, net.conv1[0].weight)
+    with pytest.raises(InputError) as error:
+        load_encoder(save(tmp_path, {"model": net.state_dict()}))
+    flags = re.findall(r"--[a-z-]+", str(error.value))
+    assert flags == ["--teacher"]
+    parser = build_parser()
+    commands = {
+        name: sub for action in parser._actions if hasattr(action, "choices") and action.choices
+        for name, sub in (action.choices.items() if isinstance(action.choices, dict) else [])
+    }  # fmt: skip
+    assert any(a.option_strings == ["--teacher"] for a in commands["pretrain"]._actions)
+    assert not any("--teacher" in a.option_strings for a in commands["eval"]._actions)
 
 
 def test_own_checkpoint_round_trip(tmp_path):
