@@ -254,7 +254,14 @@ def _gpu_count() -> int:
 
 # What every step process imports before its step: torch, torchvision, timm and the task registry
 # take ~4 s to import, paid once by the fork server instead of once per step (a suite has hundreds).
-STEP_PRELOAD = ["disco_bench.steps", "disco_bench.step_request"]
+def _step_preload() -> list[str]:
+    from downstream.registry import TASKS  # its modules import on lookup: a step looks one up
+    from pretrain.methods import METHODS
+
+    return ["disco_bench.steps", "disco_bench.step_request", *TASKS.modules(), *METHODS.modules()]
+
+
+STEP_PRELOAD = _step_preload()
 
 
 def step_process_context() -> multiprocessing.context.BaseContext:

@@ -16,7 +16,6 @@ from downstream.result import Measurement, TaskResult
 from pretrain.checkpoint import file_sha256
 from pretrain.config import PretrainConfig
 from pretrain.errors import InputError
-from pretrain.train import pretrain
 from pretrain.validation import FREE, at_least, validate_fields
 
 
@@ -177,6 +176,8 @@ def set_aside_superseded(folder: Path, config_hash: str) -> Path | None:
 def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()
+    from pretrain.train import pretrain  # torch and timm: imported by the step that trains
+
     summary = pretrain(cfg, progress=ctx.progress)  # continues from last.pt of the same run
     return pretrain_records(
         cfg,

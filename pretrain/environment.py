@@ -9,8 +9,10 @@ from __future__ import annotations
 import platform
 from functools import cache
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where a process is described: reading records needs no torch
+    import torch
 
 LIBRARIES = ("torch", "torchvision", "timm")
 
@@ -28,6 +30,8 @@ def library_versions() -> dict[str, str | None]:
 
 def accelerator(device: torch.device | str) -> str:
     """``cuda NVIDIA H100 80GB HBM3`` or ``cpu x86_64``."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)}"
@@ -35,6 +39,8 @@ def accelerator(device: torch.device | str) -> str:
 
 
 def run_environment(processes: int, per_process_batch: int | None, device: torch.device | str) -> dict:
+    import torch
+
     return {
         "processes": processes,
         "per_process_batch": per_process_batch,
