@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from disco_bench.step_request import StepFailed, StepRequest, failure_text, with_retries
+from pretrain.environment import available_cores
 from pretrain.errors import InputError
 
 LAUNCHERS = ("local", "torchrun", "slurm")
@@ -121,7 +122,7 @@ class ParallelLocalLauncher:
         if jobs < 2:
             raise InputError(f"--jobs {jobs}: a parallel launcher needs at least 2 jobs")
         self.jobs, self.retries, self.echo = jobs, retries, echo
-        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.threads = threads or max(1, available_cores() // jobs)  # the affinity mask, not the host's
         self._lock = threading.Condition()
         self._free_slots = list(range(jobs))
         self._waiting: list[int] = []  # heap of the ready steps' submission numbers

@@ -78,9 +78,14 @@ def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str
     return needs, produces + [f"records in {ctx.records_path}"]
 
 
-def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
+def step_cost(step: Step, cfg, suite: Suite, arch: dict, paths: dict | None = None) -> cost.Cost:
+    """``paths``: suite dataset key -> its folder; a folder that exists is counted."""
     ds = step.params.get("data")
-    images = cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds)) if ds in suite.datasets else None
+    images = (
+        cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds), (paths or {}).get(ds))
+        if ds in suite.datasets
+        else None
+    )
     if step.kind == "checkpoint":
         return cost.Cost(0.0, "loads a file")
     if step.kind == "init":
@@ -105,7 +110,7 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
         done = is_done(step, ctx, h, records)
         todo += not done
         needs, produces = needs_and_produces(step, ctx)
-        c = step_cost(step, configs[step.id], suite, arch)
+        c = step_cost(step, configs[step.id], suite, arch, ctx.dataset_paths)
         if not done and c.gpu_hours is None:
             unknown += 1
         elif not done:
@@ -117,9 +122,14 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
         echo(f"    needs: {'; '.join(needs) or 'nothing'}")
         echo(f"    produces: {'; '.join(produces)}")
         echo(f"    cost: {c.text()}")
-    rate = f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU"
+    rate = (
+        f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU, "
+        f"{cost.ASSUMED_FLOP_PER_CPU_CORE_SECOND:.2g} per CPU core"
+    )
+    cores = cost.available_cores()
+    on_cpu = cost.duration(3600 * cost.Cost(total, "").cpu_hours(cores))
     echo(
-        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours"
+        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours, ~{on_cpu} on {cores} CPU cores"
         f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})"
     )
     return 0

@@ -317,16 +317,23 @@ def init_config(step, ctx: RunContext) -> InitConfig:
     return replace(InitConfig(), _resolve(step.params, ctx), f"step {step.id}: ")
 
 
-def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
+def write_random_init(path: Path, cfg: InitConfig) -> float:
+    """Save ``cfg``'s randomly initialised encoder at ``path`` (as pre-training saves a student: any
+    task reads it) and return its backbone's parameters in millions. The ``init`` step and
+    ``eval --baseline random-init`` both make their floor here."""
     from pretrain.models import build_backbone
     from pretrain.train import save_random_encoder
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
+    return sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
+
+
+def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = init_config(step, ctx)
     started = results.now()
     path = ctx.checkpoint(step.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
-    params_m = sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
+    params_m = write_random_init(path, cfg)
     return checkpoint_records(
         step,
         config_hash,

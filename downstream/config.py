@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from pretrain.validation import (
@@ -39,6 +40,13 @@ TASK_FIELDS = {
         "det_head",
     },  # detection
 }
+# Detection's batch on a CPU. The paper's 32 images at 400-800 px take minutes per iteration on a few
+# cores (none finished in 60 s on 2 cores), so a CPU run is a short one, and a short run at batch 32
+# takes its lr (0.1, scaled from the paper with the batch) on random heads over a handful of
+# iterations: the loss jumped 4.3 -> 35.9 by iteration 7. At 4 images the linear scaling gives lr
+# 0.0125 (0.01375 COCO), the range Detectron2's single-device recipes train at, and one iteration
+# costs an eighth; the batch statistics of BatchNorm (det_norm syncbn/bn) still see 4 images.
+CPU_DETECTION_BATCH = 4
 KD_FIELDS = {"kd_teacher", "kd_alpha", "kd_temperature"}  # recorded only when KD is on
 # Where files go and how fast they are made; never part of a protocol.
 RUNTIME_FIELDS = {
@@ -108,7 +116,9 @@ class EvalConfig:
     det_image_size: int | None = (
         None  # detection: None = paper scales; else train and test at this short side
     )
-    det_batch_size: int | None = None  # detection: None = 32; lr scales linearly with it unless det_lr is set
+    # detection: None = 32 on a GPU (the paper), CPU_DETECTION_BATCH on a CPU (for_device); lr scales
+    # linearly with it unless det_lr is set
+    det_batch_size: int | None = None
     det_lr: float | None = None  # detection: None = 0.1 VOC / 0.11 COCO at batch 32
     det_norm: str = "syncbn"  # detection: syncbn (BN on one process) | bn | frozen
     det_clip_grad: float | None = (
@@ -127,6 +137,14 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         validate_fields(self, FIELD_RULES)
+
+    def for_device(self, on_gpu: bool) -> EvalConfig:
+        """This config with its device-dependent defaults filled in: on a CPU an unset det_batch_size
+        becomes CPU_DETECTION_BATCH (the record then says which batch trained); on a GPU it stays the
+        paper's (None = 32), so GPU records keep the paper's setting."""
+        if on_gpu or self.det_batch_size is not None:
+            return self
+        return dataclasses.replace(self, det_batch_size=CPU_DETECTION_BATCH)
 
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable (other tasks' and protocols' fields left out)."""

@@ -6,6 +6,7 @@ library versions change the floating-point order of reductions (README: ``--jobs
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 from importlib import metadata
@@ -26,6 +27,15 @@ def library_versions() -> dict[str, str | None]:
         except metadata.PackageNotFoundError:
             versions[name] = None
     return versions
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its affinity mask (a CPU-limited container's share), not the
+    host's count that ``os.cpu_count`` gives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity masks on this platform
+        return os.cpu_count() or 1
 
 
 def accelerator(device: torch.device | str) -> str:
