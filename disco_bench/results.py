@@ -21,7 +21,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from disco_bench import __version__
-from downstream.result import TaskResult
+from downstream.result import TaskResult, with_degenerate
 from pretrain.checkpoint import atomic_write_text
 from pretrain.environment import run_environment
 from pretrain.errors import InputError
@@ -146,7 +146,7 @@ def make_records(
             "hardware": hardware(),
             "step": step,
             "label": label,
-            "extra": m.extra or None,
+            "extra": with_degenerate(m.extra, result.degenerate) or None,
             "artifacts": result.artifacts or None,
             "run": run,
         }

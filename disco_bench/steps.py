@@ -130,6 +130,16 @@ def step_hash(step, ctx: RunContext) -> str:
     return results.config_hash(_hashable(step, step.params, ctx, dataclasses.asdict(cfg)))
 
 
+def cut_short_flags(steps: int | None, planned: int | None, who: str = "pre-training") -> list[str]:
+    """The degenerate-state sentence of a pre-training that ``max_steps`` ended before its epochs:
+    it is labelled by its steps ('8 of 22 steps'), never as the epochs it was configured for."""
+    if not steps or not planned or steps >= planned:
+        return []
+    return [
+        f"{who} ended by max_steps after {steps} of {planned} steps ({steps / planned:.0%} of its epochs)"
+    ]
+
+
 def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = None, **common) -> list[dict]:
     dataset = dataset or Path(cfg.data).name
     ms = [Measurement(f"final_{k}", v, dataset, "train") for k, v in summary["final_loss"].items()]
@@ -139,8 +149,9 @@ def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = N
     protocol = (
         summary.get("protocol") or cfg.protocol()
     )  # resolved head width and teacher file (pretrain.train)
+    flags = cut_short_flags(summary.get("steps"), summary.get("planned_steps"))
     return results.make_records(
-        TaskResult("pretrain", ms, protocol),
+        TaskResult("pretrain", ms, protocol, degenerate=flags),
         student=cfg.student,
         teacher=teacher.get("arch"),
         method=cfg.method,
@@ -197,6 +208,11 @@ def eval_records(cfg: EvalConfig, result: TaskResult, **common) -> list[dict]:
     world = int(os.environ.get("WORLD_SIZE", "1"))  # the probe's batch is split over torchrun processes
     # detection's is the schedule's global batch (det_batch_size), split the same way
     batch = result.protocol["schedule"]["batch_size"] if result.task == "detection" else cfg.batch_size
+    result.degenerate += [
+        f
+        for f in cut_short_flags(src.get("steps"), src.get("planned_steps"), "the checkpoint's pre-training")
+        if f not in result.degenerate
+    ]
     return results.make_records(
         result,
         student=src.get("arch"),

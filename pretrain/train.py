@@ -438,6 +438,7 @@ def checkpoint_payload(run: Run, progress: Progress, final: bool) -> dict:
         "config": run.identity,
         "protocol": run.protocol,
         "step": progress.step,
+        "planned_steps": run.per_epoch * run.cfg.epochs,  # more than step when max_steps ended the run
         "epoch": progress.step // run.per_epoch,
         "encoder": export_encoder(run.method, run.cfg),
         "teacher": teacher
@@ -620,6 +621,7 @@ def pretrain(cfg: PretrainConfig, restart: bool = False, progress: bool = True) 
     return {
         "checkpoint": str(path),
         "steps": state.step,
+        "planned_steps": run.per_epoch * run.cfg.epochs,
         "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
         "images_per_s": seen / elapsed if elapsed > 0 and seen else None,
         "teacher": run.teacher_info,
