@@ -101,6 +101,22 @@ def step_cost(step: Step, cfg, suite: Suite, arch: dict, paths: dict | None = No
     return cost.Cost(None, f"no cost rule for kind {step.kind!r}")
 
 
+def suite_note(suite: Suite, ctx: RunContext, rows, on_gpu: bool) -> str | None:
+    """The one-line warning of a suite whose steps still to run are estimated past ten minutes here."""
+    records = results.read_records(ctx.records_path)
+    configs = {s.id: step_config(s, ctx) for s, _ in rows}
+    arch = architectures(rows, configs)
+    todo = [s for s, h in rows if not is_done(s, ctx, h, records)]
+    costs = [step_cost(s, configs[s.id], suite, arch, ctx.dataset_paths) for s in todo]
+    known = [c.gpu_hours for c in costs if c.gpu_hours is not None]
+    unknown = len(costs) - len(known)
+    total = cost.Cost(
+        sum(known), f"{len(todo)} steps to run{f', {unknown} without an estimate' if unknown else ''}"
+    )
+    quick = "--dry-run lists each step's estimate; --only PATTERN runs a part, --set eval.protocol=fast the fast probes"
+    return cost.long_run_note(total, on_gpu, f"suite {suite.name}", quick)
+
+
 def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
     records = results.read_records(ctx.records_path)
     configs = {s.id: step_config(s, ctx) for s, _ in rows}
@@ -168,6 +184,11 @@ def run_suite(
     rows = plan(suite, ctx)
     if dry_run:
         return dry_run_listing(suite, ctx, rows, echo)
+    import torch
+
+    note = suite_note(suite, ctx, rows, on_gpu=torch.cuda.is_available())
+    if note:
+        echo(note)
     launcher = launcher or LocalLauncher(retries, echo)
     request = StepRequest(
         suite=str(suite.path),

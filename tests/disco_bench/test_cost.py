@@ -190,3 +190,23 @@ def test_a_long_pretraining_names_the_epochs_that_fit(tiny_imagefolder):
         method="moco", student="resnet18", data=str(tiny_imagefolder), epochs=100_000, max_steps=8
     )
     assert cost.pretrain_note(capped, on_gpu=True) is None  # 8 steps of a 100,000-epoch run: short
+
+
+def test_a_suite_past_ten_minutes_says_so_before_it_starts(tmp_path, monkeypatch):
+    from disco_bench.planning import build_context, plan, restrict
+    from disco_bench.runner import suite_note
+    from disco_bench.suite import load_suite
+
+    monkeypatch.setattr(cost, "available_cores", lambda: 2)
+
+    def note(name: str) -> str | None:
+        suite = restrict(load_suite(name), None)
+        ctx = build_context(suite, tmp_path / name, None, {}, progress=False, create=False)
+        return suite_note(suite, ctx, plan(suite, ctx), on_gpu=False)
+
+    assert note("smoke") is None  # minutes on 2 cores
+    long = note("cpu")
+    assert (
+        long.startswith("note: suite cpu is estimated at ~") and "on 2 CPU cores (235 steps to run)" in long
+    )
+    assert long.endswith("--only PATTERN runs a part, --set eval.protocol=fast the fast probes")
