@@ -40,12 +40,12 @@ TASK_FIELDS = {
         "det_head",
     },  # detection
 }
-# Detection's batch on a CPU. The paper's 32 images at 400-800 px take minutes per iteration on a few
-# cores (none finished in 60 s on 2 cores), so a CPU run is a short one, and a short run at batch 32
-# takes its lr (0.1, scaled from the paper with the batch) on random heads over a handful of
-# iterations: the loss jumped 4.3 -> 35.9 by iteration 7. At 4 images the linear scaling gives lr
-# 0.0125 (0.01375 COCO), the range Detectron2's single-device recipes train at, and one iteration
-# costs an eighth; the batch statistics of BatchNorm (det_norm syncbn/bn) still see 4 images.
+# Detection's batch on a CPU. The paper's 32 images take minutes per iteration on a few cores (an
+# iteration at 200 px took 89 s on 2 shared cores; at the paper's 600-800 px none finished in 60 s),
+# and a first try at batch 32 saw the loss jump 4.3 -> 35.9 by iteration 7. At 4 images an
+# iteration costs an eighth, the lr scales linearly to 0.0125 (VOC) / 0.01375 (COCO), and the
+# loss is down to 3.9 by iteration 7 (5.4 7.7 6.4 5.9 5.5 4.9 3.9; COCO layout,
+# embedded scenes, ResNet-18, 200 px, 20-30 s per iteration on 2 shared cores).
 CPU_DETECTION_BATCH = 4
 KD_FIELDS = {"kd_teacher", "kd_alpha", "kd_temperature"}  # recorded only when KD is on
 # Where files go and how fast they are made; never part of a protocol.
