@@ -442,12 +442,10 @@ def cmd_pretrain(args) -> int:
     set_once(flags, overrides)
     writable_folder(cfg.out)
     if args.resume:
-        sys.stderr.write(
-            "note: --resume is the default (a rerun continues from OUT/last.pt); the flag does nothing\n"
-        )
+        print("note: --resume is the default (a rerun continues from OUT/last.pt); the flag does nothing")
     note = pretrain_long_run_note(cfg)
     if note and _rank() == 0:
-        sys.stderr.write(note + "\n")
+        print(note)  # stdout: stderr holds only an error line
     summary = pretrain(cfg, restart=args.restart, progress=not args.quiet)
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
@@ -494,7 +492,7 @@ def cmd_eval(args) -> int:
             evaluations = with_random_init_floor(args.task, cfg, several)
         note = eval_long_run_note(args.task, evaluations)
         if note and _rank() == 0:
-            sys.stderr.write(note + "\n")
+            print(note)  # stdout: stderr holds only an error line
         records = [rec for one in evaluations for rec in evaluate(args.task, one, not args.quiet)]
     if _rank() != 0:  # under torchrun every process computed the same numbers; one writes them
         return 0
