@@ -12,17 +12,40 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from pretrain.errors import InputError, one_line
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` ends each option with its default; an option whose default comes from a typed
+    config (None here: 'not given') names that default in its own help text instead."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        unset = action.default is None or action.default is False or action.default == []
+        if unset or action.default == argparse.SUPPRESS or "default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line naming the problem (and the choices), exit 2."""
+    """argparse, but a usage error is one line naming the problem (and the choices), exit 2; help
+    shows each option's default."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         sys.stderr.write(f"error: {self.prog}: {message}\n")
         raise SystemExit(2)
+
+
+def config_default(cls: type, name: str):
+    """The default of field ``name`` of the dataclass ``cls`` (what an option left out gives)."""
+    field = cls.__dataclass_fields__[name]
+    return field.default
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:
@@ -121,8 +144,16 @@ def writable_folder(path: str | Path, flag: str = "--out") -> Path:
 def build_parser() -> argparse.ArgumentParser:
     from disco_bench.launchers import LAUNCHERS
     from disco_bench.suite import available_suites
+    from downstream.config import CPU_DETECTION_BATCH, EvalConfig
     from downstream.registry import TASKS
+    from pretrain.config import PretrainConfig
     from pretrain.methods import METHODS
+
+    def ev(name: str):
+        return config_default(EvalConfig, name)
+
+    def pt(name: str):
+        return config_default(PretrainConfig, name)
 
     parser = OneLineParser(prog="disco-bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
@@ -134,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME|FILE.yaml",
         help=f"a suite name ({', '.join(available_suites())}) or a suite YAML file",
     )
-    p.add_argument("--out", default="results", help="output folder (default: results/)")
+    p.add_argument("--out", default="results", help="output folder")
     p.add_argument(
         "--data-root",
         default=None,
@@ -143,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run",
         action="store_true",
-        help="list every step, what it needs and produces, and its GPU-hours estimate; run nothing",
+        help="list every step, what it needs and produces, and its GPU-hours and CPU-time estimate; run nothing",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
@@ -172,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="local: run up to N independent steps at once, each in its own process with "
-        "cores/N threads (and its own GPU when there are N); default 1",
+        "cores/N threads (the cores this process may use) and its own GPU when there are N",
     )
     p.add_argument(
         "--launcher-opt",
@@ -189,89 +220,134 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--suite", required=True, help="suite name or file")
     p.add_argument("--step", required=True, help="step id")
-    p.add_argument("--out", default="results")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--out", default="results", help="the suite's output folder")
+    p.add_argument(
+        "--data-root", default=None, help="folder holding the suite's datasets (default: generated)"
+    )
     p.add_argument(
         "--records", default=None, help="write the step's records here (JSON) instead of OUT/results.jsonl"
     )
-    p.add_argument("--retry", type=_count, default=0, metavar="N")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument(
+        "--retry", type=_count, default=0, metavar="N", help="run a failed step up to N more times"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_set(p)
 
     p = sub.add_parser("pretrain", help="pre-train one student or teacher")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument("--method", required=True, choices=sorted(METHODS), help="pre-training method")
     p.add_argument("--student", required=True, help="timm model name (e.g. efficientnet_b0, resnet18)")
     p.add_argument(
         "--teacher", default=None, help="teacher architecture, when the checkpoint does not name it"
     )
-    p.add_argument("--teacher-ckpt", default=None)
-    p.add_argument("--data", required=True, help="ImageFolder root holding train/")
-    # None: not given (the config's default, 200 / 256 / 224), so a --set of the same key is not a conflict
-    p.add_argument("--epochs", type=int, default=None, help="default 200")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch; default 256")
-    p.add_argument("--image-size", type=int, default=None, help="default 224")
-    p.add_argument("--out", required=True)
-    again = p.add_mutually_exclusive_group()
-    again.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue from OUT/last.pt of the same run (the default; kept for old scripts)",
+    p.add_argument(
+        "--teacher-ckpt", default=None, help="the teacher's checkpoint (distilling methods: disco, seed, ...)"
     )
+    p.add_argument("--data", required=True, help="ImageFolder root holding train/")
+    # None: not given (the config's default), so a --set of the same key is not a conflict
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"default {pt('epochs')} (the paper's: days on a CPU; a note says so before it starts)",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help=f"global batch; default {pt('batch_size')}")
+    p.add_argument("--image-size", type=int, default=None, help=f"default {pt('image_size')}")
+    p.add_argument("--out", required=True, help="run folder: last.pt, final.pt, logs")
+    again = p.add_mutually_exclusive_group()
+    # resuming is what a rerun does; the flag stays accepted (and does nothing) for old scripts
+    again.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     again.add_argument(
         "--restart",
         action="store_true",
-        help="discard OUT/last.pt, final.pt and the logs of an earlier run there; start from step 0",
+        help="discard OUT/last.pt, final.pt and the logs of an earlier run there; start from step 0 "
+        "(without it a rerun continues from OUT/last.pt of the same run)",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_set(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint on a downstream task")
-    p.add_argument("task", choices=sorted(TASKS))
+    p.add_argument("task", choices=sorted(TASKS), help="the downstream task")
     p.add_argument(
         "--ckpt",
         required=True,
         action="append",
         help="checkpoint to evaluate; tsne and mi take several (--ckpt A --ckpt B), compared side by side",
     )
-    p.add_argument("--classes", type=int, default=None, help="tsne: how many classes of val/ (default 10)")
-    p.add_argument("--per-class", type=int, default=None, help="tsne: images per class (default 50)")
-    p.add_argument("--data", required=True)
-    p.add_argument("--protocol", choices=["paper", "fast"], default=None)
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument(
+        "--data",
+        required=True,
+        help="dataset root: an ImageFolder with train/ and val/ (linear, semisup, knn, tsne, mi), CIFAR "
+        "pickles (cifar), a VOCdevkit or COCO folder (detection)",
+    )
+    p.add_argument(
+        "--protocol",
+        choices=["paper", "fast"],
+        default=None,
+        help=f"default {ev('protocol')}: SGD on augmented images for --epochs (the paper's "
+        f"{ev('epochs')} epochs at {ev('image_size')} px: hours on a CPU); fast: L-BFGS on cached "
+        "features, minutes (linear, semisup, cifar, mi)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs of the paper protocol's probe and of mi's classifier; default {ev('epochs')}",
+    )
     p.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="detection: train and test at this short side instead of the paper's 400-800 / 800",
+        help=f"every task: input size of the evaluated images (default {ev('image_size')}); detection: "
+        "train and test at this short side instead of the paper's 400-800 / 800",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=["random-init"],
+        default=None,
+        help="also evaluate a randomly initialised encoder of --ckpt's architecture (same seed): the "
+        "floor a pre-training must clear, recorded as method random-init",
+    )
+    p.add_argument(
+        "--classes", type=int, default=None, help=f"tsne: how many classes of val/ (default {ev('classes')})"
+    )
+    p.add_argument(
+        "--per-class", type=int, default=None, help=f"tsne: images per class (default {ev('per_class')})"
     )
     p.add_argument(
         "--dataset",
         choices=["voc", "coco"],
         default=None,
-        help="detection: VOC (Faster R-CNN) or COCO (Mask R-CNN)",
+        help=f"detection: VOC (Faster R-CNN) or COCO (Mask R-CNN); default {ev('det_dataset')}",
     )
     p.add_argument(
         "--backend",
         choices=["torchvision", "detectron2"],
         default=None,
-        help="detection: engine (default torchvision)",
+        help=f"detection engine; default {ev('det_backend')} (an FPN head); detectron2 runs the "
+        "paper's C4 head (ResNets)",
     )
     p.add_argument(
         "--trials",
         type=int,
         default=None,
-        help="detection: fine-tune N times, record mean and std (paper VOC: 5)",
+        help=f"detection: fine-tune N times, record mean and std (default {ev('det_trials')}; paper VOC: 5)",
     )
     p.add_argument(
-        "--max-iter", type=int, default=None, help="detection: shorten the paper schedule to N iterations"
+        "--max-iter",
+        type=int,
+        default=None,
+        help="detection: shorten the paper schedule to N iterations (default: the paper's 48,000 VOC / "
+        f"180,000 COCO, at batch 32 on a GPU and {CPU_DETECTION_BATCH} on a CPU)",
     )
-    p.add_argument("--out", default="results", help="records go to OUT/results.jsonl")
+    p.add_argument(
+        "--out", default="results", help="records go to OUT/results.jsonl, files to OUT/eval/TASK/"
+    )
     p.add_argument(
         "--allow-unfinished",
         action="store_true",
         help="evaluate a checkpoint of a run that has not finished (a mid-run last.pt); its records say so",
     )
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_set(p)
 
     p = sub.add_parser("convert", help="convert a checkpoint's backbone for another framework")
@@ -280,14 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="output file (.pkl for detectron2)")
 
     p = sub.add_parser("report", help="regenerate LEADERBOARD.md from OUT/results.jsonl")
-    p.add_argument("--out", default="results")
+    p.add_argument("--out", default="results", help="folder holding results.jsonl")
 
     p = sub.add_parser("data", help="datasets: generate the embedded ones")
     data_sub = p.add_subparsers(dest="data_command", required=True, parser_class=OneLineParser)
     q = data_sub.add_parser(
         "make", help="write an embedded dataset (ImageFolder, CIFAR pickles or VOC/COCO scenes)"
     )
-    q.add_argument("--out", required=True)
+    q.add_argument("--out", required=True, help="folder to write the dataset in")
     q.add_argument(
         "--kind",
         choices=["imagefolder", "cifar", "detection"],
@@ -299,7 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(q)
 
     p = sub.add_parser("list", help="list methods, tasks, suites and the paper's models")
-    p.add_argument("what", nargs="?", choices=["methods", "tasks", "suites", "models"], default=None)
+    p.add_argument(
+        "what", nargs="?", choices=["methods", "tasks", "suites", "models"], default=None, help="default: all"
+    )
     return parser
 
 
@@ -371,6 +449,7 @@ def cmd_step(args) -> int:
 def cmd_pretrain(args) -> int:
     from disco_bench.config import parse_overrides, replace
     from pretrain.config import PretrainConfig
+    from pretrain.distributed import DistInfo
     from pretrain.train import pretrain
 
     flags = {
@@ -389,15 +468,18 @@ def cmd_pretrain(args) -> int:
     cfg = replace(replace(PretrainConfig(), flags), overrides, "--set ")  # a bad value: its field's error
     set_once(flags, overrides)
     writable_folder(cfg.out)
+    if args.resume:
+        print("note: --resume is the default (a rerun continues from OUT/last.pt); the flag does nothing")
+    note = pretrain_long_run_note(cfg)
+    if note and DistInfo.from_env().is_main:
+        print(note)  # stdout: stderr holds only an error line
     summary = pretrain(cfg, restart=args.restart, progress=not args.quiet)
     print(f"checkpoint: {summary['checkpoint']}")
     return 0
 
 
 def cmd_eval(args) -> int:
-    from disco_bench import results
     from disco_bench.config import parse_overrides, replace
-    from disco_bench.steps import eval_records
     from downstream.config import EvalConfig
     from downstream.registry import TASKS
     from pretrain.distributed import DistInfo
@@ -428,28 +510,105 @@ def cmd_eval(args) -> int:
     overrides = parse_overrides(args.overrides)
     cfg = replace(replace(EvalConfig(), given), overrides, "--set ")  # a bad value: its field's error
     set_once(given | {"out": args.out}, overrides, EVAL_FLAGS)  # cfg.out is derived from --out
-    cfg = dataclasses.replace(cfg, out=str(Path(args.out) / "eval" / args.task))
+    task_out = Path(args.out) / "eval" / args.task
+    cfg = dataclasses.replace(cfg, out=str(task_out))
     writable_folder(args.out)
-    started = results.now()
+    started_clock = time.time()
     with unfinished_checkpoints_allowed(args.allow_unfinished):
-        result = TASKS[args.task].run(cfg, progress=not args.quiet)
+        evaluations = [cfg]
+        if args.baseline:
+            evaluations = with_random_init_floor(args.task, cfg, several)
+        note = eval_long_run_note(args.task, evaluations)
+        if note and DistInfo.from_env().is_main:
+            print(note)  # stdout: stderr holds only an error line
+        records = [rec for one in evaluations for rec in evaluate(args.task, one, not args.quiet)]
     if (
         not DistInfo.from_env().is_main
     ):  # under torchrun every process computed the same numbers; one writes them
         return 0
-    h = results.config_hash({"task": args.task, "config": dataclasses.asdict(cfg)})
-    recs = eval_records(
-        cfg, result, config_hash=h, started_at=started, finished_at=results.now(), step=f"eval-{args.task}"
-    )
-    results.append_records(Path(args.out) / "results.jsonl", recs)
-    for r in recs:
+    records_path = Path(args.out) / "results.jsonl"
+    from disco_bench import results
+
+    results.append_records(records_path, records)
+    for r in records:
         who = {
             k: r["extra"][k] for k in ("ckpt", "epoch") if k in (r.get("extra") or {})
         }  # several checkpoints/epochs
         tag = f" [{', '.join(f'{k} {v}' for k, v in who.items())}]" if who else ""
-        print(f"{r['task']} {r['metric']} {r['dataset']}/{r['split']}{tag}: {r['value']:.2f}")
-    print(f"records: {Path(args.out) / 'results.jsonl'}")
+        base = " (random-init floor)" if r.get("method") == "random-init" and len(evaluations) > 1 else ""
+        print(f"{r['task']} {r['metric']} {r['dataset']}/{r['split']}{tag}{base}: {r['value']:.2f}")
+    print(f"records: {records_path}")
+    for path in files_written(task_out, since=started_clock):
+        print(f"wrote: {path}")
     return 0
+
+
+def evaluate(task: str, cfg, progress: bool) -> list[dict]:
+    """Run ``task`` with ``cfg`` and return its records (what ``eval`` appends to results.jsonl)."""
+    from disco_bench import results
+    from disco_bench.steps import eval_records
+    from downstream.registry import TASKS
+
+    started = results.now()
+    result = TASKS[task].run(cfg, progress=progress)
+    h = results.config_hash({"task": task, "config": dataclasses.asdict(cfg)})
+    return eval_records(
+        cfg, result, config_hash=h, started_at=started, finished_at=results.now(), step=f"eval-{task}"
+    )
+
+
+def with_random_init_floor(task: str, cfg, several: list[str]) -> list:
+    """``--baseline random-init``: the configs to evaluate so that the records hold the evaluated
+    checkpoint and a randomly initialised encoder of its architecture (the same seed), written by
+    the suite's ``init`` step code under OUT/eval/TASK/random-init/. Tasks that compare checkpoints
+    draw it beside the others in one run; the rest evaluate it as a second run."""
+    from disco_bench.cost import checkpoint_arch
+    from disco_bench.steps import InitConfig, write_random_init
+
+    arch = checkpoint_arch(cfg.ckpt)
+    if arch is None:
+        raise InputError(
+            f"--baseline random-init: cannot read the architecture of --ckpt {cfg.ckpt}; expected a checkpoint "
+            "this tool reads (pretrain's, or a supported external format)"
+        )
+    floor = Path(cfg.out) / "random-init" / f"{arch}-seed{cfg.seed}.pt"
+    write_random_init(floor, InitConfig(student=arch, seed=cfg.seed))
+    if task in several:
+        labels = list(cfg.ckpt_labels) + ["random-init"] if cfg.ckpt_labels else []
+        return [dataclasses.replace(cfg, ckpts=[*cfg.ckpts, str(floor)], ckpt_labels=labels)]
+    return [cfg, dataclasses.replace(cfg, ckpt=str(floor), ckpts=[])]
+
+
+def eval_long_run_note(task: str, evaluations: list) -> str | None:
+    """The one-line warning of an eval expected to run past ten minutes here (disco_bench.cost)."""
+    import torch
+
+    from disco_bench import cost
+
+    cfg = evaluations[0]
+    on_gpu = cfg.device != "cpu" and torch.cuda.is_available()
+    note = cost.eval_note(task, cfg.for_device(on_gpu), cost.checkpoint_arch(cfg.ckpt), on_gpu)
+    if note and len(evaluations) > 1:
+        note = note.replace(f"eval {task} is", f"eval {task} (each of {len(evaluations)} runs) is", 1)
+    return note
+
+
+def pretrain_long_run_note(cfg) -> str | None:
+    """The one-line warning of a pre-training expected to run past ten minutes here (disco_bench.cost)."""
+    import torch
+
+    from disco_bench import cost
+
+    return cost.pretrain_note(cfg, cfg.device != "cpu" and torch.cuda.is_available())
+
+
+def files_written(folder: Path, since: float) -> list[Path]:
+    """Files under ``folder`` created or changed since ``since`` (a time.time()), sorted."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.stat().st_mtime >= since - 0.05
+    )  # file clocks lag a tick
 
 
 EVAL_FLAGS = {

@@ -6,6 +6,7 @@ one line naming the path, and no record is written.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,10 +14,25 @@ from disco_bench.config import from_dict
 from disco_bench.embedded import EmbeddedConfig, make_embedded
 from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
-from downstream.cifar import check_cifar
-from downstream.detection.data import check_coco, check_voc
-from pretrain.data import check_image_folder
 from pretrain.errors import InputError
+
+
+def _imported(target: str) -> Callable:
+    """The function ``module:name``, imported when first called: the format checks live beside their
+    loaders, which import torch, and listing a suite's steps (``--dry-run``, the leaderboard's fill
+    commands) needs none of them."""
+
+    def call(*args, **kwargs):
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+check_cifar = _imported("downstream.cifar:check_cifar")
+check_voc = _imported("downstream.detection.data:check_voc")
+check_coco = _imported("downstream.detection.data:check_coco")
+check_image_folder = _imported("pretrain.data:check_image_folder")
 
 
 def _check_imagefolder(path: Path) -> None:

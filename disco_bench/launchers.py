@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from disco_bench.step_request import StepFailed, StepRequest, failure_text, with_retries
+from pretrain.environment import available_cores
 from pretrain.errors import InputError
 
 LAUNCHERS = ("local", "torchrun", "slurm")
@@ -121,7 +122,7 @@ class ParallelLocalLauncher:
         if jobs < 2:
             raise InputError(f"--jobs {jobs}: a parallel launcher needs at least 2 jobs")
         self.jobs, self.retries, self.echo = jobs, retries, echo
-        self.threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+        self.threads = threads or max(1, available_cores() // jobs)  # the affinity mask, not the host's
         self._lock = threading.Condition()
         self._free_slots = list(range(jobs))
         self._waiting: list[int] = []  # heap of the ready steps' submission numbers
@@ -254,7 +255,14 @@ def _gpu_count() -> int:
 
 # What every step process imports before its step: torch, torchvision, timm and the task registry
 # take ~4 s to import, paid once by the fork server instead of once per step (a suite has hundreds).
-STEP_PRELOAD = ["disco_bench.steps", "disco_bench.step_request"]
+def _step_preload() -> list[str]:
+    from downstream.registry import TASKS  # its modules import on lookup: a step looks one up
+    from pretrain.methods import METHODS
+
+    return ["disco_bench.steps", "disco_bench.step_request", *TASKS.modules(), *METHODS.modules()]
+
+
+STEP_PRELOAD = _step_preload()
 
 
 def step_process_context() -> multiprocessing.context.BaseContext:

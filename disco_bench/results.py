@@ -20,14 +20,15 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-import torch
-
 from disco_bench import __version__
 from disco_bench.record_rules import check_record
-from downstream.result import TaskResult
+from downstream.result import TaskResult, with_degenerate
 from pretrain.checkpoint import atomic_write_text
 from pretrain.environment import run_environment
 from pretrain.errors import InputError
+
+# torch is imported by the functions that describe the process measuring a number: reading and
+# writing records (report) needs none
 
 REQUIRED_FIELDS = (
     "task",
@@ -81,6 +82,8 @@ def code_version() -> str:
 
 @lru_cache(maxsize=1)
 def hardware() -> str:
+    import torch
+
     if torch.cuda.is_available():
         names = {torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}
         gpus = f"{torch.cuda.device_count()}x {'/'.join(sorted(names))}"
@@ -99,6 +102,8 @@ def record_id(rec: dict) -> str:
 def this_process(per_process_batch: int | None = None, device: str = "auto") -> dict:
     """The ``run`` of a number measured in this process (under torchrun: one of WORLD_SIZE)."""
     if device == "auto":
+        import torch
+
         device = "cuda" if torch.cuda.is_available() else "cpu"
     return run_environment(int(os.environ.get("WORLD_SIZE", "1")), per_process_batch, device)
 
@@ -142,7 +147,7 @@ def make_records(
             "hardware": hardware(),
             "step": step,
             "label": label,
-            "extra": m.extra or None,
+            "extra": with_degenerate(m.extra, result.degenerate) or None,
             "artifacts": result.artifacts or None,
             "run": run,
         }

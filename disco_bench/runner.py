@@ -91,9 +91,14 @@ def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str
     return needs, produces + [f"records in {ctx.records_path}"]
 
 
-def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
+def step_cost(step: Step, cfg, suite: Suite, arch: dict, paths: dict | None = None) -> cost.Cost:
+    """``paths``: suite dataset key -> its folder; a folder that exists is counted."""
     ds = step.params.get("data")
-    images = cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds)) if ds in suite.datasets else None
+    images = (
+        cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds), (paths or {}).get(ds))
+        if ds in suite.datasets
+        else None
+    )
     if step.kind == "checkpoint":
         return cost.Cost(0.0, "loads a file")
     if step.kind == "init":
@@ -109,6 +114,22 @@ def step_cost(step: Step, cfg, suite: Suite, arch: dict) -> cost.Cost:
     return cost.Cost(None, f"no cost rule for kind {step.kind!r}")
 
 
+def suite_note(suite: Suite, ctx: RunContext, rows, on_gpu: bool) -> str | None:
+    """The one-line warning of a suite whose steps still to run are estimated past ten minutes here."""
+    records = results.read_records(ctx.records_path)
+    configs = {s.id: step_config(s, ctx) for s, _ in rows}
+    arch = architectures(rows, configs)
+    todo = [s for s, h in rows if not is_done(s, ctx, h, records)]
+    costs = [step_cost(s, configs[s.id], suite, arch, ctx.dataset_paths) for s in todo]
+    known = [c.gpu_hours for c in costs if c.gpu_hours is not None]
+    unknown = len(costs) - len(known)
+    total = cost.Cost(
+        sum(known), f"{len(todo)} steps to run{f', {unknown} without an estimate' if unknown else ''}"
+    )
+    quick = "--dry-run lists each step's estimate; --only PATTERN runs a part, --set eval.protocol=fast the fast probes"
+    return cost.long_run_note(total, on_gpu, f"suite {suite.name}", quick)
+
+
 def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
     records = results.read_records(ctx.records_path)
     configs = {s.id: step_config(s, ctx) for s, _ in rows}
@@ -120,7 +141,7 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
         done = is_done(step, ctx, h, records)
         todo += not done
         needs, produces = needs_and_produces(step, ctx)
-        c = step_cost(step, configs[step.id], suite, arch)
+        c = step_cost(step, configs[step.id], suite, arch, ctx.dataset_paths)
         if not done and c.gpu_hours is None:
             unknown += 1
         elif not done:
@@ -132,9 +153,14 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
         echo(f"    needs: {'; '.join(needs) or 'nothing'}")
         echo(f"    produces: {'; '.join(produces)}")
         echo(f"    cost: {c.text()}")
-    rate = f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU"
+    rate = (
+        f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU, "
+        f"{cost.ASSUMED_FLOP_PER_CPU_CORE_SECOND:.2g} per CPU core"
+    )
+    cores = cost.available_cores()
+    on_cpu = cost.duration(3600 * cost.Cost(total, "").cpu_hours(cores))
     echo(
-        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours"
+        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours, ~{on_cpu} on {cores} CPU cores"
         f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})"
     )
     return 0
@@ -173,6 +199,11 @@ def run_suite(
     rows = plan(suite, ctx)
     if dry_run:
         return dry_run_listing(suite, ctx, rows, echo)
+    import torch
+
+    note = suite_note(suite, ctx, rows, on_gpu=torch.cuda.is_available())
+    if note:
+        echo(note)
     launcher = launcher or LocalLauncher(retries, echo)
     request = StepRequest(
         suite=str(suite.path),

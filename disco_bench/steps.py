@@ -16,7 +16,6 @@ from downstream.result import Measurement, TaskResult
 from pretrain.checkpoint import file_sha256
 from pretrain.config import PretrainConfig
 from pretrain.errors import InputError
-from pretrain.train import pretrain
 from pretrain.validation import FREE, at_least, validate_fields
 
 
@@ -157,6 +156,16 @@ def step_hash(step, ctx: RunContext) -> str:
     return results.config_hash(_hashable(step, step.params, ctx, dataclasses.asdict(cfg)))
 
 
+def cut_short_flags(steps: int | None, planned: int | None, who: str = "pre-training") -> list[str]:
+    """The degenerate-state sentence of a pre-training that ``max_steps`` ended before its epochs:
+    it is labelled by its steps ('8 of 22 steps'), never as the epochs it was configured for."""
+    if not steps or not planned or steps >= planned:
+        return []
+    return [
+        f"{who} ended by max_steps after {steps} of {planned} steps ({steps / planned:.0%} of its epochs)"
+    ]
+
+
 def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = None, **common) -> list[dict]:
     dataset = dataset or Path(cfg.data).name
     ms = [Measurement(f"final_{k}", v, dataset, "train") for k, v in summary["final_loss"].items()]
@@ -166,8 +175,9 @@ def pretrain_records(cfg: PretrainConfig, summary: dict, dataset: str | None = N
     protocol = (
         summary.get("protocol") or cfg.protocol()
     )  # resolved head width and teacher file (pretrain.train)
+    flags = cut_short_flags(summary.get("steps"), summary.get("planned_steps"))
     return results.make_records(
-        TaskResult("pretrain", ms, protocol),
+        TaskResult("pretrain", ms, protocol, degenerate=flags),
         student=cfg.student,
         teacher=teacher.get("arch"),
         method=cfg.method,
@@ -203,6 +213,8 @@ def set_aside_superseded(folder: Path, config_hash: str) -> Path | None:
 def run_pretrain_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = pretrain_config(step, ctx)
     started = results.now()
+    from pretrain.train import pretrain  # torch and timm: imported by the step that trains
+
     name = ctx.dataset_name(step, Path(cfg.data).name)
     summary = pretrain(cfg, progress=ctx.progress, data_name=name)  # continues from last.pt of the same run
     return pretrain_records(
@@ -223,6 +235,11 @@ def eval_records(cfg: EvalConfig, result: TaskResult, **common) -> list[dict]:
     world = int(os.environ.get("WORLD_SIZE", "1"))  # the probe's batch is split over torchrun processes
     # detection's is the schedule's global batch (det_batch_size), split the same way
     batch = result.protocol["schedule"]["batch_size"] if result.task == "detection" else cfg.batch_size
+    result.degenerate += [
+        f
+        for f in cut_short_flags(src.get("steps"), src.get("planned_steps"), "the checkpoint's pre-training")
+        if f not in result.degenerate
+    ]
     return results.make_records(
         result,
         student=src.get("arch"),
@@ -343,16 +360,23 @@ def init_config(step, ctx: RunContext) -> InitConfig:
     return replace(InitConfig(), _resolve(step.params, ctx), f"step {step.id}: ")
 
 
-def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
+def write_random_init(path: Path, cfg: InitConfig) -> float:
+    """Save ``cfg``'s randomly initialised encoder at ``path`` (as pre-training saves a student: any
+    task reads it) and return its backbone's parameters in millions. The ``init`` step and
+    ``eval --baseline random-init`` both make their floor here."""
     from pretrain.models import build_backbone
     from pretrain.train import save_random_encoder
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
+    return sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
+
+
+def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = init_config(step, ctx)
     started = results.now()
     path = ctx.checkpoint(step.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_random_encoder(path, cfg.student, cfg.hidden, cfg.dim, cfg.seed)
-    params_m = sum(p.numel() for p in build_backbone(cfg.student).parameters()) / 1e6
+    params_m = write_random_init(path, cfg)
     return checkpoint_records(
         step,
         config_hash,

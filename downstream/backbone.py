@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
-from pretrain.teachers import load_encoder
+if TYPE_CHECKING:  # the leaderboard reads default_probe_lr without torch
+    from torch import nn
 
 
 def load_backbone(ckpt: str) -> tuple[nn.Module, dict]:
     """(backbone, info): the pretrained backbone (projection head dropped) and what the file says."""
+    from pretrain.teachers import load_encoder
+
     encoder, info = load_encoder(ckpt)
     return encoder.backbone, info
 

@@ -43,6 +43,13 @@ def reads(tasks=None, protocols=("paper", "fast"), kd_only=False) -> Reads:
     return Reads(tuple(tasks) if tasks is not None else None, tuple(protocols), kd_only)
 
 
+# Detection's batch on a CPU. The paper's 32 images take minutes per iteration on a few cores (an
+# iteration at 200 px took 89 s on 2 shared cores; at the paper's 600-800 px none finished in 60 s),
+# and a first try at batch 32 saw the loss jump 4.3 -> 35.9 by iteration 7. At 4 images an
+# iteration costs an eighth, the lr scales linearly to 0.0125 (VOC) / 0.01375 (COCO), and the
+# loss is down to 3.9 by iteration 7 (5.4 7.7 6.4 5.9 5.5 4.9 3.9; COCO layout,
+# embedded scenes, ResNet-18, 200 px, 20-30 s per iteration on 2 shared cores).
+CPU_DETECTION_BATCH = 4
 RUNTIME = {"protocol": False}  # where files go and how fast: never part of a protocol
 PAPER = reads(SGD_PROBES, ("paper",))
 FAST = reads(PROBES, ("fast",))
@@ -119,7 +126,8 @@ class EvalConfig:
     det_max_iter: int | None = setting(None, OrNull(at_least(1)), readers=DETECTION)
     # None = paper scales; else train and test at this short side (smaller than 32 leaves no room for the anchors)
     det_image_size: int | None = setting(None, OrNull(at_least(32)), readers=DETECTION)
-    # None = 32; lr scales linearly with it unless det_lr is set
+    # None = 32 on a GPU (the paper), CPU_DETECTION_BATCH on a CPU (for_device); lr scales linearly
+    # with it unless det_lr is set
     det_batch_size: int | None = setting(None, OrNull(at_least(1)), readers=DETECTION)
     det_lr: float | None = setting(
         None, OrNull(positive()), readers=DETECTION
@@ -156,6 +164,14 @@ class EvalConfig:
     def unread(self, names, task: str) -> list[str]:
         """Those of ``names`` (fields) that ``task`` does not read under this config."""
         return [name for name in names if not self.reads(name, task)]
+
+    def for_device(self, on_gpu: bool) -> EvalConfig:
+        """This config with its device-dependent defaults filled in: on a CPU an unset det_batch_size
+        becomes CPU_DETECTION_BATCH (the record then says which batch trained); on a GPU it stays the
+        paper's (None = 32), so GPU records keep the paper's setting."""
+        if on_gpu or self.det_batch_size is not None:
+            return self
+        return dataclasses.replace(self, det_batch_size=CPU_DETECTION_BATCH)
 
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable: every field declared ``protocol``

@@ -10,7 +10,7 @@ from torchvision.transforms import v2
 from downstream.backbone import default_probe_lr, load_backbone
 from downstream.config import EvalConfig
 from downstream.probe import ProbeData, run_probe
-from downstream.result import Measurement, TaskResult
+from downstream.result import DEGENERATE, Measurement, TaskResult
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD, eval_transform
 from pretrain.data import check_same_classes, image_folder
 
@@ -37,12 +37,17 @@ def image_folder_probe_data(root: str, image_size: int) -> ProbeData:
 
 
 def topk_result(task: str, acc: dict[int, float], dataset: str, protocol: dict, source: dict) -> TaskResult:
-    """The TaskResult of a classification probe: top-1 and top-5 on the validation split."""
+    """The TaskResult of a classification probe: top-1 and top-5 on the validation split. The probe's
+    degenerate-state sentences (``protocol['degenerate']``) go to the result, not the protocol: they
+    describe this run, not a setting to compare on."""
+    protocol = dict(protocol)
+    flags = protocol.pop(DEGENERATE, [])
     return TaskResult(
         task=task,
         measurements=[Measurement("top1", acc[1], dataset), Measurement("top5", acc[5], dataset)],
         protocol=protocol,
         source=source,
+        degenerate=flags,
     )
 
 

@@ -43,7 +43,7 @@ from downstream.probe import (
     milestone_epochs,
     new_head,
 )
-from downstream.result import Measurement, TaskResult
+from downstream.result import Measurement, TaskResult, with_degenerate
 from pretrain.checkpoint import atomic_write, atomic_write_text
 from pretrain.errors import InputError
 from pretrain.models import feature_dim
@@ -183,7 +183,25 @@ def _measure(head: nn.Linear, x: torch.Tensor, y: torch.Tensor, bins: int, epoch
         binned.append(bin_probabilities(F.softmax(logits, dim=1).clamp(0.0, 1.0).numpy(), bins))
         correct += (logits.argmax(dim=1) == y[start : start + MEASURE_CHUNK]).sum().item()
     point = plane_point(np.concatenate(binned), y.numpy())
-    return {"epoch": epoch, **point, "top1": 100.0 * correct / len(y)}
+    majority = 100.0 * np.bincount(y.numpy()).max() / len(y)  # top-1 of always answering the largest class
+    return {"epoch": epoch, **point, "top1": 100.0 * correct / len(y), "chance_top1": majority}
+
+
+def chance_flags(point: dict) -> list[str]:
+    """The degenerate-state sentence of an information-plane point measured on a classifier at chance:
+    a trained one (epoch >= 1) whose top-1 is within two standard errors of always answering the
+    largest class, or whose softmax falls in one binned pattern. Its MI then measures no learning."""
+    if point["epoch"] < 1:
+        return []  # before training a classifier is at chance by design
+    q = point["chance_top1"] / 100
+    margin = 200 * math.sqrt(q * (1 - q) / max(1, point["n"]))  # two standard errors, in points
+    if point["patterns"] > 1 and point["top1"] > point["chance_top1"] + margin:
+        return []
+    return [
+        f"mi: classifier at chance at epoch {point['epoch']} (top-1 {point['top1']:.1f}% vs "
+        f"{point['chance_top1']:.1f}% for the largest class, {point['patterns']} binned pattern"
+        f"{'s' if point['patterns'] != 1 else ''}): its MI measures no learning (train longer, or check the lr)"
+    ]
 
 
 def information_curve(
@@ -290,6 +308,7 @@ def measurements(curves: list[Curve], dataset: str) -> list[Measurement]:
                 "patterns": p["patterns"],
                 "bias_bits": p["bias_bits"],
             }
+            extra = with_degenerate(extra, chance_flags(p))
             out.append(Measurement("mi_xt_bits", p["mi_xt_bits"], dataset, "train", extra))
             out.append(Measurement("mi_ty_bits", p["mi_ty_bits"], dataset, "train", dict(extra)))
     return out

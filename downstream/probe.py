@@ -35,6 +35,7 @@ from downstream.config import RUNTIME_FIELDS, EvalConfig
 from downstream.features import Runtime, backbone_features, extract_features, freeze_backbone, make_runtime
 from downstream.kd import SoftTargets, fold_standardisation, kd_teacher_for, save_probe_classifier
 from downstream.metrics import topk_accuracy, topk_correct
+from downstream.result import DEGENERATE
 from pretrain.checkpoint import atomic_torch_save, safe_load
 from pretrain.errors import InputError
 from pretrain.models import feature_dim
@@ -115,6 +116,22 @@ def can_stratify(labels: torch.Tensor, holdout: float) -> bool:
     return int(counts[counts > 0].min()) >= 2 and min(n_hold, len(labels) - n_hold) >= present
 
 
+# Fewer held-out images than this and the fast probe's weight-decay choice is mostly noise: each image
+# moves the hold-out accuracy by more than 1 point, and the standard error of an accuracy near 50%
+# (0.5 / sqrt(n)) passes 5 points, while the grid's decays usually differ by a few points.
+MIN_HOLDOUT_IMAGES = 100
+
+
+def holdout_flags(held_out: int) -> list[str]:
+    """The degenerate-state sentence of a weight decay chosen on ``held_out`` images (none if enough)."""
+    if held_out >= MIN_HOLDOUT_IMAGES:
+        return []
+    return [
+        f"fast probe: weight decay chosen on {held_out} held-out image{'s' if held_out != 1 else ''} "
+        f"(fewer than {MIN_HOLDOUT_IMAGES}: the choice is mostly noise)"
+    ]
+
+
 SMALL_PROBLEM = 1 << 22  # feature values below which a CPU solve runs on one thread
 
 
@@ -180,7 +197,9 @@ def _fast_probe(train, val, num_classes, cfg, soft, on_head, device) -> tuple[di
         on_head(copy.deepcopy(head).cpu(), mean.cpu(), std.cpu())
     with torch.no_grad():
         acc = topk_accuracy(head(xva), yva, TOPK)
-    return acc, {"chosen_weight_decay": best, "holdout_top1": {str(k): v for k, v in scores.items()}}
+    details = {"chosen_weight_decay": best, "holdout_top1": {str(k): v for k, v in scores.items()}}
+    flags = holdout_flags(len(hold_idx))
+    return acc, details | ({DEGENERATE: flags} if flags else {})  # topk_result moves them off the protocol
 
 
 def frozen_features(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool):

@@ -119,11 +119,30 @@ def choose_subset(samples: Sequence[tuple[str, int]], cfg: EvalConfig) -> tuple[
     }
 
 
+# A stratified subset whose true share of train is within this factor of the one asked for is named
+# by the asked fraction (ImageNet's 1%: 12,811 of 1,281,167 images); further off, by its true share.
+FRACTION_TOLERANCE = 0.05
+
+
 def subset_label(desc: dict) -> str:
-    """Short name of the subset for the dataset column: ``1%`` or the list's file name."""
+    """Short name of the subset for the dataset column: the list's file name, ``1%`` when the subset
+    is 1% of train, else its true share (10 images of 1,437 are ``0.70%``, not ``1%``)."""
     if desc["source"] == "list":
         return desc["list"]
-    return f"{100 * desc['fraction']:g}%"
+    true = desc["size"] / desc["of"]
+    if abs(true - desc["fraction"]) <= FRACTION_TOLERANCE * desc["fraction"]:
+        return f"{100 * desc['fraction']:g}%"
+    return f"{100 * true:.2f}%"
+
+
+def subset_flags(desc: dict) -> list[str]:
+    """The degenerate-state sentence of a stratified subset far from the fraction asked for."""
+    if desc["source"] == "list" or subset_label(desc) == f"{100 * desc['fraction']:g}%":
+        return []
+    return [
+        f"subset of {desc['size']} of {desc['of']} train images ({100 * desc['size'] / desc['of']:.2f}%), "
+        f"not the {100 * desc['fraction']:g}% asked (at least one image per class, rounded per class)"
+    ]
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
@@ -144,4 +163,6 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     protocol.pop(
         "subset_list" if desc["source"] == "stratified" else "subset_fraction"
     )  # what chose the subset
-    return topk_result("semisup", acc, dataset, protocol | details | {"subset": desc}, info)
+    result = topk_result("semisup", acc, dataset, protocol | details | {"subset": desc}, info)
+    result.degenerate += subset_flags(desc)
+    return result

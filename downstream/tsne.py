@@ -40,8 +40,8 @@ from pretrain.errors import InputError
 SEVERAL_CHECKPOINTS = True  # `eval tsne --ckpt A --ckpt B`: one panel each
 
 PANEL_INCHES = 4.0  # each checkpoint's panel is PANEL_INCHES square
-LEGEND_INCHES = 0.6  # strip under the panels for the class legend
-DPI = 100  # so a figure of n panels is (400 n) x 460 pixels
+LEGEND_INCHES = 0.6  # strip under the panels for a one-row class legend (more rows: taller)
+DPI = 100  # so a figure of n panels is 400 n pixels wide
 
 # --- picking the images -----------------------------------------------------------------------------
 
@@ -125,11 +125,10 @@ def class_colours(n: int) -> list[tuple]:
 def plot_panels(
     panels: list[tuple[str, np.ndarray]], labels: np.ndarray, class_names: list[str], path: Path
 ) -> Path:
-    """One PNG: a scatter panel per (title, points (N, 2)) side by side, one colour per class, a shared legend."""
+    """One PNG: a scatter panel per (title, points (N, 2)) side by side, one colour per class, and a
+    shared legend under them, in as many rows as its entries need to fit the figure's width."""
     n = len(panels)
     fig = Figure(figsize=(PANEL_INCHES * n, PANEL_INCHES + LEGEND_INCHES), dpi=DPI)
-    bottom = LEGEND_INCHES / (PANEL_INCHES + LEGEND_INCHES)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.87, bottom=bottom + 0.02, wspace=0.05)
     colours = class_colours(len(class_names))
     handles = []
     for i, (title, points) in enumerate(panels):
@@ -142,15 +141,32 @@ def plot_panels(
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=min(len(class_names), 10),
-        fontsize=7,
-        markerscale=2,
-        frameon=False,
+    legend_inches = fit_legend(fig, handles)
+    fig.set_size_inches(PANEL_INCHES * n, PANEL_INCHES + legend_inches)
+    bottom = legend_inches / (PANEL_INCHES + legend_inches)
+    fig.subplots_adjust(
+        left=0.02, right=0.98, top=1 - 0.5 / (PANEL_INCHES + legend_inches), bottom=bottom, wspace=0.05
     )
     return atomic_write(path, lambda handle: fig.savefig(handle, format="png", dpi=DPI))
+
+
+def fit_legend(fig: Figure, handles: list) -> float:
+    """Put the class legend at the bottom of ``fig`` with the most columns (at most 10) whose width
+    fits inside the figure, as measured by the renderer; returns the height in inches it needs (at
+    least LEGEND_INCHES, the strip of one row)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    room = 0.98 * fig.bbox.width
+    for ncol in range(min(len(handles), 10), 0, -1):
+        legend = fig.legend(
+            handles=handles, loc="lower center", ncol=ncol, fontsize=7, markerscale=2, frameon=False
+        )
+        box = legend.get_window_extent(renderer)
+        if box.width <= room or ncol == 1:
+            return max(LEGEND_INCHES, box.height / fig.dpi + 0.1)
+        legend.remove()
+    return LEGEND_INCHES
 
 
 def point_rows(

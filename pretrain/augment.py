@@ -34,7 +34,7 @@ def aug_plus(image_size: int = 224, scale: tuple[float, float] = (0.2, 1.0)) -> 
     )
 
 
-AUG_IMPLS = ("torchvision", "fast")
+from pretrain.config import AUG_IMPLS  # noqa: E402  (named where configs are checked)
 
 
 def aug_plus_for(image_size: int, impl: str = "torchvision", scale: tuple[float, float] = (0.2, 1.0)):

@@ -15,12 +15,16 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from pretrain.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported where a checkpoint is saved or loaded: the atomic text writes serve commands
+# (report) that need no torch
 
 CHECKPOINT_FORMAT = "disco-bench/1"
 
@@ -81,6 +85,8 @@ def _kept(path: Path) -> str:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch
+
     return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
@@ -144,6 +150,8 @@ def safe_load(path: str | os.PathLike, what: str = "checkpoint") -> Any:
             f"{what} {path} is not a torch checkpoint (it {f'starts with {head!r}' if head else 'is empty'}); "
             "expected a file written by torch.save"
         )
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -51,9 +51,12 @@ def _method_names() -> list[str]:
     return sorted(METHODS)
 
 
-def _aug_impls() -> tuple[str, ...]:
-    from pretrain.augment import AUG_IMPLS
+# the augmentation pipelines of pretrain.augment, named here (torch-free) so a config is checked
+# without importing torch
+AUG_IMPLS = ("torchvision", "fast")
 
+
+def _aug_impls() -> tuple[str, ...]:
     return AUG_IMPLS
 
 

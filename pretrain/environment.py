@@ -6,11 +6,14 @@ library versions change the floating-point order of reductions (README: ``--jobs
 
 from __future__ import annotations
 
+import os
 import platform
 from functools import cache
 from importlib import metadata
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # imported where a process is described: reading records needs no torch
+    import torch
 
 LIBRARIES = ("torch", "torchvision", "timm")
 
@@ -26,8 +29,19 @@ def library_versions() -> dict[str, str | None]:
     return versions
 
 
+def available_cores() -> int:
+    """Cores this process may run on: its affinity mask (a CPU-limited container's share), not the
+    host's count that ``os.cpu_count`` gives."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity masks on this platform
+        return os.cpu_count() or 1
+
+
 def accelerator(device: torch.device | str) -> str:
     """``cuda NVIDIA H100 80GB HBM3`` or ``cpu x86_64``."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)}"
@@ -35,6 +49,8 @@ def accelerator(device: torch.device | str) -> str:
 
 
 def run_environment(processes: int, per_process_batch: int | None, device: torch.device | str) -> dict:
+    import torch
+
     return {
         "processes": processes,
         "per_process_batch": per_process_batch,

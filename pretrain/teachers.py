@@ -203,6 +203,8 @@ def _load_own(obj: dict, source: str, arch: str | None) -> Loaded:
         method=(obj.get("config") or {}).get("method"),
         teacher=(obj.get("teacher") or {}).get("arch"),
         protocol=protocol,
+        steps=obj.get("step"),
+        planned_steps=obj.get("planned_steps"),  # absent in checkpoints written before it was recorded
     )
 
 

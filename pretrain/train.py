@@ -450,6 +450,7 @@ def checkpoint_payload(run: Run, progress: Progress, final: bool) -> dict:
         "config": run.identity,
         "protocol": run.protocol,
         "step": progress.step,
+        "planned_steps": run.per_epoch * run.cfg.epochs,  # more than step when max_steps ended the run
         "epoch": progress.step // run.per_epoch,
         "encoder": export_encoder(run.method, run.cfg),
         "teacher": teacher
@@ -649,6 +650,7 @@ def pretrain(
     return {
         "checkpoint": str(path),
         "steps": state.step,
+        "planned_steps": run.per_epoch * run.cfg.epochs,
         "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
         "images_per_s": state.images_per_s,
         "teacher": run.teacher_info,

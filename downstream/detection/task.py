@@ -63,6 +63,9 @@ def aggregate(trials: list[dict[str, float]], dataset: str) -> list[Measurement]
 
 
 def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
+    from downstream.features import pick_device
+
+    cfg = cfg.for_device(pick_device(cfg.device).type == "cuda")  # e.g. the CPU's batch
     schedule = effective_schedule(cfg)
     backend = _backend(cfg.det_backend)
     train, test = read_train_test(cfg.det_dataset, cfg.data)

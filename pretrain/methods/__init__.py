@@ -10,29 +10,26 @@ multi-crop; None: aug+ for every view; an instance may then set its own ``num_vi
 ``after_backward()`` between the backward and the optimiser step (frozen layers drop their
 gradients there, as SwAV's and DINO's code cancel them; queues take the step's keys). Which
 config fields a method reads is declared on the fields (``readers`` in pretrain.config).
+The registry imports a method's module when the method is looked up: listing the names (``--help``,
+argparse choices) imports no torch.
 """
 
-from pretrain.methods.at import AttentionTransfer, AttentionTransferDisCo
-from pretrain.methods.dino import DINO, DINODisCo
-from pretrain.methods.disco import DisCo, DisCoStar
-from pretrain.methods.distill_only import DistillOnly
-from pretrain.methods.moco import MoCo
-from pretrain.methods.rkd import RelationalKD, RelationalKDDisCo
-from pretrain.methods.seed import SEED
-from pretrain.methods.swav import SwAV, SwAVDisCo
+from pretrain.lazy_registry import LazyRegistry
 
-METHODS = {
-    "moco": MoCo,
-    "disco": DisCo,
-    "disco*": DisCoStar,
-    "distill-only": DistillOnly,
-    "seed": SEED,
-    "at": AttentionTransfer,
-    "at+disco": AttentionTransferDisCo,
-    "rkd": RelationalKD,
-    "rkd+disco": RelationalKDDisCo,
-    "swav": SwAV,
-    "swav+disco": SwAVDisCo,
-    "dino": DINO,
-    "dino+disco": DINODisCo,
-}
+METHODS = LazyRegistry(
+    {
+        "moco": "pretrain.methods.moco:MoCo",
+        "disco": "pretrain.methods.disco:DisCo",
+        "disco*": "pretrain.methods.disco:DisCoStar",
+        "distill-only": "pretrain.methods.distill_only:DistillOnly",
+        "seed": "pretrain.methods.seed:SEED",
+        "at": "pretrain.methods.at:AttentionTransfer",
+        "at+disco": "pretrain.methods.at:AttentionTransferDisCo",
+        "rkd": "pretrain.methods.rkd:RelationalKD",
+        "rkd+disco": "pretrain.methods.rkd:RelationalKDDisCo",
+        "swav": "pretrain.methods.swav:SwAV",
+        "swav+disco": "pretrain.methods.swav:SwAVDisCo",
+        "dino": "pretrain.methods.dino:DINO",
+        "dino+disco": "pretrain.methods.dino:DINODisCo",
+    }
+)

@@ -417,3 +417,28 @@ def test_data_make_names_a_field_of_another_kind(tmp_path, capsys):
     )
     assert code == 2 and "train_per_class" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+
+
+def test_help_shows_each_options_default():
+    out = subprocess.run(
+        [sys.executable, "-m", "disco_bench", "eval", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    flat = " ".join(out.split())
+    assert "default paper: SGD on augmented images" in flat and "100 epochs at 224 px: hours on a CPU" in flat
+    assert "classifier; default 100" in flat and "(default: results)" in flat
+    assert "every task: input size of the evaluated images (default 224)" in flat
+    run_help = " ".join(
+        subprocess.run(
+            [sys.executable, "-m", "disco_bench", "run", "--help"], capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
+    assert "more times (default: 0)" in run_help and "(default: local)" in run_help
+    assert (
+        "--resume"
+        not in subprocess.run(
+            [sys.executable, "-m", "disco_bench", "pretrain", "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )  # resuming is what a rerun does

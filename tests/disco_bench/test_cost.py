@@ -88,3 +88,125 @@ def test_detection_cost_follows_the_paper_voc_schedule_and_trials():
     # 480 iterations, one trial: 1/500 of that
     short = detection_cost("resnet18", EvalConfig(det_dataset="voc", det_max_iter=480))
     assert short.gpu_hours == pytest.approx(0.080772, rel=1e-4)
+
+
+# --- CPU time, counted folders, the long-run note ----------------------------------------------
+
+
+def test_cpu_hours_by_hand():
+    # 1 GPU-hour = 5.5e12 x 3600 FLOP; on 2 cores at 4.8e10 FLOP/s each: 1.98e16 / 9.6e10 = 206,250 s
+    assert cost.Cost(1.0, "").cpu_hours(2) == pytest.approx(206_250 / 3600)
+    assert cost.Cost(None, "").cpu_hours(2) is None
+
+
+@pytest.mark.parametrize(
+    "seconds, text", [(45, "45 s"), (600, "10 min"), (3 * 3600 + 1800, "3.5 h"), (3 * 86400, "3.0 days")]
+)
+def test_durations_read_in_the_unit_a_reader_thinks_in(seconds, text):
+    assert cost.duration(seconds) == text
+
+
+def test_an_existing_imagefolder_is_counted(tiny_imagefolder):
+    # 3 classes x 8 train images (conftest); val/ is not trained on
+    assert cost.folder_images("imagefolder", tiny_imagefolder) == 24
+    assert cost.dataset_images({"kind": "imagefolder"}, "mystery", tiny_imagefolder) == 24
+    assert cost.dataset_images({"kind": "imagefolder"}, "mystery", tiny_imagefolder / "nowhere") is None
+
+
+def test_cifar_pickles_are_counted_by_their_rows(tmp_path):
+    from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
+
+    make_embedded_cifar(tmp_path, EmbeddedCifarConfig(classes=3, train_per_class=10, test_per_class=4))
+    assert cost.folder_images("cifar", tmp_path) == 30
+
+
+def test_voc_and_coco_training_lists_are_counted(tmp_path):
+    import json
+
+    for year, names in (("VOC2007", "a b c"), ("VOC2012", "d e")):
+        lists = tmp_path / "voc" / "VOCdevkit" / year / "ImageSets" / "Main"
+        lists.mkdir(parents=True)
+        (lists / "trainval.txt").write_text(names.replace(" ", "\n") + "\n")
+    assert cost.folder_images("voc", tmp_path / "voc") == 5
+    ann = tmp_path / "coco" / "annotations"
+    ann.mkdir(parents=True)
+    (ann / "instances_train2017.json").write_text(json.dumps({"images": [{"id": i} for i in range(7)]}))
+    assert cost.folder_images("coco", tmp_path / "coco") == 7
+
+
+def test_a_dry_run_step_on_a_folder_it_can_see_has_an_estimate(tiny_imagefolder):
+    from disco_bench.runner import step_cost
+    from disco_bench.suite import Step, Suite
+    from pretrain.config import PretrainConfig
+
+    suite = Suite(
+        name="mine",
+        description="",
+        path=None,
+        datasets={"mine": {"kind": "imagefolder"}},
+        defaults={},
+        steps=[],
+    )
+    step = Step(id="moco", kind="pretrain", params={"data": "mine"})
+    cfg = PretrainConfig(method="moco", student="resnet18", epochs=10, image_size=224)
+    assert step_cost(step, cfg, suite, {}).gpu_hours is None  # no folder given: the name is unknown
+    seen = step_cost(step, cfg, suite, {}, {"mine": tiny_imagefolder})
+    # 24 images x 10 epochs x (3 + 1) x 3.628 GFLOP = 3.4829e12 FLOP / 5.5e12 = 0.63325 s
+    assert seen.gpu_hours == pytest.approx(0.63325 / 3600, rel=1e-4)
+    assert "CPU core" in seen.text()
+
+
+def test_a_long_eval_names_its_estimate_and_the_quick_flag(tiny_imagefolder):
+    # paper protocol, 24 images, resnet18 at 224 px: 3.628 GFLOP per image and epoch; 10,000,000
+    # epochs = 8.707e17 FLOP, 158,305 GPU-s (44 h) -- long; fast: one pass, 0.0158 s
+    cfg = EvalConfig(data=str(tiny_imagefolder), protocol="paper", epochs=10_000_000)
+    note = cost.eval_note("linear", cfg, "resnet18", on_gpu=True)
+    assert note.startswith("note: eval linear is estimated at ~44.0 h on one GPU (24 img x 10000000 passes")
+    assert note.endswith("--protocol fast takes ~0 s")
+    assert (
+        cost.eval_note("linear", EvalConfig(data=str(tiny_imagefolder), epochs=10), "resnet18", True) is None
+    )
+
+
+def test_a_long_detection_names_a_max_iter_that_fits(tmp_path):
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    (ann / "instances_train2017.json").write_text('{"images": [{"id": 1}]}')
+    cfg = EvalConfig(data=str(tmp_path), det_dataset="coco").for_device(on_gpu=False)
+    note = cost.eval_note("detection", cfg, "resnet18", on_gpu=False)
+    assert "180,000 it x 4 img" in note and "--max-iter" in note
+
+
+def test_a_long_pretraining_names_the_epochs_that_fit(tiny_imagefolder):
+    from pretrain.config import PretrainConfig
+
+    cfg = PretrainConfig(method="moco", student="resnet18", data=str(tiny_imagefolder), epochs=100_000)
+    # per epoch on one GPU: 24 img x 4 passes x 3.628 GFLOP = 348.3 GFLOP / 5.5e12 = 0.06332 s;
+    # 300 s / 0.06332 = 4,737 epochs
+    note = cost.pretrain_note(cfg, on_gpu=True)
+    assert note.startswith("note: pretrain moco resnet18 is estimated at ~1.8 h on one GPU")
+    assert "--epochs 4737 takes ~5 min" in note
+    capped = PretrainConfig(
+        method="moco", student="resnet18", data=str(tiny_imagefolder), epochs=100_000, max_steps=8
+    )
+    assert cost.pretrain_note(capped, on_gpu=True) is None  # 8 steps of a 100,000-epoch run: short
+
+
+def test_a_suite_past_ten_minutes_says_so_before_it_starts(tmp_path, monkeypatch):
+    from disco_bench.planning import build_context, plan, restrict
+    from disco_bench.runner import suite_note
+    from disco_bench.suite import load_suite
+
+    monkeypatch.setattr(cost, "available_cores", lambda: 2)
+
+    def note(name: str) -> str | None:
+        suite = restrict(load_suite(name), None)
+        ctx = build_context(suite, tmp_path / name, None, {}, progress=False, create=False)
+        return suite_note(suite, ctx, plan(suite, ctx), on_gpu=False)
+
+    assert note("smoke") is None  # minutes on 2 cores
+    long = note("cpu")
+    assert (
+        long.startswith("note: suite cpu is estimated at ~") and "on 2 CPU cores (235 steps to run)" in long
+    )
+    assert long.endswith("--only PATTERN runs a part, --set eval.protocol=fast the fast probes")

@@ -283,3 +283,12 @@ def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path):
     assert not runner.is_alive() and time.monotonic() - stopped_at < 20
     text = "\n".join(lines)
     assert codes == [1] and "a: FAILED: StepFailed: its process ended with exit code -15" in text, text
+
+
+def test_parallel_jobs_share_the_cores_this_process_may_use_not_the_hosts(monkeypatch):
+    from disco_bench.launchers import ParallelLocalLauncher
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)  # the host's count in a CPU-limited container
+    assert ParallelLocalLauncher(2).threads == 2
+    assert ParallelLocalLauncher(8).threads == 1

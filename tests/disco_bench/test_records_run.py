@@ -83,3 +83,63 @@ def test_records_written_before_the_run_field_existed_still_read(tmp_path):
     del old["run"]
     (tmp_path / "results.jsonl").write_text(json.dumps(old) + "\n")
     assert read_records(tmp_path / "results.jsonl") == [old]
+
+
+def test_a_results_degenerate_sentences_reach_every_records_extra():
+    from disco_bench.results import make_records
+    from downstream.result import Measurement, TaskResult
+
+    result = TaskResult(
+        "linear",
+        [Measurement("top1", 50.0, "d"), Measurement("top5", 90.0, "d", extra={"degenerate": ["own"]})],
+        {},
+        degenerate=["shared"],
+    )
+    recs = make_records(
+        result,
+        student="s",
+        teacher=None,
+        method="m",
+        seed=0,
+        protocol={},
+        config_hash="h",
+        checkpoint_sha256=None,
+        started_at="t",
+        finished_at="t",
+        run={},
+    )
+    assert [r["extra"]["degenerate"] for r in recs] == [["shared"], ["own", "shared"]]
+    plain = make_records(
+        TaskResult("linear", [Measurement("top1", 50.0, "d")], {}),
+        student="s",
+        teacher=None,
+        method="m",
+        seed=0,
+        protocol={},
+        config_hash="h",
+        checkpoint_sha256=None,
+        started_at="t",
+        finished_at="t",
+        run={},
+    )
+    assert plain[0]["extra"] is None
+
+
+def test_a_pretraining_ended_by_max_steps_is_labelled_by_its_steps(tiny_pretrain_cfg):
+    import dataclasses
+
+    from disco_bench.steps import cut_short_flags, pretrain_records
+    from pretrain.teachers import load_encoder
+    from pretrain.train import pretrain
+
+    # 24 images at batch 8: 3 steps per epoch, 2 epochs = 6 planned; max_steps 2 ends it early
+    cfg = dataclasses.replace(tiny_pretrain_cfg, epochs=2, max_steps=2)
+    summary = pretrain(cfg, progress=False)
+    assert (summary["steps"], summary["planned_steps"]) == (2, 6)
+    (rec, *_) = pretrain_records(cfg, summary, config_hash="h", started_at="t", finished_at="t")
+    assert rec["extra"]["degenerate"] == [
+        "pre-training ended by max_steps after 2 of 6 steps (33% of its epochs)"
+    ]
+    info = load_encoder(summary["checkpoint"])[1]
+    assert (info["steps"], info["planned_steps"]) == (2, 6)  # what an eval of this checkpoint flags
+    assert cut_short_flags(6, 6) == [] and cut_short_flags(2, None) == []

@@ -361,3 +361,15 @@ def test_too_small_detection_image_is_named():
     # the config refuses it, so every command that builds one does
     with pytest.raises(InputError, match="det_image_size=16: expected null or an integer >= 32"):
         EvalConfig(det_image_size=16)
+
+
+def test_on_a_cpu_an_unset_detection_batch_is_the_cpu_default_and_the_lr_follows():
+    from downstream.config import CPU_DETECTION_BATCH
+
+    on_cpu = EvalConfig(det_dataset="voc").for_device(on_gpu=False)
+    assert on_cpu.det_batch_size == CPU_DETECTION_BATCH == 4
+    assert effective_schedule(on_cpu).lr == pytest.approx(0.1 * 4 / 32)  # 0.0125
+    assert (
+        EvalConfig().for_device(on_gpu=True).det_batch_size is None
+    )  # the paper's 32: GPU records unchanged
+    assert EvalConfig(det_batch_size=16).for_device(on_gpu=False).det_batch_size == 16  # a given batch stays

@@ -232,3 +232,26 @@ def test_measuring_in_chunks_gives_the_same_points(eval_cfg, monkeypatch):
     whole = [m.value for m in mi.run(cfg, progress=False).measurements]
     monkeypatch.setattr(mi, "MEASURE_CHUNK", 5)  # 24 images: chunks of 5, 5, 5, 5, 4
     assert [m.value for m in mi.run(cfg, progress=False).measurements] == whole
+
+
+def test_a_trained_classifier_at_chance_flags_its_point():
+    # 1,437 images, largest class 10% (0.1): two standard errors = 200 x sqrt(0.09 / 1437) = 1.58 points
+    at_chance = {"epoch": 3, "top1": 10.4, "chance_top1": 10.0, "n": 1437, "patterns": 1}
+    (flag,) = mi.chance_flags(at_chance)
+    assert flag.startswith(
+        "mi: classifier at chance at epoch 3 (top-1 10.4% vs 10.0% for the largest class, 1 binned pattern)"
+    )
+    assert mi.chance_flags(at_chance | {"patterns": 40}) != []  # 10.4 < 11.58: still chance
+    assert mi.chance_flags(at_chance | {"patterns": 40, "top1": 11.7}) == []  # above two standard errors
+    assert mi.chance_flags(at_chance | {"epoch": 0}) == []  # before training: chance by design
+
+
+def test_the_chance_flag_reaches_the_measurements_of_an_untrained_curve(eval_cfg):
+    # a random-init backbone and a 0-lr-like tiny lr: the classifier stays at its initial guess
+    cfg = dataclasses.replace(eval_cfg, epochs=1, lr=1e-12)
+    result = mi.run(cfg, progress=False)
+    trained = [m for m in result.measurements if m.extra["epoch"] == 1]
+    assert trained and all(
+        m.extra["degenerate"][0].startswith("mi: classifier at chance at epoch 1") for m in trained
+    )
+    assert all("degenerate" not in m.extra for m in result.measurements if m.extra["epoch"] == 0)

@@ -278,3 +278,18 @@ def test_small_cpu_solves_use_one_thread_and_restore_the_count():
     assert torch.get_num_threads() == before
     with probe.threads_for(probe.SMALL_PROBLEM, "cpu"):
         assert torch.get_num_threads() == before
+
+
+def test_a_weight_decay_chosen_on_few_held_out_images_is_flagged(cached_features):
+    from downstream.linear import topk_result
+
+    train, val = cached_features  # 160 train images: 20% held out = 32, fewer than 100
+    acc, details = fast_probe(train, val, 4, EvalConfig(fast_max_iter=20))
+    assert details["degenerate"] == [
+        "fast probe: weight decay chosen on 32 held-out images (fewer than 100: the choice is mostly noise)"
+    ]
+    result = topk_result("linear", acc, "e", {"protocol": "fast"} | details, {})
+    assert "degenerate" not in result.protocol and result.degenerate == details["degenerate"]
+    # 100 held-out images are enough
+    _, enough = fast_probe(train, val, 4, EvalConfig(fast_max_iter=20, fast_holdout=0.625))
+    assert "degenerate" not in enough

@@ -127,3 +127,16 @@ def test_semisup_by_fraction_names_the_fraction(eval_cfg):
         "of": 24,
         "sha256": None,
     }
+
+
+def test_a_subset_far_from_its_fraction_is_named_by_its_true_share():
+    from downstream.semisup import subset_flags, subset_label
+
+    digits = {"source": "stratified", "fraction": 0.01, "size": 10, "of": 1437}
+    assert subset_label(digits) == "0.70%"  # 10 / 1437 = 0.696%
+    assert subset_flags(digits) == [
+        "subset of 10 of 1437 train images (0.70%), not the 1% asked (at least one image per class, rounded per class)"
+    ]
+    imagenet = {"source": "stratified", "fraction": 0.01, "size": 12_811, "of": 1_281_167}
+    assert subset_label(imagenet) == "1%" and subset_flags(imagenet) == []  # 0.99993%: the paper's 1%
+    assert subset_label({"source": "list", "list": "1percent.txt"}) == "1percent.txt"

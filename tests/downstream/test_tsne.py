@@ -179,3 +179,22 @@ def test_cli_eval_tsne_with_classes_and_per_class(eval_cfg, tmp_path):
     assert [r["metric"] for r in records] == ["silhouette", "knn5_top1"] * 2
     assert records[0]["protocol"]["eval"]["images"] == 6
     assert len(pd.read_csv(tmp_path / "eval" / "tsne" / "tsne_points.csv")) == 12
+
+
+def test_a_long_legend_wraps_into_rows_inside_the_picture(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = [f"digit_{i}_handwritten" for i in range(10)]
+    fig = Figure(figsize=(tsne.PANEL_INCHES, tsne.PANEL_INCHES + tsne.LEGEND_INCHES), dpi=tsne.DPI)
+    ax = fig.add_subplot(1, 1, 1)
+    handles = [ax.scatter([i], [i], label=name) for i, name in enumerate(names)]
+    needed = tsne.fit_legend(fig, handles)
+    (legend,) = fig.legends
+    box = legend.get_window_extent(FigureCanvasAgg(fig).get_renderer())
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # one panel's width holds it: in several rows
+    assert legend._ncols < 10 and needed > tsne.LEGEND_INCHES
+    x, y = clusters(per_class=5, classes=10)
+    png = tsne.plot_panels([("a", x[:, :2])], y, names, tmp_path / "t.png")
+    width, height = Image.open(png).size
+    assert width == 400 and abs(height - 100 * (tsne.PANEL_INCHES + needed)) <= 1  # taller, not clipped
