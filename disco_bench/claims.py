@@ -291,6 +291,7 @@ class Obs:
     step: str | None
     config_hash: str | None
     epoch: object
+    degenerate: str | None
 
 
 def observations(df: pd.DataFrame) -> list[Obs]:
@@ -319,6 +320,7 @@ def observations(df: pd.DataFrame) -> list[Obs]:
                 step=row.step,
                 config_hash=row.config_hash,
                 epoch=extra.get("epoch", 0),
+                degenerate=row.degenerate,
             )
         )
     return out
@@ -378,6 +380,7 @@ class Row:
     right_student: str | None = None  # the other arm's student, when the claim compares across students
     pretrained_on: str | None = None  # the data both arms were pre-trained on (a random init: none)
     tested: bool = False  # an interval exists and the task measured something (it is in the family)
+    degenerate: str = ""  # why some of its numbers came from a degenerate state (shown beside it)
 
     @property
     def gap(self) -> float:
@@ -393,6 +396,7 @@ def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
 def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
     trained = next((o.data_name for o in lp + rp if o.data_name is not None), None)
     row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
+    row.degenerate = "; ".join(sorted({o.degenerate for o in lp + rp if o.degenerate}))
     short = _seeds_short(claim, lg, rg)
     pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
     row.diff = None if short else difference(lg.values, rg.values, pair_by=pair)
@@ -630,7 +634,7 @@ def _rule(claim: Claim) -> str:
 
 
 def _notes(r: Row) -> str:
-    parts = [p for p in (r.note, r.claim.caveat) if p]
+    parts = [p for p in (r.note, r.claim.caveat, r.degenerate and f"degenerate: {r.degenerate}") if p]
     return f" ({'; '.join(parts)})" if parts else ""
 
 

@@ -116,7 +116,10 @@ def short_setting(record: dict) -> str:
     pre = protocol if record.get("task") == "pretrain" else protocol.get("pretrain") or {}
     ev = {} if record.get("task") == "pretrain" else protocol.get("eval") or {}
     parts = [f"{ev['protocol']} probe"] if ev.get("protocol") else []
-    parts += [f"{pre['epochs']} ep"] if pre.get("epochs") is not None else []
+    if pre.get("max_steps"):  # ended by max_steps: its steps, not the epochs it was planned for
+        parts += [f"{pre['max_steps']} steps (max_steps; {pre.get('epochs')} ep planned)"]
+    elif pre.get("epochs") is not None:
+        parts += [f"{pre['epochs']} ep"]
     parts += [f"hidden {pre['hidden']}"] if pre.get("hidden") is not None else []
     return ", ".join(parts) or "—"
 
@@ -189,6 +192,10 @@ def task_table(df: pd.DataFrame, task: str) -> str:
             f"ckpt {', '.join(ckpts)}; config {', '.join(configs)}"
         )
         paper = next((p for p in group.paper if p), "")
+        flags = sorted({d for d in group.degenerate if d})
+        if flags:
+            paper = f"{paper}; " if paper else ""
+            paper += "**degenerate**: " + "; ".join(flags)
         setting = f"{group.short_setting.iloc[0]}; {setting_link(group.setting.iloc[0])}" + (
             f"; {paper}" if paper else ""
         )

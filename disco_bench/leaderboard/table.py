@@ -11,6 +11,8 @@ Columns, computed here and nowhere else:
 - the checkpoint's lineage: ``pretrained_on`` (the pre-training data's name), ``pretrain_data`` (its
   content fingerprint where the run recorded one), ``pretrain_epochs``, ``pretrain_seed``,
   ``teacher_sha256``, ``random_init``;
+- ``degenerate``: the reasons a number came from a degenerate state (a classifier at chance, a
+  probe tuned on too few images, a run cut short), joined; None when it did not;
 - ``setting`` (``matching.setting_id``: runs with equal settings differ only by their seed), ``pool``
   (the setting, split further by a record's own extra fields: what the claims pool over seeds),
   ``eval_context`` (the evaluation's settings alone, for the claims), ``kd_probe``;
@@ -52,6 +54,7 @@ LEADING = (
     "teacher_sha256",
     "random_init",
     "kd_probe",
+    "degenerate",
     "eval_context",
     "checkpoint_sha256",
     "config_hash",
@@ -147,6 +150,8 @@ def _row(record: dict, made_by: dict[str, dict], pretrain_by_sha: dict[str, dict
         "teacher_sha256": teacher.get("sha256") if isinstance(teacher, dict) else None,
         "random_init": random_init,
         "kd_probe": eval_protocol.get("kd_alpha") is not None,
+        # why the number came from a degenerate state (downstream.result.DEGENERATE), if it did
+        "degenerate": "; ".join((measured.get("extra") or {}).get("degenerate") or []) or None,
         "eval_context": _eval_context(settings),
         "record": measured,
         "settings": settings,

@@ -234,3 +234,20 @@ def test_runs_pretrained_on_different_data_are_two_rows_and_the_same_data_at_two
     assert len(rows) == 2 and all("(n=2)" not in r for r in rows) and all("| digits |" in r for r in rows)
     moved = tidy([run("here", "f" * 16, "/data/digits"), run("there", "f" * 16, "/mnt/copy/digits")])
     assert moved.setting.nunique() == 1  # the path is provenance, not a setting
+
+
+def test_a_number_from_a_degenerate_state_says_so_and_a_max_steps_run_is_labelled_by_its_steps():
+    from disco_bench.leaderboard.markdown import task_frame, task_table
+    from disco_bench.leaderboard.table import tidy
+
+    protocol = {"epochs": 22, "max_steps": 8, "hidden": 512, "method": "moco"}
+    rec = {"id": "m1", "task": "mi", "metric": "mi_xt_bits", "value": 0.008, "method": "moco",
+           "student": "resnet18", "teacher": None, "seed": 0, "dataset": "cifar10", "label": "MoCo-v2",
+           "checkpoint_sha256": "a", "config_hash": "c", "run": None,
+           "extra": {"degenerate": ["the classifier behind it is at chance (10.4 % top-1, 10 classes)"]},
+           "protocol": {"pretrain": protocol, "eval": {"protocol": "paper"}}}  # fmt: skip
+    df = tidy([rec])
+    assert df.degenerate.iloc[0].startswith("the classifier behind it is at chance")
+    line = next(x for x in task_table(task_frame(df), "mi").splitlines() if x.startswith("| MoCo-v2"))
+    assert "**degenerate**: the classifier behind it is at chance" in line
+    assert "8 steps (max_steps; 22 ep planned)" in line and "22 ep," not in line
