@@ -341,9 +341,10 @@ def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
 
 @dataclass(frozen=True)
 class Group:
-    values: tuple[float, ...]
+    values: tuple[float, ...]  # one per seed (a seed's records averaged)
     seeds: tuple = ()
     setting: str | None = None  # the one setting its runs share (leaderboard.matching.setting_id)
+    records: int = 0  # the records behind the values, when more than one per seed
 
     @property
     def mean(self) -> float:
@@ -358,9 +359,12 @@ class Group:
 
     def text(self) -> str:
         link = f" [setting {self.setting}](#setting-{self.setting})" if self.setting else ""
+        n = f"n={len(self.values)}"
+        if self.records > len(self.values):
+            n += f"; {self.records} records, averaged per seed"
         if self.std is None:
-            return f"{self.mean:.4g} (n=1){link}"
-        return f"{self.mean:.4g} ± {self.std:.3g} (n={len(self.values)}){link}"
+            return f"{self.mean:.4g} ({n}){link}"
+        return f"{self.mean:.4g} ± {self.std:.3g} ({n}){link}"
 
 
 @dataclass
@@ -453,7 +457,21 @@ def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
     for o in obs:
         by.setdefault(o.pool, []).append(o)
     pools = sorted(by.values(), key=lambda p: (-len(p), p[0].pool))
-    return [(Group(tuple(o.value for o in p), tuple(o.seed for o in p), p[0].setting), p) for p in pools]
+    return [(_per_seed(p), p) for p in pools]
+
+
+def _per_seed(pool: list[Obs]) -> Group:
+    """One value per seed: the seed is the unit of replication (it fixes the initialisation, the data
+    order and the augmentation draws), so a checkpoint evaluated twice, or a seed run twice, is one
+    replicate, not two; counting them twice would narrow the interval on no new evidence. A record
+    without a seed is a unit of its own (its checkpoint, else itself)."""
+    units: dict[object, list[Obs]] = {}
+    for i, o in enumerate(pool):
+        key = ("seed", str(o.seed)) if o.seed is not None else ("sha", o.sha) if o.sha else ("record", i)
+        units.setdefault(key, []).append(o)
+    values = tuple(sum(o.value for o in u) / len(u) for u in units.values())
+    seeds = tuple(u[0].seed for u in units.values())
+    return Group(values, seeds, pool[0].setting, records=len(pool))
 
 
 def _on_subset(dataset: str, claim: Claim) -> bool:

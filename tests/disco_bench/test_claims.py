@@ -302,3 +302,17 @@ def test_the_board_draws_every_tested_claims_interval(tmp_path):
     assert "![every tested claim's difference with its 95 % interval](plots/claims.png)" in text
     assert (tmp_path / "plots" / "claims.png").stat().st_size > 1000
     assert "</svg>" in (tmp_path / "plots" / "claims.svg").read_text()
+
+
+def test_a_checkpoint_measured_twice_is_one_seed_not_two():
+    """Two evaluations of one checkpoint (or two runs of one seed) are one replicate: they are averaged
+    per seed, so the arm's n counts seeds and the pairing by seed still holds."""
+    recs = runs("moco", [60.0, 61.0, 63.0], teacher=None)
+    for seed, values in enumerate([(70.0, 70.5), (72.0, 72.5), (73.0, 73.5)]):
+        pre = pretrain("disco", seed)
+        recs += [pre] + [evaluate(pre, v) for v in values]
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.left.values == (70.25, 72.25, 73.25) and row.left.seeds == (0, 1, 2)
+    assert row.diff == difference([70.25, 72.25, 73.25], [60, 61, 63], pair_by=([0, 1, 2], [0, 1, 2]))
+    assert row.diff.method == PAIRED and row.diff.n_left == 3
+    assert "(n=3; 6 records, averaged per seed)" in row.left.text()
