@@ -553,13 +553,12 @@ def reproduced(rows: list[Row]) -> list[dict]:
     """Per claim and student: the verdict on each pre-training dataset (a transfer task's rows count
     for the data its checkpoints were pre-trained on), and whether it is reproduced."""
     by: dict[tuple, dict[str, list[str]]] = {}
-    decided = {(r.claim.key, r.student, r.pretrained_on or r.dataset) for r in rows if r.tested}
+    decided = {_summary_cell(r) for r in rows if r.tested}
     for r in rows:
-        base = r.pretrained_on or r.dataset.split("@")[0]
-        if not r.tested and (r.claim.key, r.student, r.pretrained_on or r.dataset) in decided:
+        key, student, base = _summary_cell(r)
+        if not r.tested and (key, student, base) in decided:
             continue  # an untested variant (e.g. the paper probe of seed 0) does not overrule a tested row
-        student = r.right_student if r.claim.left.teacher else r.student  # the student a teacher row is about
-        by.setdefault((r.claim.key, student), {}).setdefault(base, []).append(r.verdict)
+        by.setdefault((key, student), {}).setdefault(base, []).append(r.verdict)
     out = []
     for claim in CLAIMS:
         for (key, student), per in by.items():
@@ -571,6 +570,13 @@ def reproduced(rows: list[Row]) -> list[dict]:
                 {"claim": claim, "student": student, "verdicts": each, "reproduced": reproduced_on(each)}
             )
     return out
+
+
+def _summary_cell(r: Row) -> tuple[str, str | None, str]:
+    """(claim, student, pre-training dataset) of the reproduction table a row counts for: a teacher
+    row counts for the student it is compared with."""
+    student = r.right_student if r.claim.left.teacher else r.student
+    return r.claim.key, student, r.pretrained_on or r.dataset.split("@")[0]
 
 
 def _worst(verdicts: list[str]) -> str:

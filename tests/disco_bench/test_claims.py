@@ -316,3 +316,22 @@ def test_a_checkpoint_measured_twice_is_one_seed_not_two():
     assert row.diff == difference([70.25, 72.25, 73.25], [60, 61, 63], pair_by=([0, 1, 2], [0, 1, 2]))
     assert row.diff.method == PAIRED and row.diff.n_left == 3
     assert "(n=3; 6 records, averaged per seed)" in row.left.text()
+
+
+def test_a_teacher_rows_untested_dataset_is_not_hidden_by_another_students_tested_row():
+    """A teacher claim is read per student of the other arm: student B's one-seed row on c is B's
+    verdict on c (inconclusive), whatever student A's tested row on c says, so B is not reproduced."""
+    recs = []
+    for d in "abc":
+        pre = pretrain("moco", 0, epochs=30, teacher=None, student="resnet14t", dataset=d, sha=f"teacher-{d}")
+        recs += [pre, evaluate(pre, 80.0)] + runs(
+            "disco", [70.0, 70.5, 71.0], teacher=f"teacher-{d}", dataset=d
+        )
+        recs += runs("moco", [60.0, 61.0, 62.0][: 1 if d == "c" else 3], teacher=None, dataset=d, student="B")
+    recs += runs("moco", [60.0, 61.0, 62.0], teacher=None, dataset="c", student="A")
+    by_student = {
+        s["student"]: s for s in reproduced(claim_rows(tidy(recs))) if s["claim"].key == "headroom-moco"
+    }
+    assert by_student["B"]["verdicts"] == {"a": HOLDS, "b": HOLDS, "c": INCONCLUSIVE}
+    assert by_student["B"]["reproduced"] is False
+    assert by_student["A"]["verdicts"] == {"c": HOLDS}
