@@ -383,6 +383,8 @@ class Row:
     note: str = ""
     right_student: str | None = None  # the other arm's student, when the claim compares across students
     pretrained_on: str | None = None  # the data both arms were pre-trained on (a random init: none)
+    data_key: str | None = None  # that data's identity: its content fingerprint, else its name
+    data_names: tuple[str, ...] = ()  # every name the arms' runs gave that data
     tested: bool = False  # an interval exists and the task measured something (it is in the family)
     degenerate: str = ""  # why some of its numbers came from a degenerate state (shown beside it)
 
@@ -400,6 +402,8 @@ def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
 def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
     trained = next((o.data_name for o in lp + rp if o.data_name is not None), None)
     row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
+    row.data_key = next((o.data_key for o in lp + rp if o.data_key is not None), None)
+    row.data_names = tuple(sorted({o.data_name for o in lp + rp if o.data_name is not None}))
     row.degenerate = "; ".join(sorted({o.degenerate for o in lp + rp if o.degenerate}))
     short = _seeds_short(claim, lg, rg)
     pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
@@ -559,13 +563,14 @@ def reproduced(rows: list[Row]) -> list[dict]:
         if not r.tested and (key, student, base) in decided:
             continue  # an untested variant (e.g. the paper probe of seed 0) does not overrule a tested row
         by.setdefault((key, student), {}).setdefault(base, []).append(r.verdict)
+    label = _data_labels(rows)
     out = []
     for claim in CLAIMS:
         for (key, student), per in by.items():
             if key != claim.key:
                 continue
             # a dataset with several rows (variants) counts as holding only if every one holds
-            each = {d: HOLDS if all(v == HOLDS for v in vs) else _worst(vs) for d, vs in per.items()}
+            each = {label[d]: HOLDS if all(v == HOLDS for v in vs) else _worst(vs) for d, vs in per.items()}
             out.append(
                 {"claim": claim, "student": student, "verdicts": each, "reproduced": reproduced_on(each)}
             )
@@ -576,7 +581,19 @@ def _summary_cell(r: Row) -> tuple[str, str | None, str]:
     """(claim, student, pre-training dataset) of the reproduction table a row counts for: a teacher
     row counts for the student it is compared with."""
     student = r.right_student if r.claim.left.teacher else r.student
-    return r.claim.key, student, r.pretrained_on or r.dataset.split("@")[0]
+    return r.claim.key, student, r.data_key or r.pretrained_on or r.dataset.split("@")[0]
+
+
+def _data_labels(rows: list[Row]) -> dict[str, str]:
+    """Pre-training data identity -> its column heading: the names its runs gave it (one content
+    under two names is one dataset), with the fingerprint where one name covers two contents."""
+    names: dict[str, set[str]] = {}
+    for r in rows:
+        key = _summary_cell(r)[2]
+        names.setdefault(key, set()).update(r.data_names or [r.pretrained_on or r.dataset.split("@")[0]])
+    label = {key: " / ".join(sorted(n)) for key, n in names.items()}
+    clash = {text for text in label.values() if list(label.values()).count(text) > 1}
+    return {key: f"{text} ({key[:8]})" if text in clash else text for key, text in label.items()}
 
 
 def _worst(verdicts: list[str]) -> str:

@@ -335,3 +335,27 @@ def test_a_teacher_rows_untested_dataset_is_not_hidden_by_another_students_teste
     assert by_student["B"]["verdicts"] == {"a": HOLDS, "b": HOLDS, "c": INCONCLUSIVE}
     assert by_student["B"]["reproduced"] is False
     assert by_student["A"]["verdicts"] == {"c": HOLDS}
+
+
+def _on_data(recs: list[dict], name: str, fingerprint: str) -> list[dict]:
+    """The records as a run that recorded its pre-training data (name, content fingerprint, path)."""
+    data = {"name": name, "fingerprint": fingerprint, "path": f"/data/{name}"}
+    out = []
+    for r in recs:
+        pre = r["protocol"] if r["task"] == "pretrain" else r["protocol"]["pretrain"]
+        pre = {**pre, "data": data}
+        protocol = pre if r["task"] == "pretrain" else {**r["protocol"], "pretrain": pre}
+        out.append({**r, "protocol": protocol, "checkpoint_sha256": f"{r['checkpoint_sha256']}-{name}"})
+    return out
+
+
+def test_one_dataset_under_two_names_is_not_two_reproductions():
+    """ "Reproduced" counts pre-training data by content: the same fingerprint under two names is one
+    dataset, and one name over two contents is two."""
+    one = runs("disco", [70.0, 72.0, 74.0]) + runs("moco", [60.0, 61.0, 62.0], teacher=None)
+    recs = _on_data(one, "toy", "f" * 64) + _on_data(one, "toy-copy", "f" * 64)
+    summary = summary_of(recs)["linear-moco"]
+    assert summary["verdicts"] == {"toy / toy-copy": HOLDS} and summary["reproduced"] is False
+    recs = _on_data(one, "toy", "f" * 64) + _on_data(one, "toy", "e" * 64)
+    summary = summary_of(recs)["linear-moco"]
+    assert summary["verdicts"] == {"toy (ffffffff)": HOLDS, "toy (eeeeeeee)": HOLDS} and summary["reproduced"]
