@@ -237,13 +237,17 @@ def settings_section(df: pd.DataFrame, used_paper: dict[str, dict]) -> list[str]
             "",
         ]
     seen = set()
-    for sid, record, fields in zip(df.setting, df.record, df.settings, strict=True):
+    for sid, record, fields, trained in zip(
+        df.setting, df.record, df.settings, df.pretrained_on, strict=True
+    ):
         if sid in seen:
             continue
         seen.add(sid)
         ident = ", ".join(
             f"{k} {record.get(k)}" for k in IDENTITY if k not in ("metric", "split") and record.get(k)
         )
+        if trained not in (None, "—") and trained != str(record.get("dataset")).split("@")[0]:
+            ident += f", pre-trained on {trained}"
         body = "; ".join(f"{k}={_value(v)}" for k, v in sorted(fields.items())) or "(no protocol recorded)"
         out += [f"### setting {sid}", "", f"{ident}: {body}", ""]
     return out

@@ -197,6 +197,15 @@ def test_checkpoints_pretrained_on_different_data_never_share_a_transfer_row():
         len(rows) == 2 and "| cifar10 | a |" in rows[0] + rows[1] and "| cifar10 | b |" in rows[0] + rows[1]
     )
     assert "pretrained on" in table.splitlines()[0]
+    # and two settings: results.csv, the charts and the setting sections group by it
+    df = tidy(records)
+    cifar = df[df.task == "cifar"]
+    assert cifar.setting.nunique() == 2 and cifar.pool.nunique() == 2
+    assert df[df.task == "pretrain"].setting.nunique() == 2  # their own records: the dataset tells them apart
+    from disco_bench.leaderboard.markdown import render
+
+    text, _ = render(df)
+    assert "dataset cifar10, student mobilenetv3_small_050, method moco, pre-trained on a:" in text
 
 
 def test_pictures_are_linked_from_out_whichever_way_their_record_names_them(tmp_path, monkeypatch):
