@@ -33,6 +33,7 @@ import pandas as pd
 from disco_bench.stats import (
     ALPHA,
     MAX_SEEDS,
+    PAIRED,
     RULE_SYMBOL,
     Difference,
     difference,
@@ -413,6 +414,12 @@ def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: li
         row.note = f"needs ≥ {need} seeds: {', '.join(short) or 'both arms'}"
     elif claim.min_signal is not None and max(lg.mean, rg.mean) < claim.min_signal:
         row.note = f"no signal: both below {claim.min_signal:g}"
+    elif row.diff.sd == 0:
+        # a spread of 0 from a few seeds (scores on a grid repeat) is no evidence that the true spread
+        # is 0: a zero-width interval would call the claim certain
+        row.note = "no spread: every seed gave the same " + (
+            "difference" if row.diff.method == PAIRED else "value"
+        )
     else:
         test = rule_test(row.diff, claim.rule, claim.margin)
         row.p_holds, row.p_fails, row.tested = test.p_holds, test.p_fails, True

@@ -161,7 +161,10 @@ def test_information_plane_uses_each_checkpoints_last_epoch():
         for hidden, xt in ((2048, 2.0), (512, 3.0)):
             pre = pretrain("disco", seed, hidden=hidden)
             recs.append(pre)
-            for epoch, value in ((1, 9.0), (5, xt + seed / 10)):  # epoch 1 is ignored
+            for epoch, value in (
+                (1, 9.0),
+                (5, xt + seed / (10 if hidden == 2048 else 40)),
+            ):  # epoch 1 is ignored
                 rec = evaluate(pre, value, task="mi", metric="mi_xt_bits")
                 rec["extra"] = {"ckpt": "x", "arch": pre["student"], "method": "disco", "teacher": None,
                                 "sha256": pre["checkpoint_sha256"], "epoch": epoch}  # fmt: skip
@@ -169,22 +172,22 @@ def test_information_plane_uses_each_checkpoints_last_epoch():
                 recs.append(rec)
     (row,) = rows_of(recs, "mi-xt")
     assert row.left.values == pytest.approx((2.0, 2.1, 2.2)) and row.right.values == pytest.approx(
-        (3.0, 3.1, 3.2)
+        (3.0, 3.025, 3.05)
     )
-    assert row.gap == pytest.approx(-1.0) and row.verdict == HOLDS  # every pair 1 bit lower
+    assert row.gap == pytest.approx(-0.925) and row.verdict == HOLDS  # every pair about 1 bit lower
 
 
 def test_semisup_claims_read_their_own_subset():
     recs = []
-    for method, values in (("disco", [40.0, 41.0, 42.0]), ("moco", [20.0, 21.0, 22.0])):
+    for method, values in (("disco", [40.0, 41.0, 42.0]), ("moco", [20.0, 21.5, 22.0])):
         for seed, v in enumerate(values):
             pre = pretrain(method, seed, teacher=None if method == "moco" else TEACHER)
             recs += [pre, evaluate(pre, v, task="semisup", dataset="toy@1%")]
             recs.append(evaluate(pre, 100 - v, task="semisup", dataset="toy@10%"))
     (one,) = rows_of(recs, "semisup@1%-moco")
-    assert one.gap == pytest.approx(20.0) and one.verdict == HOLDS
+    assert one.gap == pytest.approx(19.5 + 1 / 3) and one.verdict == HOLDS
     (ten,) = rows_of(recs, "semisup@10%-moco")
-    assert ten.gap == pytest.approx(-20.0) and ten.verdict == FAILS
+    assert ten.gap == pytest.approx(-19.5 - 1 / 3) and ten.verdict == FAILS
 
 
 def test_reproduced_needs_a_hold_on_every_dataset_and_at_least_two():
@@ -251,7 +254,7 @@ def test_a_transfer_claim_is_reproduced_per_pretraining_dataset():
     """CIFAR rows of checkpoints pre-trained on a and on b (each on its own transfer set) count for a and b."""
     recs = []
     for dataset, cifar in (("a", "cifar-a"), ("b", "cifar-b")):
-        for method, values in (("disco", [50.0, 51.0, 52.0]), ("moco", [30.0, 31.0, 32.0])):
+        for method, values in (("disco", [50.0, 51.0, 52.0]), ("moco", [30.0, 31.5, 32.0])):
             for seed, v in enumerate(values):
                 pre = pretrain(method, seed, dataset=dataset, teacher=None if method == "moco" else TEACHER)
                 recs += [pre, evaluate(pre, v, task="cifar", dataset=cifar)]
@@ -359,3 +362,16 @@ def test_one_dataset_under_two_names_is_not_two_reproductions():
     recs = _on_data(one, "toy", "f" * 64) + _on_data(one, "toy", "e" * 64)
     summary = summary_of(recs)["linear-moco"]
     assert summary["verdicts"] == {"toy (ffffffff)": HOLDS, "toy (eeeeeeee)": HOLDS} and summary["reproduced"]
+
+
+def test_seeds_that_agree_exactly_give_no_interval():
+    """Scores on a grid (accuracy on a few hundred images) can repeat: three pairs of seeds that
+    differ by exactly 3 points have a spread of 0, and a zero-width interval would call the claim
+    certain on no evidence of the spread. Such a row is shown, untested, and says why."""
+    recs = runs("disco", [23.0, 25.0, 24.0]) + runs("moco", [20.0, 22.0, 21.0], teacher=None)
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.diff.sd == 0 and not row.tested and row.verdict == INCONCLUSIVE
+    assert "no spread" in row.note
+    recs = runs("disco", [23.0, 25.0, 24.0]) + runs("moco", [20.0, 22.0, 21.5], teacher=None)
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.tested and row.verdict == HOLDS
