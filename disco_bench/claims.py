@@ -70,6 +70,7 @@ BUDGET = (
     "dim",
 )
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+SAME = 1e-9  # a spread below this share of the values' size is rounding: the seeds agree exactly
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,7 @@ def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: li
         row.note = f"needs ≥ {need} seeds: {', '.join(short) or 'both arms'}"
     elif claim.min_signal is not None and max(lg.mean, rg.mean) < claim.min_signal:
         row.note = f"no signal: both below {claim.min_signal:g}"
-    elif row.diff.sd == 0:
+    elif row.diff.sd <= SAME * max(1.0, abs(lg.mean), abs(rg.mean)):
         # a spread of 0 from a few seeds (scores on a grid repeat) is no evidence that the true spread
         # is 0: a zero-width interval would call the claim certain
         row.note = "no spread: every seed gave the same " + (
