@@ -39,7 +39,7 @@ from disco_bench.leaderboard.table import tidy
 def _source(cell: Cell, col: Column) -> str:
     recs = cell.records
     steps = sorted({str(r.get("step")) for r in recs})
-    ids = ", ".join(r["id"][:8] for r in recs[:3]) + ("…" if len(recs) > 3 else "")
+    ids = ", ".join((r.get("id") or "(no id)")[:8] for r in recs[:3]) + ("…" if len(recs) > 3 else "")
     seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in recs}, key=str))
     ckpts = ", ".join(sorted({str(r.get("checkpoint_sha256"))[:10] for r in recs}))
     configs = ", ".join(sorted({str(r.get("config_hash"))[:8] for r in recs}))

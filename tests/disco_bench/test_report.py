@@ -260,3 +260,30 @@ def test_a_number_from_a_degenerate_state_says_so_and_a_max_steps_run_is_labelle
     line = next(x for x in task_table(task_frame(df), "mi").splitlines() if x.startswith("| MoCo-v2"))
     assert "**degenerate**: the classifier behind it is at chance" in line
     assert "8 steps (max_steps; 22 ep planned)" in line and "22 ep," not in line
+
+
+def test_leaderboard_csv_keeps_records_without_ids_and_an_information_plane_at_its_last_epoch():
+    """leaderboard.csv's own rows are the per-task table's: a record with no id still counts (another
+    id-less record filling a paper cell does not take it along), and a per-epoch curve counts once per
+    seed, at its last epoch (n = seeds, not seeds × epochs)."""
+    from disco_bench.leaderboard.export import cells_csv
+    from disco_bench.leaderboard.table import tidy
+
+    in_cell = linear_record("disco", 61.0, seed=0) | {"id": None}
+    own = linear_record("disco", 33.0, seed=1, student="tiny") | {"id": None}
+    curves = []
+    for seed in (0, 1):
+        for epoch, value in ((0, 9.0), (1, 2.0 + seed)):
+            curves.append(
+                linear_record("disco", value, seed=seed, rid=f"mi{epoch}-")
+                | {"task": "mi", "metric": "mi_xt_bits", "extra": {"epoch": epoch}, "step": "mi"}
+            )
+    records = [in_cell, own, *curves]
+    df = tidy(records)
+    _, cells = render(df)
+    assert any(r is in_cell for c in cells for r in c.records)
+    board = pd.read_csv(__import__("io").StringIO(cells_csv(cells, df)))
+    mine = board[(board.table == "own") & (board.task == "linear")]
+    assert list(mine.student) == ["tiny"] and list(mine.ours_mean) == [33.0]
+    (mi,) = board[(board.table == "own") & (board.task == "mi")].itertuples()
+    assert (mi.n, mi.ours_mean) == (2, 2.5)
