@@ -343,7 +343,7 @@ def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
 
 @dataclass(frozen=True)
 class Group:
-    values: tuple[float, ...]  # one per seed (a seed's records averaged)
+    values: tuple[float, ...]  # one per checkpoint (its records averaged)
     seeds: tuple = ()
     setting: str | None = None  # the one setting its runs share (leaderboard.matching.setting_id)
     records: int = 0  # the records behind the values, when more than one per seed
@@ -363,7 +363,7 @@ class Group:
         link = f" [setting {self.setting}](#setting-{self.setting})" if self.setting else ""
         n = f"n={len(self.values)}"
         if self.records > len(self.values):
-            n += f"; {self.records} records, averaged per seed"
+            n += f"; {self.records} records, averaged per checkpoint"
         if self.std is None:
             return f"{self.mean:.4g} ({n}){link}"
         return f"{self.mean:.4g} ± {self.std:.3g} ({n}){link}"
@@ -473,13 +473,13 @@ def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
 
 
 def _per_seed(pool: list[Obs]) -> Group:
-    """One value per seed: the seed is the unit of replication (it fixes the initialisation, the data
-    order and the augmentation draws), so a checkpoint evaluated twice, or a seed run twice, is one
-    replicate, not two; counting them twice would narrow the interval on no new evidence. A record
-    without a seed is a unit of its own (its checkpoint, else itself)."""
+    """One value per checkpoint: a pre-trained checkpoint is the unit of replication, so one evaluated
+    twice is one replicate, not two (counting it twice would narrow the interval on no new
+    evidence). A record that names no checkpoint is a unit per seed, else of its own. Two checkpoints
+    of one seed stay two values with one seed, which the pairing by seed refuses."""
     units: dict[object, list[Obs]] = {}
     for i, o in enumerate(pool):
-        key = ("seed", str(o.seed)) if o.seed is not None else ("sha", o.sha) if o.sha else ("record", i)
+        key = ("sha", o.sha) if o.sha else ("seed", str(o.seed)) if o.seed is not None else ("record", i)
         units.setdefault(key, []).append(o)
     values = tuple(sum(o.value for o in u) / len(u) for u in units.values())
     seeds = tuple(u[0].seed for u in units.values())

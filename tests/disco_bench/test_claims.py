@@ -17,7 +17,7 @@ from disco_bench.claims import (
 )
 from disco_bench.leaderboard.paper import paper_tables
 from disco_bench.leaderboard.table import tidy
-from disco_bench.stats import PAIRED, difference
+from disco_bench.stats import PAIRED, WELCH, difference
 
 TEACHER = "t" * 64
 
@@ -307,9 +307,9 @@ def test_the_board_draws_every_tested_claims_interval(tmp_path):
     assert "</svg>" in (tmp_path / "plots" / "claims.svg").read_text()
 
 
-def test_a_checkpoint_measured_twice_is_one_seed_not_two():
-    """Two evaluations of one checkpoint (or two runs of one seed) are one replicate: they are averaged
-    per seed, so the arm's n counts seeds and the pairing by seed still holds."""
+def test_a_checkpoint_measured_twice_is_one_replicate_not_two():
+    """Two evaluations of one checkpoint are one replicate: they are averaged per checkpoint, so the
+    arm's n counts checkpoints and the pairing by seed still holds."""
     recs = runs("moco", [60.0, 61.0, 63.0], teacher=None)
     for seed, values in enumerate([(70.0, 70.5), (72.0, 72.5), (73.0, 73.5)]):
         pre = pretrain("disco", seed)
@@ -318,7 +318,11 @@ def test_a_checkpoint_measured_twice_is_one_seed_not_two():
     assert row.left.values == (70.25, 72.25, 73.25) and row.left.seeds == (0, 1, 2)
     assert row.diff == difference([70.25, 72.25, 73.25], [60, 61, 63], pair_by=([0, 1, 2], [0, 1, 2]))
     assert row.diff.method == PAIRED and row.diff.n_left == 3
-    assert "(n=3; 6 records, averaged per seed)" in row.left.text()
+    assert "(n=3; 6 records, averaged per checkpoint)" in row.left.text()
+    # two checkpoints of one seed (a rerun) are two values, never paired
+    rerun = pretrain("disco", 2, sha="rerun-of-seed-2")
+    (row,) = rows_of([*recs, rerun, evaluate(rerun, 74.0)], "linear-moco")
+    assert row.left.seeds == (0, 1, 2, 2) and row.diff.method == WELCH
 
 
 def test_a_teacher_rows_untested_dataset_is_not_hidden_by_another_students_tested_row():
