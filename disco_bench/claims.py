@@ -444,7 +444,9 @@ def decide(rows: list[Row]) -> None:
     found, adj_h, adj_f = verdicts([r.p_holds for r in tested], [r.p_fails for r in tested])
     for r, v, ph, pf in zip(tested, found, adj_h, adj_f, strict=True):
         r.verdict, r.p_holds_adj, r.p_fails_adj = v, ph, pf
-        if v == FAILS and r.claim.rule == "greater" and r.claim.margin and r.diff.low > 0:
+        # "better" is a directional finding of its own: read at the board's (Bonferroni) correction
+        better = r.diff.p_above(0.0) < ALPHA / len(tested)
+        if v == FAILS and r.claim.rule == "greater" and r.claim.margin and better:
             r.note = f"better, but not by the declared {r.claim.margin:g}"
         if v == INCONCLUSIVE:
             n = seeds_needed(r.diff, r.claim.rule, r.claim.margin, ALPHA / len(tested))

@@ -383,3 +383,25 @@ def test_seeds_that_agree_exactly_give_no_interval():
     recs = runs("disco", [23.0, 25.0, 24.0]) + runs("moco", [20.0, 22.0, 21.5], teacher=None)
     (row,) = rows_of(recs, "linear-moco")
     assert row.tested and row.verdict == HOLDS
+
+
+def test_better_but_not_by_the_margin_is_said_at_the_boards_corrected_level():
+    """ "Does not hold" on "by > 2" with a note that it is better at all: that note is a directional
+    finding too, so it is read at the board's correction (Bonferroni over the tested rows), not at
+    the uncorrected interval."""
+    disco = [70.0 + d for d in (0.556, 0.85, 1.144)]  # paired gaps over SEED: mean 0.85, se 0.17
+    recs = (
+        runs("disco", disco)
+        + runs("seed", [70.0, 70.0, 70.0])
+        + runs("moco", [60.0, 61.0, 63.0], teacher=None)
+    )
+    (row,) = rows_of(recs, "linear-seed")
+    assert row.diff.low > 0 and row.verdict == FAILS  # uncorrected: better; corrected over 2 rows: not shown
+    assert "better" not in row.note
+    recs = (
+        runs("disco", [71.0, 71.1, 70.95])
+        + runs("seed", [70.0, 70.0, 70.0])
+        + runs("moco", [60.0, 61.0, 63.0], teacher=None)
+    )
+    (row,) = rows_of(recs, "linear-seed")
+    assert row.verdict == FAILS and row.note == "better, but not by the declared 2"
