@@ -8,7 +8,7 @@ paper's words declare (in the metric's units; "a large margin" is a size, "impro
 source with a short quote, and, where the paper's own numbers contradict its sentence, a caveat
 shown beside the verdict. All of it is declared here, before any record is read.
 
-Two arms are set side by side only in one *context*: the same evaluation dataset and settings, the
+Two arms are set side by side only in one *context*: the same evaluation dataset, split and settings, the
 same pre-training data (name and fingerprint), and, unless the claim says otherwise, the same
 student, pre-training budget and teacher checkpoint. Within a context each arm's runs pool over
 seeds only when every other setting is equal (the table's ``pool``); a variant is its own row.
@@ -288,6 +288,7 @@ class Obs:
     setting: str | None  # the leaderboard's setting id (its link)
     eval_context: str
     dataset: str
+    split: str | None
     kd: bool
     teacher_sha: str | None
     step: str | None
@@ -317,6 +318,7 @@ def observations(df: pd.DataFrame) -> list[Obs]:
                 setting=None if several else row.setting,
                 eval_context=row.eval_context,
                 dataset=str(row.dataset),
+                split=row.split,
                 kd=bool(row.kd_probe),
                 teacher_sha=row.teacher_sha256,
                 step=row.step,
@@ -463,7 +465,7 @@ def _context_key(o: Obs, claim: Claim, with_student: bool) -> tuple:
     """What two arms must share (pre-training data aside: see _rows_for)."""
     budget = tuple(o.pretrain.get(k) for k in claim.budget()) if claim.same_budget else ()
     head = o.pretrain.get("hidden") if claim.same_head else None
-    return (o.dataset, o.eval_context, o.student if with_student else None, budget, head)
+    return (o.dataset, o.split, o.eval_context, o.student if with_student else None, budget, head)
 
 
 def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:

@@ -405,3 +405,20 @@ def test_better_but_not_by_the_margin_is_said_at_the_boards_corrected_level():
     )
     (row,) = rows_of(recs, "linear-seed")
     assert row.verdict == FAILS and row.note == "better, but not by the declared 2"
+
+
+def test_two_splits_are_never_compared_nor_pooled():
+    """A number on the test split and one on the validation split measure different images: DisCo on
+    val meets MoCo-v2 on val only, and its test-split scores of the same checkpoints stay apart."""
+    recs = []
+    for method, val, test in (
+        ("disco", [70.0, 72.0, 73.0], [50.0, 51.0, 53.0]),
+        ("moco", [60.0, 61.0, 63.0], []),
+    ):
+        for seed, v in enumerate(val):
+            pre = pretrain(method, seed, teacher=None if method == "moco" else TEACHER)
+            recs += [pre, evaluate(pre, v) | {"split": "val"}]
+            if test:
+                recs.append(evaluate(pre, test[seed]) | {"split": "test"})
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.left.values == (70.0, 72.0, 73.0) and row.left.records == 3
