@@ -704,7 +704,7 @@ def claims_section(df: pd.DataFrame, rows: list[Row] | None = None, chart: str |
         "",
         "Each claim is the paper's statement with its direction and the margin its words declare "
         "(`disco_bench/claims.py`, declared before any record is read). Two arms meet only with the same "
-        "dataset, evaluation settings and pre-training data and (unless the claim spans them) student, "
+        "dataset, split, evaluation settings and pre-training data and (unless the claim spans them) student, "
         "pre-training budget and teacher checkpoint. *difference* is mean(left) − mean(right) with its 95 % "
         "interval: paired by seed when both arms have the same seeds, Welch otherwise, one-sample against "
         "a single teacher checkpoint (the *test* column). `>` holds when the interval's lower bound exceeds "
