@@ -603,9 +603,10 @@ def _data_labels(rows: list[Row]) -> dict[str, str]:
     for r in rows:
         key = _summary_cell(r)[2]
         names.setdefault(key, set()).update(r.data_names or [r.pretrained_on or r.dataset.split("@")[0]])
-    label = {key: " / ".join(sorted(n)) for key, n in names.items()}
-    clash = {text for text in label.values() if list(label.values()).count(text) > 1}
-    return {key: f"{text} ({key[:8]})" if text in clash else text for key, text in label.items()}
+    shared = {n for key, ns in names.items() for n in ns if any(n in o for k, o in names.items() if k != key)}
+    return {
+        key: " / ".join(sorted(ns)) + (f" ({key[:8]})" if ns & shared else "") for key, ns in names.items()
+    }
 
 
 def _worst(verdicts: list[str]) -> str:

@@ -366,6 +366,8 @@ def test_one_dataset_under_two_names_is_not_two_reproductions():
     recs = _on_data(one, "toy", "f" * 64) + _on_data(one, "toy", "e" * 64)
     summary = summary_of(recs)["linear-moco"]
     assert summary["verdicts"] == {"toy (ffffffff)": HOLDS, "toy (eeeeeeee)": HOLDS} and summary["reproduced"]
+    recs += _on_data(one, "toy2", "f" * 64)  # a name shared with another content is never shown bare
+    assert set(summary_of(recs)["linear-moco"]["verdicts"]) == {"toy / toy2 (ffffffff)", "toy (eeeeeeee)"}
 
 
 def test_seeds_that_agree_exactly_give_no_interval():
