@@ -710,7 +710,8 @@ def claims_section(df: pd.DataFrame, rows: list[Row] | None = None, chart: str |
         "interval: paired by seed when both arms have the same seeds, Welch otherwise, one-sample against "
         "a single teacher checkpoint (the *test* column). `>` holds when the interval's lower bound exceeds "
         "the margin, `≥` when it exceeds −margin, `≈` when the interval lies inside ±margin (two one-sided "
-        "tests), `<` mirrors `>`; a claim does not hold when the interval lies on the other side. The "
+        "tests), `<` mirrors `>`; a claim does not hold when the interval lies on the other side (for `≈`, "
+        "outside the band, each side at half the level). The "
         f"p-values are Holm-adjusted over the {family} tested rows of this board and read at 0.025 per "
         "side; an inconclusive row says how many seeds per arm the observed difference and spread would "
         "need (80 % power at this board's Bonferroni level, which Holm's never exceeds).",

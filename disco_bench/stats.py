@@ -143,7 +143,7 @@ def rule_test(d: Difference, rule: str, margin: float = 0.0) -> RuleTest:
     - ``less``: holds if diff < −margin; does not hold if diff > −margin.
     - ``non_inferior`` (≥): holds if diff > −margin; does not hold if diff < −margin.
     - ``equivalent`` (≈, two one-sided tests): holds if −margin < diff < margin; does not hold if
-      the difference lies outside the band on either side.
+      the difference lies outside the band on either side (either side's test at half the level).
     """
     if rule == "greater":
         return RuleTest(d.p_above(margin), d.p_below(margin), f"lower bound > {margin:g}")
@@ -153,7 +153,8 @@ def rule_test(d: Difference, rule: str, margin: float = 0.0) -> RuleTest:
         return RuleTest(d.p_above(-margin), d.p_below(-margin), f"lower bound > {-margin:g}")
     if rule == "equivalent":
         holds = np.maximum(d.p_above(-margin), d.p_below(margin))
-        fails = np.minimum(d.p_above(margin), d.p_below(-margin))
+        # outside on either side: two chances to reject "inside", each read at half the level (Bonferroni)
+        fails = np.minimum(1.0, 2 * np.minimum(d.p_above(margin), d.p_below(-margin)))
         return RuleTest(holds, fails, f"interval inside ±{margin:g}")
     raise ValueError(f"unknown rule {rule!r}")
 
