@@ -473,10 +473,10 @@ def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
     for o in obs:
         by.setdefault(o.pool, []).append(o)
     pools = sorted(by.values(), key=lambda p: (-len(p), p[0].pool))
-    return [(_per_seed(p), p) for p in pools]
+    return [(_per_checkpoint(p), p) for p in pools]
 
 
-def _per_seed(pool: list[Obs]) -> Group:
+def _per_checkpoint(pool: list[Obs]) -> Group:
     """One value per checkpoint: a pre-trained checkpoint is the unit of replication, so one evaluated
     twice is one replicate, not two (counting it twice would narrow the interval on no new
     evidence). A record that names no checkpoint is a unit per seed, else of its own. Two checkpoints
