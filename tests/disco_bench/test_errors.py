@@ -908,7 +908,7 @@ def render(outcomes) -> str:
         "Every case exits with code 2 after one line on stderr, and leaves no partial output: no\n"
         "`final.pt`, no record in `results.jsonl`, and, where the input is checked before any work\n"
         "starts, no output folder at all. A run stopped part-way (a corrupt image met in training, a\n"
-        "NaN loss) keeps only the `last.pt` of its completed steps, which `--resume` continues from.\n\n"
+        "NaN loss) keeps only the `last.pt` of its completed steps, which a rerun (the default) continues from.\n\n"
         "Policies:\n\n"
         "- Corrupt or truncated image: **stop** at the first one, naming the file (skipping would change\n"
         "  the dataset a number is measured on). The same holds with DataLoader workers (`workers>0`):\n"
