@@ -37,7 +37,7 @@ class PretrainConfig:
     weight_decay: float = 1e-4
     schedule: str = "cosine"  # cosine (per epoch, no warm-up) | constant
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None  # DataLoader workers; None: 0 on a CPU, on CUDA pretrain.data.default_workers
     device: str = "auto"  # auto | cpu | cuda
     amp: str = "none"  # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU); recorded in the protocol
     # fp32 NHWC for the whole step (only float rounding changes); None: on where benchmarks/ measured it
@@ -50,8 +50,8 @@ class PretrainConfig:
     teacher_channels_last: bool | None = (
         None  # the frozen teacher's weights and inputs; None: as channels_last
     )
-    aug_impl: str = (
-        "torchvision"  # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+    aug_impl: str = (  # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+        "torchvision"  # | gpu (pretrain.device_augment: crop in the workers, the rest batched on the device)
     )
     save_every_steps: int = 0  # also checkpoint every N steps (0: only at epoch ends)
     log_every: int = 10
@@ -220,7 +220,7 @@ FIELD_RULES = {
     "weight_decay": Range(low=0.0),
     "schedule": OneOf(("cosine", "constant")),
     "seed": at_least(0),
-    "workers": at_least(0),
+    "workers": OrNull(at_least(0)),
     "device": Device(),
     "amp": OneOf(AMPS),
     "channels_last": FREE,
