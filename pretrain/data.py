@@ -115,7 +115,9 @@ class MultiViewDataset(Dataset):
         epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         path, label = self.base.samples[index]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            # the CPU generator alone (the one fork_rng restores): torch.manual_seed would also
+            # reseed a CUDA generator in a process that has one, and costs more than a crop
+            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
             if self.views_of is not None:
                 with reading_image(path), Image.open(path) as img:
                     views = self.views_of(img, self.num_views)

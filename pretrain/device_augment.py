@@ -43,9 +43,9 @@ REDUCTIONS = (8, 4, 2, 1)
 
 def draw_photometric() -> torch.Tensor:
     """The photometric parameters of one view, drawn as aug+'s transforms draw them."""
-    row = torch.zeros(NUM_PARAMS)
+    row = [0.0] * NUM_PARAMS  # a list, made a tensor once: per-element tensor writes cost more than the draws
     if torch.rand(1) < JITTER_P:  # v2.RandomApply(ColorJitter): rand(1) >= p skips
-        row[ORDER] = torch.randperm(4).float()  # ColorJitter.make_params: order, then the factors
+        row[ORDER] = torch.randperm(4).tolist()  # ColorJitter.make_params: order, then the factors
         lo, hi = 1 - JITTER_STRENGTH, 1 + JITTER_STRENGTH
         for col in (BRIGHTNESS, CONTRAST, SATURATION):
             row[col] = torch.empty(1).uniform_(lo, hi).item()
@@ -55,7 +55,7 @@ def draw_photometric() -> torch.Tensor:
         row[GRAY] = 1.0
     if torch.rand(1) < BLUR_P:  # v2.RandomApply(GaussianBlur): the gate, then the sigma
         row[SIGMA] = torch.empty(1).uniform_(*BLUR_SIGMA).item()
-    return row
+    return torch.tensor(row, dtype=torch.float32)
 
 
 class CropViews:
