@@ -56,6 +56,9 @@ def all_gather_cat(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every rank along dim 0 (no gradient), or return it alone."""
     if not is_distributed():
         return x
+    # contiguous first, then buffers like it: buffers like a channels_last input would have
+    # another layout than the bytes the backend writes into them (NCCL copies them flat)
+    x = x.contiguous()
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, x.contiguous())
+    dist.all_gather(parts, x)
     return torch.cat(parts, dim=0)
