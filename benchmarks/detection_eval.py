@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 
+from benchmarks._common import load_average, section_header, write_readme_section  # noqa: E402
 from downstream.detection.data import read_coco  # noqa: E402
 from downstream.detection.metrics import Prediction, detection_metrics, encode_masks  # noqa: E402
 
@@ -133,18 +134,25 @@ def main(argv: list[str] | None = None) -> int:
         "--objects", type=int, default=7, help="ground-truth objects per image (COCO: about 7)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON line instead of the text")
+    parser.add_argument(
+        "--write-readme", action="store_true", help="also write benchmarks/README.md's section"
+    )
     args = parser.parse_args(argv)
+    load_before = load_average()
     out = measure(args.images, args.detections, args.height, args.width, args.objects)
     if args.json:
         print(json.dumps(out))
         return 0
-    print(
+    line = (
         f"{out['images']} images x {out['detections_per_image']} detections at {args.height}x{args.width}: "
         f"peak memory {out['peak_above_setup_mib']:.0f} MiB above the ground truth's "
         f"({out['peak_mib']:.0f} MiB in all; the raw masks would take {out['raw_masks_gib']:.1f} GiB, "
         f"their RLEs take {out['rle_mib']:.1f} MiB); predict + encode {out['predict_and_encode_s']:.1f} s, "
         f"evaluate {out['evaluate_s']:.1f} s; mask AP {out['mask_AP']:.2f}"
     )
+    print(line)
+    if args.write_readme:
+        write_readme_section("detection_eval", f"{section_header('cpu', load_before)}\n{line}")
     return 0
 
 

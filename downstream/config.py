@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from dataclasses import asdict, dataclass, field
 
 from pretrain.validation import (
@@ -55,6 +57,9 @@ RUNTIME_FIELDS = {
 }
 
 
+_WARNED_NO_WORKERS: list[bool] = []  # the CUDA warning is printed once per process
+
+
 @dataclass
 class EvalConfig:
     ckpt: str = ""  # checkpoint written by pretrain, or a supported external format
@@ -70,7 +75,7 @@ class EvalConfig:
     lr_milestones: tuple[float, ...] = (0.6, 0.8)  # fractions of the epochs (60 and 80 of 100)
     weight_decay: float = 0.0
     seed: int = 0
-    workers: int = 0
+    workers: int | None = None  # DataLoader workers; None: loader_workers() decides for the device
     device: str = "auto"
     feature_batch_size: int = 512
     amp: str = "bf16"  # backbone forward precision on GPU: none | bf16 | fp16 (CPU always runs fp32)
@@ -128,6 +133,27 @@ class EvalConfig:
     def __post_init__(self) -> None:
         validate_fields(self, FIELD_RULES)
 
+    def loader_workers(self) -> int:
+        """``workers``, or when unset what pre-training uses on this device (none on a CPU; on CUDA
+        the cores this process may use, shared among the node's processes: pretrain.data.default_workers).
+        A CUDA run left with none is warned once, in one line."""
+        import torch
+
+        from pretrain.data import default_workers
+
+        device = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        workers = self.workers
+        if workers is None:
+            workers = default_workers(device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if device == "cuda" and workers == 0 and not _WARNED_NO_WORKERS:
+            _WARNED_NO_WORKERS.append(True)
+            print(
+                "warning: workers=0 on CUDA: images are decoded inside the evaluating process while "
+                "the GPU waits; leave workers unset (one per core) or set workers>0",
+                file=sys.stderr,
+            )
+        return workers
+
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable (other tasks' and protocols' fields left out)."""
         skip = set(RUNTIME_FIELDS) | {"kd_save_classifier"}
@@ -160,7 +186,7 @@ FIELD_RULES = {
     "lr_milestones": Each(fraction(low_open=True), ordered=True),
     "weight_decay": Range(low=0.0),
     "seed": at_least(0),
-    "workers": at_least(0),
+    "workers": OrNull(at_least(0)),
     "device": Device(),
     "feature_batch_size": at_least(1),
     "amp": OneOf(AMPS),

@@ -228,7 +228,7 @@ def build_config(
     d2.SOLVER.CLIP_GRADIENTS.ENABLED = False
     d2.TEST.PRECISE_BN.ENABLED = schedule.precise_bn_iters > 0
     d2.TEST.PRECISE_BN.NUM_ITER = schedule.precise_bn_iters
-    d2.DATALOADER.NUM_WORKERS = cfg.workers
+    d2.DATALOADER.NUM_WORKERS = cfg.loader_workers()
     d2.SEED = seed
     d2.OUTPUT_DIR = cfg.out
     d2.freeze()
@@ -430,7 +430,7 @@ def run_trial(
             mapper=DatasetMapper(d2, is_train=True),
             total_batch_size=schedule.batch_size,
             sampler=TrainingSampler(len(train.images), seed=loader_seed),
-            num_workers=cfg.workers,
+            num_workers=cfg.loader_workers(),
         )
 
     trainer = SimpleTrainer(wrap_ddp(model, procs, device), train_loader(seed), optimizer)
@@ -460,7 +460,7 @@ def run_trial(
         dataset_dicts(shard, masks, fmt),
         mapper=DatasetMapper(d2, is_train=False),
         sampler=SequentialSampler(shard.images),
-        num_workers=cfg.workers,
+        num_workers=cfg.loader_workers(),
     )
     inference_on_dataset(model, test_loader, collect)
     predictions = gather_on_main(collect.predictions, test, procs)
