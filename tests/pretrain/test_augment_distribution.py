@@ -177,7 +177,7 @@ def test_the_device_half_applies_order_gates_and_blur_per_sample():
 
     b, size = 6, 30
     gen = torch.Generator().manual_seed(0)
-    pixels = torch.randint(0, 256, (b, size, size, 3), dtype=torch.uint8, generator=gen)
+    pixels = torch.randint(0, 256, (b, 3, size, size), dtype=torch.uint8, generator=gen)
     params = torch.zeros(b, NUM_PARAMS)
     params[:, JITTER] = torch.tensor([1, 1, 1, 0, 1, 0.0])
     params[:, BRIGHTNESS : HUE + 1] = torch.tensor([1.3, 0.7, 1.2, 0.08]).repeat(b, 1)
@@ -187,7 +187,7 @@ def test_the_device_half_applies_order_gates_and_blur_per_sample():
     ours = DeviceAugPlus(size)(pixels, params)
     ops = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
     for i in range(b):
-        x = pixels[i].permute(2, 0, 1).float() / 255
+        x = pixels[i].float() / 255
         if params[i, JITTER]:
             for op in params[i, ORDER].long().tolist():
                 x = ops[op](x, params[i, BRIGHTNESS + op].item())
