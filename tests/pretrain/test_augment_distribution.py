@@ -229,3 +229,22 @@ def gpu_views_of_open(img: Image.Image, size: int) -> torch.Tensor:
     views = aug.views(img, 2)
     assert img.size[0] < full_size[0]  # every crop of these sides allows at least a 1/2 decode
     return aug.on_device(torch.stack([v for v, _ in views]), torch.stack([p for _, p in views]))
+
+
+def test_the_device_half_never_reads_a_value_back_to_the_host(monkeypatch):
+    """Every per-sample choice is a mask or a factor: on a GPU the batch is augmented without a sync."""
+    from pretrain.device_augment import NUM_PARAMS, SIGMA, DeviceAugPlus
+
+    aug = DeviceAugPlus(SIZE)
+    pixels = torch.randint(0, 256, (4, 3, SIZE, SIZE), dtype=torch.uint8)
+    params = torch.rand(4, NUM_PARAMS)
+    params[:, SIGMA] = torch.tensor([0.0, 0.5, 1.0, 2.0])
+
+    def read_back(*_args, **_kwargs):
+        raise AssertionError("a device value was read on the host")
+
+    for name in ("__bool__", "__int__", "__float__", "item", "tolist", "numpy"):
+        monkeypatch.setattr(torch.Tensor, name, read_back)
+    out = aug(pixels, params)
+    monkeypatch.undo()
+    assert out.shape == (4, 3, SIZE, SIZE) and torch.isfinite(out).all()
