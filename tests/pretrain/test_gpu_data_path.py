@@ -95,3 +95,20 @@ def test_a_gpu_path_run_with_workers_resumed_ends_where_one_without_them_ends(
     assert a["protocol"]["aug_impl"] == "gpu" and a["step"] == b["step"] == 12
     for key, value in a["encoder"]["backbone"].items():
         assert torch.equal(value, b["encoder"]["backbone"][key]), key
+
+
+def test_a_truncated_jpeg_is_one_error_naming_it_on_the_gpu_path_too(tmp_path):
+    from PIL import Image
+
+    from pretrain.errors import InputError
+
+    folder = tmp_path / "train" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (120, 30, 200)).save(folder / "good.jpg", quality=90)
+    whole = (folder / "good.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    dataset = MultiViewDataset(image_folder(tmp_path / "train"), aug_plus_for(16, "gpu"), 2, seed=0)
+    index = [p for p, _ in dataset.base.samples].index(str(folder / "cut.jpg"))
+    with pytest.raises(InputError, match=rf"^corrupt or truncated image {folder / 'cut.jpg'} "):
+        dataset[(0, index)]
+    assert len(dataset[(0, 1 - index)][0]) == 2
