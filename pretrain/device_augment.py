@@ -65,7 +65,9 @@ class CropViews:
 
     def __init__(self, image_size: int = 224, scale: tuple[float, float] = (0.2, 1.0)):
         self.image_size, self.scale = image_size, scale
-        self.crop = v2.RandomResizedCrop(image_size, scale=scale, antialias=True)
+        crop = v2.RandomResizedCrop(image_size, scale=scale, antialias=True)
+        # the crop box aug+ would draw (older torchvision releases name the method _get_params)
+        self.crop_params = getattr(crop, "make_params", None) or crop._get_params
 
     def __repr__(self) -> str:
         return f"CropViews(image_size={self.image_size}, scale={self.scale})"
@@ -82,7 +84,7 @@ class CropViews:
         width, height = img.size
         draws = []
         for _ in range(n):  # aug+ order per view: crop, photometric, flip
-            box = self.crop.make_params([img])
+            box = self.crop_params([img])
             row = draw_photometric()
             flip = bool(torch.rand(1) < FLIP_P)
             draws.append((box, row, flip))
