@@ -287,13 +287,14 @@ def build_data(cfg: PretrainConfig, method, dist_info: DistInfo, local_batch: in
     return dataset, sampler, per_epoch, getattr(transforms, "on_device", None)
 
 
-def resolve_workers(cfg: PretrainConfig, device: torch.device) -> PretrainConfig:
+def resolve_workers(cfg: PretrainConfig, device: torch.device, warn: bool = True) -> PretrainConfig:
     """``workers=None`` decided for this device and node (pretrain.data.default_workers); a CUDA
-    run left with none gets a one-line warning (its GPU would wait on decoding)."""
+    run left with none gets a one-line warning (its GPU would wait on decoding) where ``warn``
+    (rank 0: one line for the run, not one per process)."""
     workers = cfg.workers
     if workers is None:
         workers = default_workers(device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    if device.type == "cuda" and workers == 0:
+    if warn and device.type == "cuda" and workers == 0:
         print(
             "warning: workers=0 on CUDA: images are decoded and augmented inside the training "
             "process while the GPU waits; leave workers unset (one per core) or set workers>0",
@@ -322,7 +323,7 @@ def set_up(cfg: PretrainConfig) -> Run:
     dist_info = init_distributed(device_type)
     device = pick_device(cfg.device, dist_info)
     cfg = cfg.with_memory_format_for(device.type)  # recorded as resolved, so the protocol says what ran
-    cfg = resolve_workers(cfg, device)
+    cfg = resolve_workers(cfg, device, warn=dist_info.is_main)
     if device.type == "cuda":
         # every step has the same shapes (the sampler drops the last partial batch): autotune once
         torch.backends.cudnn.benchmark = True
