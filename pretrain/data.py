@@ -166,11 +166,20 @@ def default_workers(device_type: str, local_world_size: int) -> int:
     """DataLoader workers when ``workers`` is not set: none on a CPU (the step itself uses every
     core, and its numbers are measured that way); on CUDA the cores this process may use
     (``os.sched_getaffinity``: a container's or a job scheduler's CPU set, not the host's count)
-    shared among the processes of this node, one of each share left to the training process."""
+    shared among the processes of this node, one of each share left to the training process; a
+    step started by ``run --jobs N`` counts only its share of the cores (``DISCO_BENCH_STEP_CORES``)."""
     if device_type != "cuda":
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # a launcher running several steps at once gives each its share (``run --jobs N``)
+    share = os.environ.get(CORES_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        cores = min(cores, int(share))
     return max(1, cores // max(1, local_world_size) - 1)
+
+
+# The cores a step process may use when a launcher splits the machine between steps (``--jobs``)
+CORES_ENV = "DISCO_BENCH_STEP_CORES"
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:

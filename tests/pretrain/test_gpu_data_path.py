@@ -46,11 +46,14 @@ def test_persistent_workers_augment_the_samplers_epoch(tiny_imagefolder):
 
 
 def test_default_workers_share_this_processs_cores_among_local_ranks(monkeypatch):
+    monkeypatch.delenv("DISCO_BENCH_STEP_CORES", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(48)), raising=False)
     assert default_workers("cuda", 8) == 5  # 6 cores per rank, one left to the training process
     assert default_workers("cuda", 1) == 47
     assert default_workers("cuda", 64) == 1
     assert default_workers("cpu", 1) == 0  # CPU runs keep decoding in the training process
+    monkeypatch.setenv("DISCO_BENCH_STEP_CORES", "12")  # one of `run --jobs 4` on this machine
+    assert default_workers("cuda", 1) == 11
 
 
 def test_a_cuda_run_without_workers_is_warned_once(tiny_pretrain_cfg, capsys):
