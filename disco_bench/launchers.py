@@ -305,6 +305,9 @@ def _job_main(
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    # its share of the cores is also what its DataLoader workers default to (pretrain.data.default_workers),
+    # not the whole machine's once per job
+    os.environ["DISCO_BENCH_STEP_CORES"] = str(threads)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     # The fork server loaded OpenMP and BLAS before this step's thread count was known, so the

@@ -53,7 +53,7 @@ def _method_names() -> list[str]:
 
 # the augmentation pipelines of pretrain.augment, named here (torch-free) so a config is checked
 # without importing torch
-AUG_IMPLS = ("torchvision", "fast")
+AUG_IMPLS = ("torchvision", "fast", "gpu")
 
 
 def _aug_impls() -> tuple[str, ...]:
@@ -83,7 +83,8 @@ class PretrainConfig:
         "cosine", OneOf(("cosine", "constant"))
     )  # cosine (per epoch, no warm-up) | constant
     seed: int = setting(0, SEED)
-    workers: int = setting(0, at_least(0), **RUNTIME)
+    # DataLoader workers; None: 0 on a CPU, on CUDA pretrain.data.default_workers
+    workers: int | None = setting(None, OrNull(at_least(0)), **RUNTIME)
     device: str = setting("auto", Device(), **RUNTIME)  # auto | cpu | cuda
     # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU)
     amp: str = setting("none", OneOf(AMPS))
@@ -95,7 +96,8 @@ class PretrainConfig:
     teacher_amp: str = setting("none", OneOf(AMPS), readers=_distillers)
     # the frozen teacher's weights and inputs; None: as channels_last
     teacher_channels_last: bool | None = setting(None, readers=_distillers)
-    # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+    # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws) | gpu
+    # (pretrain.device_augment: crop in the workers, the rest batched on the device)
     aug_impl: str = setting("torchvision", OneOf(_aug_impls))
     save_every_steps: int = setting(
         0, at_least(0), **RUNTIME

@@ -533,7 +533,7 @@ CASES = [
     Case(
         "--set workers=-1",
         lambda t: pretrain(t, "--set", "workers=-1"),
-        ("workers=-1", "expected an integer >= 0"),
+        ("workers=-1", "expected null or an integer >= 0"),
     ),
     Case("--set queue_size=0", lambda t: pretrain(t, "--set", "queue_size=0"), ("queue_size=0", "expected")),
     Case("--set dim=0", lambda t: pretrain(t, "--set", "dim=0"), ("dim=0", "expected an integer >= 1")),
