@@ -294,8 +294,8 @@ def pretrain_worker(spec_path: str, result_path: str) -> None:
         stamps.append(time.perf_counter())
         return row
 
-    def noted_set_up(config):
-        run = real_set_up(config)
+    def noted_set_up(*args, **kwargs):
+        run = real_set_up(*args, **kwargs)
         workers.append(run.cfg.workers)
         return run
 
