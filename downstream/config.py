@@ -156,6 +156,18 @@ class EvalConfig:
         """Those of ``names`` (fields) that ``task`` does not read under this config."""
         return [name for name in names if not self.reads(name, task)]
 
+    def why_unread(self, name: str, task: str) -> str:
+        """Why a setting of ``name`` is refused for ``task`` under this config, and what to do instead."""
+        r: Reads = readers_of(EvalConfig)[name] or Reads()
+        if r.tasks is not None and task not in r.tasks:
+            return f"eval {task} does not read {name}; drop it (read by {', '.join(r.tasks)})"
+        if task in PROBES and self.protocol not in r.protocols:
+            return (
+                f"eval {task} under protocol {self.protocol} does not read {name}; drop it "
+                f"(read under protocol {' and '.join(r.protocols)})"
+            )
+        return f"eval {task} without a KD teacher does not read {name}; drop it, or set kd_teacher"
+
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable: every field declared ``protocol``
         that the task reads under this protocol (other tasks' and protocols' fields left out)."""
@@ -165,14 +177,6 @@ class EvalConfig:
             for k in protocol_fields(EvalConfig)
             if self.reads(k, task)
         }
-
-
-def read_by_task(name: str) -> list[str]:
-    """The tasks that read field ``name`` under some protocol, for messages."""
-    from downstream.registry import TASKS
-
-    r: Reads = readers_of(EvalConfig)[name] or Reads()
-    return sorted(TASKS) if r.tasks is None else sorted(r.tasks)
 
 
 KD_FIELDS = {
