@@ -15,8 +15,7 @@ from disco_bench.steps import RunContext, eval_config, pretrain_config
 from disco_bench.suite import Step, available_suites
 from pretrain.config import PretrainConfig
 from pretrain.errors import InputError
-from tests.disco_bench.test_field_validation import run_main
-from tests.pretrain.helpers import pretrain_args
+from tests.pretrain.helpers import pretrain_args, run_main
 
 DISTILLERS = "at, at+disco, dino+disco, disco, disco*, distill-only, rkd, rkd+disco, seed, swav+disco"
 DISCO_TERM = "at+disco, dino+disco, disco, disco*, distill-only, rkd+disco, swav+disco"

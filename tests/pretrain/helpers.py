@@ -4,6 +4,8 @@ runs code when loaded."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pathlib
 from pathlib import Path
 
@@ -146,3 +148,16 @@ def pretrain_args(
     if settings:
         args += ["--set", *settings]
     return [*args, *extra]
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """(exit code, stderr) of ``python -m disco_bench ARGV`` run in this process (stdout discarded)."""
+    from disco_bench.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, err.getvalue()
