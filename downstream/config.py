@@ -200,6 +200,18 @@ class EvalConfig:
             )
         return workers
 
+    def why_unread(self, name: str, task: str) -> str:
+        """Why a setting of ``name`` is refused for ``task`` under this config, and what to do instead."""
+        r: Reads = readers_of(EvalConfig)[name] or Reads()
+        if r.tasks is not None and task not in r.tasks:
+            return f"eval {task} does not read {name}; drop it (read by {', '.join(r.tasks)})"
+        if task in PROBES and self.protocol not in r.protocols:
+            return (
+                f"eval {task} under protocol {self.protocol} does not read {name}; drop it "
+                f"(read under protocol {' and '.join(r.protocols)})"
+            )
+        return f"eval {task} without a KD teacher does not read {name}; drop it, or set kd_teacher"
+
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable: every field declared ``protocol``
         that the task reads under this protocol (other tasks' and protocols' fields left out)."""
@@ -209,14 +221,6 @@ class EvalConfig:
             for k in protocol_fields(EvalConfig)
             if self.reads(k, task)
         }
-
-
-def read_by_task(name: str) -> list[str]:
-    """The tasks that read field ``name`` under some protocol, for messages."""
-    from downstream.registry import TASKS
-
-    r: Reads = readers_of(EvalConfig)[name] or Reads()
-    return sorted(TASKS) if r.tasks is None else sorted(r.tasks)
 
 
 KD_FIELDS = {

@@ -205,9 +205,7 @@ class PretrainConfig:
             # a teacher the method never reads: the run would be MoCo-v2 (or SwAV, DINO) alone
             # while its command line says it distils
             raise FieldError(
-                "teacher_ckpt",
-                f"teacher_ckpt={self.teacher_ckpt}: method {self.method!r} takes no teacher; drop it, or "
-                f"choose a distiller ({', '.join(m for m in _method_names() if _needs_teacher(m))})",
+                "teacher_ckpt", f"teacher_ckpt={self.teacher_ckpt}: {self.why_unread('teacher_ckpt')}"
             )
 
     def with_memory_format_for(self, device_type: str) -> PretrainConfig:
@@ -236,6 +234,15 @@ class PretrainConfig:
     def unread(self, names) -> list[str]:
         """Those of ``names`` (fields) that this config's method does not read."""
         return [name for name in names if not method_reads(self.method, name)]
+
+    def why_unread(self, name: str) -> str:
+        """Why a setting of ``name`` is refused for this method, and what to do instead."""
+        if readers_of(PretrainConfig)[name] is _distillers:
+            return f"method {self.method!r} takes no teacher; drop it, or choose a distiller ({', '.join(readers_named(name))})"
+        return (
+            f"method {self.method!r} does not read {name}; drop it, or choose a method that does "
+            f"({', '.join(readers_named(name))})"
+        )
 
 
 def method_reads(method: str, name: str) -> bool:

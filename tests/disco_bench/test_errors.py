@@ -435,7 +435,32 @@ CASES = [
     Case(
         "a teacher given to a method that takes none",
         lambda t: pretrain(t, "--method", "moco", "--teacher-ckpt", str(t / "teacher.pt")),
-        ("teacher_ckpt=<tmp>/teacher.pt", "'moco' takes no teacher"),
+        ("--teacher-ckpt <tmp>/teacher.pt", "'moco' takes no teacher"),
+    ),
+    Case(
+        "a teacher architecture given to a method that takes no teacher",
+        lambda t: pretrain(t, "--method", "moco", "--teacher", "resnet50"),
+        ("--teacher resnet50", "'moco' takes no teacher"),
+    ),
+    Case(
+        "a setting the method does not read (lambda for MoCo-v2 alone)",
+        lambda t: pretrain(t, "--method", "moco", "--set", "distill_weight=5"),
+        ("--set distill_weight=5", "'moco' does not read distill_weight"),
+    ),
+    Case(
+        "a detection setting given to eval linear",
+        lambda t: evaluate(t, t / "x.pt", "--trials", "3"),
+        ("--trials 3", "eval linear does not read det_trials"),
+    ),
+    Case(
+        "a paper-protocol setting under the fast protocol",
+        lambda t: evaluate(t, t / "x.pt", "--protocol", "fast", "--epochs", "3"),
+        ("--epochs 3", "under protocol fast does not read epochs"),
+    ),
+    Case(
+        "a KD setting without a KD teacher",
+        lambda t: evaluate(t, t / "x.pt", "--set", "kd_alpha=0.3"),
+        ("--set kd_alpha=0.3", "without a KD teacher"),
     ),
     Case(
         "teacher embedding 16 wide, student dim 128",
@@ -926,6 +951,10 @@ def render(outcomes) -> str:
         "  and what is expected (`tests/disco_bench/test_field_validation.py` tries a bad value of every\n"
         "  field on every command). `--set` may be repeated (the pairs merge; one key twice is an error);\n"
         "  in a suite (`run`, `step`) every key names its step kind (`pretrain.`, `eval.`).\n"
+        "- Settings that do not apply: each field declares which methods (or tasks, and probe protocols)\n"
+        "  read it; a flag, `--set` or suite step `with` giving one the method, task or protocol does not\n"
+        "  read is refused, naming what reads it. A suite's `defaults` and a suite-wide `--set` give a\n"
+        "  setting to every step of a kind: a step that does not read it is built and recorded without it.\n"
         "- Checkpoints: a file that is not a torch checkpoint, weights holding NaN/Inf, or a mid-run\n"
         "  `last.pt` are refused when loaded; `eval --allow-unfinished` evaluates the last, and its\n"
         "  records carry `protocol.pretrain.unfinished` (step and epoch).\n"
