@@ -283,6 +283,22 @@ def _end_with_the_runner(runner_alive) -> None:
     threading.Thread(target=watch, daemon=True, name="runner-alive").start()
 
 
+def _stop_cleanly_on_signal() -> None:
+    """Ctrl-C (the terminal sends it to every process of the run) and the runner's terminate() both
+    end a step as an interrupt: the first one raises KeyboardInterrupt, so the step reports it and
+    the process exits through multiprocessing's finalizers; later ones are ignored, so they cannot
+    cut those short. A step killed mid-exit left its semaphores to the resource tracker, which then
+    warned of "leaked semaphore objects" after the run's own last line."""
+
+    def interrupt(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, interrupt)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _job_main(
     request: StepRequest, send, log: str, threads: int, gpu: int | None, environ: dict, runner_alive
 ) -> None:
@@ -290,6 +306,7 @@ def _job_main(
     go back through ``send``. It ends with the runner (``_end_with_the_runner``).
     ``environ`` is the runner's environment when the step started (a forked child would otherwise
     have the fork server's, from when the first step started)."""
+    _stop_cleanly_on_signal()
     _end_with_the_runner(runner_alive)
     os.environ.clear()
     os.environ.update(environ)
