@@ -19,6 +19,7 @@ import dataclasses
 import heapq
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import signal
@@ -284,19 +285,17 @@ def _end_with_the_runner(runner_alive) -> None:
 
 
 def _stop_cleanly_on_signal() -> None:
-    """Ctrl-C (the terminal sends it to every process of the run) and the runner's terminate() both
-    end a step as an interrupt: the first one raises KeyboardInterrupt, so the step reports it and
-    the process exits through multiprocessing's finalizers; later ones are ignored, so they cannot
-    cut those short. A step killed mid-exit left its semaphores to the resource tracker, which then
-    warned of "leaked semaphore objects" after the run's own last line."""
+    """A step the runner terminates (Ctrl-C reached the run, or the runner died) releases what
+    multiprocessing registered for it before it dies of the SIGTERM: killed outright, it left its
+    semaphores to the resource tracker, which warned of "leaked semaphore objects" after the run's
+    own last line. It still dies of the signal (exit code -15), as the runner reports."""
 
-    def interrupt(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        multiprocessing.util._run_finalizers(0)  # unlinks and unregisters semaphores, as a normal exit does
+        os.kill(os.getpid(), signal.SIGTERM)
 
-    signal.signal(signal.SIGINT, interrupt)
-    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGTERM, terminated)
 
 
 def _job_main(
