@@ -604,11 +604,8 @@ def _check_out_outside_data(args) -> None:
     if args.command not in ("pretrain", "eval") or not getattr(args, "data", None):
         return
     out, data = Path(args.out).expanduser().resolve(), Path(args.data).expanduser().resolve()
-    if (
-        (out == data or data in out.parents)
-        and out.relative_to(data).parts[:1]
-        and (out.relative_to(data).parts[0] in DATA_FOLDERS)
-    ):
+    inside = out.relative_to(data).parts if data in out.parents else ()
+    if inside and inside[0] in DATA_FOLDERS:
         raise InputError(
             f"--out {args.out} is inside --data {args.data}: the run's files would become part of the "
             "dataset; expected an output folder outside it"
