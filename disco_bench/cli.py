@@ -756,13 +756,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# the folders of a dataset root that the readers list (ImageFolder, COCO, VOC, CIFAR layouts)
+DATA_FOLDERS = {
+    "train",
+    "val",
+    "train2017",
+    "val2017",
+    "annotations",
+    "VOCdevkit",
+    "cifar-10-batches-py",
+    "cifar-100-python",
+}
+
+
 def _check_out_outside_data(args) -> None:
-    """``--out`` of pretrain or eval may not lie in ``--data``: the folders the run creates there
-    would become part of the dataset (a class folder under train/), checked before anything is made."""
+    """``--out`` of pretrain or eval may not lie in one of ``--data``'s own folders (DATA_FOLDERS):
+    the folders the run creates there would become part of the dataset (a class folder under
+    train/). Checked before anything is made. ``--out DATA`` itself, or a folder beside the
+    splits, is allowed."""
     if args.command not in ("pretrain", "eval") or not getattr(args, "data", None):
         return
     out, data = Path(args.out).expanduser().resolve(), Path(args.data).expanduser().resolve()
-    if out == data or data in out.parents:
+    inside = out.relative_to(data).parts if data in out.parents else ()
+    if inside and inside[0] in DATA_FOLDERS:
         raise InputError(
             f"--out {args.out} is inside --data {args.data}: the run's files would become part of the "
             "dataset; expected an output folder outside it"
