@@ -33,6 +33,7 @@ import pandas as pd
 from disco_bench.stats import (
     ALPHA,
     MAX_SEEDS,
+    PAIRED,
     RULE_SYMBOL,
     Difference,
     difference,
@@ -69,6 +70,7 @@ BUDGET = (
     "dim",
 )
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
+SAME = 1e-9  # a spread below this share of the values' size is rounding: the seeds agree exactly
 
 
 @dataclass(frozen=True)
@@ -341,9 +343,10 @@ def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
 
 @dataclass(frozen=True)
 class Group:
-    values: tuple[float, ...]
+    values: tuple[float, ...]  # one per checkpoint (its records averaged)
     seeds: tuple = ()
     setting: str | None = None  # the one setting its runs share (leaderboard.matching.setting_id)
+    records: int = 0  # the records behind the values, when more than one per seed
 
     @property
     def mean(self) -> float:
@@ -358,9 +361,12 @@ class Group:
 
     def text(self) -> str:
         link = f" [setting {self.setting}](#setting-{self.setting})" if self.setting else ""
+        n = f"n={len(self.values)}"
+        if self.records > len(self.values):
+            n += f"; {self.records} records, averaged per checkpoint"
         if self.std is None:
-            return f"{self.mean:.4g} (n=1){link}"
-        return f"{self.mean:.4g} ± {self.std:.3g} (n={len(self.values)}){link}"
+            return f"{self.mean:.4g} ({n}){link}"
+        return f"{self.mean:.4g} ± {self.std:.3g} ({n}){link}"
 
 
 @dataclass
@@ -379,6 +385,8 @@ class Row:
     note: str = ""
     right_student: str | None = None  # the other arm's student, when the claim compares across students
     pretrained_on: str | None = None  # the data both arms were pre-trained on (a random init: none)
+    data_key: str | None = None  # that data's identity: its content fingerprint, else its name
+    data_names: tuple[str, ...] = ()  # every name the arms' runs gave that data
     tested: bool = False  # an interval exists and the task measured something (it is in the family)
     degenerate: str = ""  # why some of its numbers came from a degenerate state (shown beside it)
 
@@ -396,6 +404,8 @@ def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
 def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
     trained = next((o.data_name for o in lp + rp if o.data_name is not None), None)
     row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
+    row.data_key = next((o.data_key for o in lp + rp if o.data_key is not None), None)
+    row.data_names = tuple(sorted({o.data_name for o in lp + rp if o.data_name is not None}))
     row.degenerate = "; ".join(sorted({o.degenerate for o in lp + rp if o.degenerate}))
     short = _seeds_short(claim, lg, rg)
     pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
@@ -405,6 +415,12 @@ def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: li
         row.note = f"needs ≥ {need} seeds: {', '.join(short) or 'both arms'}"
     elif claim.min_signal is not None and max(lg.mean, rg.mean) < claim.min_signal:
         row.note = f"no signal: both below {claim.min_signal:g}"
+    elif row.diff.sd <= SAME * max(1.0, abs(lg.mean), abs(rg.mean)):
+        # a spread of 0 from a few seeds (scores on a grid repeat) is no evidence that the true spread
+        # is 0: a zero-width interval would call the claim certain
+        row.note = "no spread: every seed gave the same " + (
+            "difference" if row.diff.method == PAIRED else "value"
+        )
     else:
         test = rule_test(row.diff, claim.rule, claim.margin)
         row.p_holds, row.p_fails, row.tested = test.p_holds, test.p_fails, True
@@ -428,7 +444,9 @@ def decide(rows: list[Row]) -> None:
     found, adj_h, adj_f = verdicts([r.p_holds for r in tested], [r.p_fails for r in tested])
     for r, v, ph, pf in zip(tested, found, adj_h, adj_f, strict=True):
         r.verdict, r.p_holds_adj, r.p_fails_adj = v, ph, pf
-        if v == FAILS and r.claim.rule == "greater" and r.claim.margin and r.diff.low > 0:
+        # "better" is a directional finding of its own: read at the board's (Bonferroni) correction
+        better = r.diff.p_above(0.0) < ALPHA / len(tested)
+        if v == FAILS and r.claim.rule == "greater" and r.claim.margin and better:
             r.note = f"better, but not by the declared {r.claim.margin:g}"
         if v == INCONCLUSIVE:
             n = seeds_needed(r.diff, r.claim.rule, r.claim.margin, ALPHA / len(tested))
@@ -453,7 +471,21 @@ def _pools(obs: list[Obs]) -> list[tuple[Group, list[Obs]]]:
     for o in obs:
         by.setdefault(o.pool, []).append(o)
     pools = sorted(by.values(), key=lambda p: (-len(p), p[0].pool))
-    return [(Group(tuple(o.value for o in p), tuple(o.seed for o in p), p[0].setting), p) for p in pools]
+    return [(_per_seed(p), p) for p in pools]
+
+
+def _per_seed(pool: list[Obs]) -> Group:
+    """One value per checkpoint: a pre-trained checkpoint is the unit of replication, so one evaluated
+    twice is one replicate, not two (counting it twice would narrow the interval on no new
+    evidence). A record that names no checkpoint is a unit per seed, else of its own. Two checkpoints
+    of one seed stay two values with one seed, which the pairing by seed refuses."""
+    units: dict[object, list[Obs]] = {}
+    for i, o in enumerate(pool):
+        key = ("sha", o.sha) if o.sha else ("seed", str(o.seed)) if o.seed is not None else ("record", i)
+        units.setdefault(key, []).append(o)
+    values = tuple(sum(o.value for o in u) / len(u) for u in units.values())
+    seeds = tuple(u[0].seed for u in units.values())
+    return Group(values, seeds, pool[0].setting, records=len(pool))
 
 
 def _on_subset(dataset: str, claim: Claim) -> bool:
@@ -535,24 +567,43 @@ def reproduced(rows: list[Row]) -> list[dict]:
     """Per claim and student: the verdict on each pre-training dataset (a transfer task's rows count
     for the data its checkpoints were pre-trained on), and whether it is reproduced."""
     by: dict[tuple, dict[str, list[str]]] = {}
-    decided = {(r.claim.key, r.student, r.pretrained_on or r.dataset) for r in rows if r.tested}
+    decided = {_summary_cell(r) for r in rows if r.tested}
     for r in rows:
-        base = r.pretrained_on or r.dataset.split("@")[0]
-        if not r.tested and (r.claim.key, r.student, r.pretrained_on or r.dataset) in decided:
+        key, student, base = _summary_cell(r)
+        if not r.tested and (key, student, base) in decided:
             continue  # an untested variant (e.g. the paper probe of seed 0) does not overrule a tested row
-        student = r.right_student if r.claim.left.teacher else r.student  # the student a teacher row is about
-        by.setdefault((r.claim.key, student), {}).setdefault(base, []).append(r.verdict)
+        by.setdefault((key, student), {}).setdefault(base, []).append(r.verdict)
+    label = _data_labels(rows)
     out = []
     for claim in CLAIMS:
         for (key, student), per in by.items():
             if key != claim.key:
                 continue
             # a dataset with several rows (variants) counts as holding only if every one holds
-            each = {d: HOLDS if all(v == HOLDS for v in vs) else _worst(vs) for d, vs in per.items()}
+            each = {label[d]: HOLDS if all(v == HOLDS for v in vs) else _worst(vs) for d, vs in per.items()}
             out.append(
                 {"claim": claim, "student": student, "verdicts": each, "reproduced": reproduced_on(each)}
             )
     return out
+
+
+def _summary_cell(r: Row) -> tuple[str, str | None, str]:
+    """(claim, student, pre-training dataset) of the reproduction table a row counts for: a teacher
+    row counts for the student it is compared with."""
+    student = r.right_student if r.claim.left.teacher else r.student
+    return r.claim.key, student, r.data_key or r.pretrained_on or r.dataset.split("@")[0]
+
+
+def _data_labels(rows: list[Row]) -> dict[str, str]:
+    """Pre-training data identity -> its column heading: the names its runs gave it (one content
+    under two names is one dataset), with the fingerprint where one name covers two contents."""
+    names: dict[str, set[str]] = {}
+    for r in rows:
+        key = _summary_cell(r)[2]
+        names.setdefault(key, set()).update(r.data_names or [r.pretrained_on or r.dataset.split("@")[0]])
+    label = {key: " / ".join(sorted(n)) for key, n in names.items()}
+    clash = {text for text in label.values() if list(label.values()).count(text) > 1}
+    return {key: f"{text} ({key[:8]})" if text in clash else text for key, text in label.items()}
 
 
 def _worst(verdicts: list[str]) -> str:

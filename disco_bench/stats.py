@@ -67,11 +67,12 @@ def batch(left: np.ndarray, right: np.ndarray, method: str) -> Difference:
             d.mean(-1), ci.low, ci.high, PAIRED, res.df, a.shape[1], b.shape[1], d.std(-1, ddof=1)
         )
     if method == FIXED:
-        res = stats.ttest_1samp(a, b[:, 0], axis=-1)
+        fixed = b[:, 0]
+        res = stats.ttest_1samp(a, fixed[:, None], axis=-1)  # one fixed value per row
         ci = res.confidence_interval(CONFIDENCE)  # of the left arm's mean: shift it by the fixed value
         sd = a.std(-1, ddof=1)
         return Difference(
-            a.mean(-1) - b[:, 0], ci.low - b[:, 0], ci.high - b[:, 0], FIXED, res.df, a.shape[1], 1, sd
+            a.mean(-1) - fixed, ci.low - fixed, ci.high - fixed, FIXED, res.df, a.shape[1], 1, sd
         )
     res = stats.ttest_ind(a, b, axis=-1, equal_var=False)
     ci = res.confidence_interval(CONFIDENCE)
@@ -201,6 +202,13 @@ def seeds_needed(d: Difference, rule: str, margin: float = 0.0, alpha: float = A
     for n in range(max(2, guess - 2), MAX_SEEDS + 1):
         df = n - 1 if d.method != WELCH else 2 * n - 2
         se = math.sqrt(spread / n)
-        if stats.nct.sf(stats.t.ppf(1 - alpha, df), df, effect / se) >= POWER:
+        critical = stats.t.ppf(1 - alpha, df)
+        if rule == "equivalent":
+            # both one-sided tests must reject: P(both) ≥ P(lower) + P(upper) − 1, each side's power
+            # at its own distance from the band's edge
+            power = sum(stats.nct.sf(critical, df, (margin + s * d.diff) / se) for s in (1, -1)) - 1
+        else:
+            power = stats.nct.sf(critical, df, effect / se)
+        if power >= POWER:
             return n
     return MAX_SEEDS + 1

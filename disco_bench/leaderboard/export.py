@@ -1,11 +1,13 @@
 """leaderboard.csv: every paper cell, then every pool of the user's own runs (one setting, seeds
-pooled) that fills no paper cell, so the file holds the whole board and loads in pandas as is."""
+pooled, a per-epoch curve at its last epoch as the per-task tables show it) that fills no paper
+cell, so the file holds the whole board and loads in pandas as is."""
 
 from __future__ import annotations
 
 import pandas as pd
 
 from disco_bench.leaderboard.cells import Cell
+from disco_bench.leaderboard.markdown import last_epochs
 
 
 def cells_csv(cells: list[Cell], df: pd.DataFrame) -> str:
@@ -32,8 +34,9 @@ def cells_csv(cells: list[Cell], df: pd.DataFrame) -> str:
         }
         for c in cells
     ]
-    in_cells = {r.get("id") for c in cells for r in c.records}
-    own = df[~df.id.isin(in_cells)] if not df.empty else df
+    # the records themselves, not their ids: a record may have none, and None would match every other
+    in_cells = {id(r) for c in cells for r in c.records}
+    own = last_epochs(df[[id(r) not in in_cells for r in df.record]]) if not df.empty else df
     keys = ["task", "metric", "dataset", "student", "method", "teacher", "pretrained_on", "setting"]
     if not own.empty:
         grouped = own.assign(**{k: own[k].fillna("") for k in keys}).groupby(keys, sort=False)

@@ -40,7 +40,7 @@ from disco_bench.leaderboard.table import tidy
 def _source(cell: Cell, col: Column) -> str:
     recs = cell.records
     steps = sorted({str(r.get("step")) for r in recs})
-    ids = ", ".join(r["id"][:8] for r in recs[:3]) + ("…" if len(recs) > 3 else "")
+    ids = ", ".join((r.get("id") or "(no id)")[:8] for r in recs[:3]) + ("…" if len(recs) > 3 else "")
     seeds = ", ".join(str(s) for s in sorted({r.get("seed") for r in recs}, key=str))
     ckpts = ", ".join(sorted({str(r.get("checkpoint_sha256"))[:10] for r in recs}))
     configs = ", ".join(sorted({str(r.get("config_hash"))[:8] for r in recs}))
@@ -246,13 +246,17 @@ def settings_section(df: pd.DataFrame, used_paper: dict[str, dict]) -> list[str]
             "",
         ]
     seen = set()
-    for sid, record, fields in zip(df.setting, df.record, df.settings, strict=True):
+    for sid, record, fields, trained in zip(
+        df.setting, df.record, df.settings, df.pretrained_on, strict=True
+    ):
         if sid in seen:
             continue
         seen.add(sid)
         ident = ", ".join(
             f"{k} {record.get(k)}" for k in IDENTITY if k not in ("metric", "split") and record.get(k)
         )
+        if trained not in (None, "—") and trained != str(record.get("dataset")).split("@")[0]:
+            ident += f", pre-trained on {trained}"
         body = "; ".join(f"{k}={_value(v)}" for k, v in sorted(fields.items())) or "(no protocol recorded)"
         out += [f"### setting {sid}", "", f"{ident}: {body}", ""]
     return out

@@ -13,7 +13,8 @@ Columns, computed here and nowhere else:
   ``teacher_sha256``, ``random_init``;
 - ``degenerate``: the reasons a number came from a degenerate state (a classifier at chance, a
   probe tuned on too few images, a run cut short), joined; None when it did not;
-- ``setting`` (``matching.setting_id``: runs with equal settings differ only by their seed), ``pool``
+- ``setting`` (``matching.setting_id``, told apart by the pre-training data where the record does not
+  name it: runs with equal settings differ only by their seed), ``pool``
   (the setting, split further by a record's own extra fields: what the claims pool over seeds),
   ``eval_context`` (the evaluation's settings alone, for the claims), ``kd_probe``;
 - one column per setting that can change a number (``pretrain.hidden``, ``eval.protocol``,
@@ -125,14 +126,25 @@ def _eval_context(settings: dict) -> str:
     return digest(fields)
 
 
+def _setting(measured: dict, settings: dict, data_name: str | None) -> str:
+    """``matching.setting_id``, told apart by the pre-training data where the record's settings do not
+    name it and its own dataset does not imply it (a transfer task reading checkpoints pre-trained on
+    another set): two runs with equal protocols pre-trained on different data are two settings."""
+    setting = setting_id(measured)
+    recorded = any(k.startswith("pretrain.data.") for k in settings)
+    if recorded or data_name is None or data_name == str(measured.get("dataset")).split("@")[0]:
+        return setting
+    return digest([setting, data_name])
+
+
 def _row(record: dict, made_by: dict[str, dict], pretrain_by_sha: dict[str, dict]) -> dict:
     measured = per_checkpoint(record, pretrain_by_sha)
     sha = measured.get("checkpoint_sha256")
     made = made_by.get(sha or "")
     pre = _pretrain_protocol(measured)
     settings = settings_of(measured)
-    setting = setting_id(measured)
     name, fingerprint = _data_name(pre, made)
+    setting = _setting(measured, settings, name)
     random_init = made is not None and made["method"] == "random-init"
     teacher = pre.get("teacher_ckpt")
     eval_protocol = (measured.get("protocol") or {}).get("eval") or {}

@@ -197,6 +197,15 @@ def test_checkpoints_pretrained_on_different_data_never_share_a_transfer_row():
         len(rows) == 2 and "| cifar10 | a |" in rows[0] + rows[1] and "| cifar10 | b |" in rows[0] + rows[1]
     )
     assert "pretrained on" in table.splitlines()[0]
+    # and two settings: results.csv, the charts and the setting sections group by it
+    df = tidy(records)
+    cifar = df[df.task == "cifar"]
+    assert cifar.setting.nunique() == 2 and cifar.pool.nunique() == 2
+    assert df[df.task == "pretrain"].setting.nunique() == 2  # their own records: the dataset tells them apart
+    from disco_bench.leaderboard.markdown import render
+
+    text, _ = render(df)
+    assert "dataset cifar10, student mobilenetv3_small_050, method moco, pre-trained on a:" in text
 
 
 def test_pictures_are_linked_from_out_whichever_way_their_record_names_them(tmp_path, monkeypatch):
@@ -267,3 +276,30 @@ def test_a_students_contrastive_loss_is_shown_beside_chance():
     table = task_table(task_frame(tidy(recs)), "pretrain")
     assert "chance ln(K+1)" in table.splitlines()[0]
     assert f"| {math.log(1025):.2f} |" in table  # 6.93: the loss sits at chance
+
+
+def test_leaderboard_csv_keeps_records_without_ids_and_an_information_plane_at_its_last_epoch():
+    """leaderboard.csv's own rows are the per-task table's: a record with no id still counts (another
+    id-less record filling a paper cell does not take it along), and a per-epoch curve counts once per
+    seed, at its last epoch (n = seeds, not seeds × epochs)."""
+    from disco_bench.leaderboard.export import cells_csv
+    from disco_bench.leaderboard.table import tidy
+
+    in_cell = linear_record("disco", 61.0, seed=0) | {"id": None}
+    own = linear_record("disco", 33.0, seed=1, student="tiny") | {"id": None}
+    curves = []
+    for seed in (0, 1):
+        for epoch, value in ((0, 9.0), (1, 2.0 + seed)):
+            curves.append(
+                linear_record("disco", value, seed=seed, rid=f"mi{epoch}-")
+                | {"task": "mi", "metric": "mi_xt_bits", "extra": {"epoch": epoch}, "step": "mi"}
+            )
+    records = [in_cell, own, *curves]
+    df = tidy(records)
+    _, cells = render(df)
+    assert any(r is in_cell for c in cells for r in c.records)
+    board = pd.read_csv(__import__("io").StringIO(cells_csv(cells, df)))
+    mine = board[(board.table == "own") & (board.task == "linear")]
+    assert list(mine.student) == ["tiny"] and list(mine.ours_mean) == [33.0]
+    (mi,) = board[(board.table == "own") & (board.task == "mi")].itertuples()
+    assert (mi.n, mi.ours_mean) == (2, 2.5)

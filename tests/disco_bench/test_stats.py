@@ -164,6 +164,33 @@ def test_the_interval_covers_the_true_difference_95_percent(n, paired):
         assert 0.95 - 0.015 <= coverage <= 0.975
 
 
+def test_the_one_sample_interval_against_a_fixed_teacher_covers_95_percent():
+    """A teacher checkpoint is a fixed value: the interval is the other arm's mean's, shifted by it."""
+    rng = np.random.default_rng(301)
+    teacher = np.full((SIMS, 1), 80.0)
+    for n in (3, 10):
+        students = rng.normal(70.0, 2.0, size=(SIMS, n))
+        d = batch(students, teacher, FIXED)
+        assert d.diff.shape == (SIMS,)
+        coverage = float(np.mean((d.low <= -10.0) & (d.high >= -10.0)))
+        assert abs(coverage - 0.95) <= 0.015
+
+
+def test_seeds_needed_for_equivalence_reach_80_percent_power_with_both_sides():
+    """Equivalence needs both one-sided tests to reject: at a difference near 0 each side alone has
+    more power than the pair, so the estimate must be the pair's (checked by simulation)."""
+    d = difference([0.0, 0.5, -0.5, 0.2, -0.2], [0.1, 0.5, -0.5, 0.2, -0.2])  # Welch: diff -0.02
+    n = seeds_needed(d, "equivalent", 1.0)
+    rng = np.random.default_rng(17)
+    a = rng.normal(d.diff, d.sd, size=(SIMS, n))
+    b = rng.normal(0.0, d.sd, size=(SIMS, n))
+    power = float(np.mean(rule_test(batch(a, b, WELCH), "equivalent", 1.0).p_holds < ALPHA))
+    assert 0.78 <= power <= 0.95
+    # one seed fewer falls short: the estimate is the smallest that reaches it
+    a, b = a[:, : n - 1], b[:, : n - 1]
+    assert float(np.mean(rule_test(batch(a, b, WELCH), "equivalent", 1.0).p_holds < ALPHA)) < 0.8
+
+
 def test_equivalence_needs_both_sides_inside_the_margin():
     rng = np.random.default_rng(5)
     left, right = _arms(rng, 10, 0.0, False)
