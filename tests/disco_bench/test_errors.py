@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paper_records import written_record
 
 from disco_bench.cli import main
 from disco_bench.embedded import EmbeddedConfig, make_embedded
@@ -282,25 +283,7 @@ def detection_spoiled(tmp: Path, how: str, *extra: str) -> list[str]:
 
 def a_record(**fields) -> dict:
     """A valid linear top-1 record, as a run writes it, with ``fields`` changed."""
-    from disco_bench.results import make_records
-    from downstream.result import Measurement, TaskResult
-
-    result = TaskResult("linear", [Measurement("top1", 51.5, "embedded")], {"lr": 30.0})
-    (rec,) = make_records(
-        result,
-        student="resnet18",
-        teacher=None,
-        method="moco",
-        seed=0,
-        protocol={"lr": 30.0},
-        config_hash="abc123",
-        checkpoint_sha256=None,
-        started_at="2026-01-01T00:00:00+00:00",
-        finished_at="2026-01-01T00:00:00+00:00",
-        step="linear-moco",
-        run={"processes": 1},
-    )
-    return rec | fields
+    return written_record(**fields)
 
 
 def report_of(tmp: Path, *records: dict | bytes) -> list[str]:
