@@ -1,6 +1,6 @@
 """Seconds from launch to exit of the commands a user tries first: ``--help``, ``list``,
-``eval --help``, and ``report`` over an empty folder and over the golden test records (whose
-missing paper cells make the leaderboard plan the suite that fills them). Each run is a fresh
+``eval --help``, and ``report`` over an empty folder and over the golden test records (a whole
+leaderboard: tables, claims, plots). Each run is a fresh
 interpreter, as a user's is; the commands alternate (A B C A B C ...) and the table gives medians.
 
     python benchmarks/cli_startup.py [--repeats 5] [--root TREE] [--write-readme]

@@ -447,7 +447,7 @@ def cmd_step(args) -> int:
 
 
 def cmd_pretrain(args) -> int:
-    from disco_bench.config import parse_overrides, replace
+    from disco_bench.config import parse_overrides, refuse_unread, replace
     from pretrain.config import PretrainConfig
     from pretrain.distributed import DistInfo
     from pretrain.train import pretrain
@@ -467,6 +467,7 @@ def cmd_pretrain(args) -> int:
     overrides = parse_overrides(args.overrides)
     cfg = replace(replace(PretrainConfig(), flags), overrides, "--set ")  # a bad value: its field's error
     set_once(flags, overrides)
+    refuse_unread(cfg.unread([*flags, *overrides]), spellings(flags, overrides), cfg.why_unread)
     writable_folder(cfg.out)
     if args.resume:
         print("note: --resume is the default (a rerun continues from OUT/last.pt); the flag does nothing")
@@ -479,7 +480,7 @@ def cmd_pretrain(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from disco_bench.config import parse_overrides, replace
+    from disco_bench.config import parse_overrides, refuse_unread, replace
     from downstream.config import EvalConfig
     from downstream.registry import TASKS
     from pretrain.distributed import DistInfo
@@ -497,7 +498,7 @@ def cmd_eval(args) -> int:
         "data": args.data,
         "protocol": args.protocol,
         "epochs": args.epochs,
-        "image_size": args.image_size,
+        "image_size": args.image_size if args.task != "detection" else None,
         "classes": args.classes,
         "per_class": args.per_class,
         "det_dataset": args.dataset,
@@ -510,6 +511,10 @@ def cmd_eval(args) -> int:
     overrides = parse_overrides(args.overrides)
     cfg = replace(replace(EvalConfig(), given), overrides, "--set ")  # a bad value: its field's error
     set_once(given | {"out": args.out}, overrides, EVAL_FLAGS)  # cfg.out is derived from --out
+    unread = cfg.unread([*given, *overrides], args.task)
+    refuse_unread(
+        unread, spellings(given, overrides, EVAL_FLAGS), lambda name: cfg.why_unread(name, args.task)
+    )
     task_out = Path(args.out) / "eval" / args.task
     cfg = dataclasses.replace(cfg, out=str(task_out))
     writable_folder(args.out)
@@ -621,6 +626,12 @@ EVAL_FLAGS = {
     "det_max_iter": "--max-iter",
     "det_image_size": "--image-size",
 }
+
+
+def spellings(flags: dict, overrides: dict, spelled: dict[str, str] | None = None) -> dict[str, str]:
+    """field -> how the command line gave it (``--teacher resnet50``, ``--set key=value``)."""
+    out = {k: f"{(spelled or {}).get(k, '--' + k.replace('_', '-'))} {v}" for k, v in flags.items()}
+    return out | {k: f"--set {k}={v}" for k, v in overrides.items()}
 
 
 def set_once(flags: dict, overrides: dict, spelled: dict[str, str] | None = None) -> None:
@@ -745,13 +756,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+# the folders of a dataset root that the readers list (ImageFolder, COCO, VOC, CIFAR layouts)
+DATA_FOLDERS = {
+    "train",
+    "val",
+    "train2017",
+    "val2017",
+    "annotations",
+    "VOCdevkit",
+    "cifar-10-batches-py",
+    "cifar-100-python",
+}
+
+
 def _check_out_outside_data(args) -> None:
-    """``--out`` of pretrain or eval may not lie in ``--data``: the folders the run creates there
-    would become part of the dataset (a class folder under train/), checked before anything is made."""
+    """``--out`` of pretrain or eval may not lie in one of ``--data``'s own folders (DATA_FOLDERS):
+    the folders the run creates there would become part of the dataset (a class folder under
+    train/). Checked before anything is made. ``--out DATA`` itself, or a folder beside the
+    splits, is allowed."""
     if args.command not in ("pretrain", "eval") or not getattr(args, "data", None):
         return
     out, data = Path(args.out).expanduser().resolve(), Path(args.data).expanduser().resolve()
-    if out == data or data in out.parents:
+    inside = out.relative_to(data).parts if data in out.parents else ()
+    if inside and inside[0] in DATA_FOLDERS:
         raise InputError(
             f"--out {args.out} is inside --data {args.data}: the run's files would become part of the "
             "dataset; expected an output folder outside it"

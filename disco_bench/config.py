@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
@@ -86,6 +87,36 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str):
     """``yaml.safe_load`` that refuses duplicate keys (UniqueKeyLoader)."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def layered(
+    cls: type[T], layers: list[tuple[dict, str, bool]], unread: Callable[[T, list[str]], list[str]]
+) -> tuple[T, list[str]]:
+    """Build ``cls`` from ``layers`` of settings, each ``(values, where, shared)``, later ones on top.
+
+    A shared layer (a suite's defaults, a suite-wide ``--set``) gives its settings to every step, so
+    a setting the finished config does not read (``unread(cfg, names)``) is dropped from it: the
+    step is built, and recorded, as if it had not been given. Returns the config and the names of
+    the settings its own (not shared) layers gave but it does not read, for the caller to refuse.
+    """
+    dropped: set[str] = set()
+    while True:
+        cfg = cls()
+        for values, where, shared in layers:
+            cfg = replace(cfg, {k: v for k, v in values.items() if not (shared and k in dropped)}, where)
+        shared_names = [k for values, _, shared in layers if shared for k in values if k not in dropped]
+        newly = set(unread(cfg, shared_names))
+        if not newly:  # dropping may change what is read (e.g. the protocol): until nothing changes
+            own = [k for values, _, shared in layers if not shared for k in values]
+            return cfg, unread(cfg, own)
+        dropped |= newly
+
+
+def refuse_unread(unread: list[str], spelled: dict[str, str], why: Callable[[str], str]) -> None:
+    """A setting given for this command or step that nothing reads would be ignored and recorded:
+    refused, one line naming how it was given (``spelled``) and ``why`` (what reads it instead)."""
+    if unread:
+        raise InputError(f"{spelled[unread[0]]}: {why(unread[0])}")
 
 
 def parse_overrides(pairs: list[str]) -> dict[str, Any]:

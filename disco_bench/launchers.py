@@ -19,6 +19,7 @@ import dataclasses
 import heapq
 import json
 import multiprocessing
+import multiprocessing.util
 import os
 import re
 import signal
@@ -291,6 +292,20 @@ def _end_with_the_runner(runner_alive) -> None:
     threading.Thread(target=watch, daemon=True, name="runner-alive").start()
 
 
+def _stop_cleanly_on_signal() -> None:
+    """A step the runner terminates (Ctrl-C reached the run, or the runner died) releases what
+    multiprocessing registered for it before it dies of the SIGTERM: killed outright, it left its
+    semaphores to the resource tracker, which warned of "leaked semaphore objects" after the run's
+    own last line. It still dies of the signal (exit code -15), as the runner reports."""
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        multiprocessing.util._run_finalizers(0)  # unlinks and unregisters semaphores, as a normal exit does
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 def _job_main(
     request: StepRequest, send, log: str, threads: int, gpu: int | None, environ: dict, runner_alive
 ) -> None:
@@ -298,6 +313,7 @@ def _job_main(
     go back through ``send``. It ends with the runner (``_end_with_the_runner``).
     ``environ`` is the runner's environment when the step started (a forked child would otherwise
     have the fork server's, from when the first step started)."""
+    _stop_cleanly_on_signal()
     _end_with_the_runner(runner_alive)
     os.environ.clear()
     os.environ.update(environ)
@@ -305,6 +321,9 @@ def _job_main(
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ["OMP_NUM_THREADS"] = str(threads)
+    # its share of the cores is also what its DataLoader workers default to (pretrain.data.default_workers),
+    # not the whole machine's once per job
+    os.environ["DISCO_BENCH_STEP_CORES"] = str(threads)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
     # The fork server loaded OpenMP and BLAS before this step's thread count was known, so the

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from disco_bench.datasets import prepare_datasets
-from disco_bench.steps import STEP_KINDS, RunContext, step_hash
+from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
 from disco_bench.suite import Step, Suite, select_steps, used_datasets
 from pretrain.errors import InputError
 
@@ -66,6 +66,34 @@ def plan(suite: Suite, ctx: RunContext) -> list[tuple[Step, str]]:
         ctx.hashes[step.id] = h
         rows.append((step, h))
     return rows
+
+
+def check_overrides_are_read(rows: list[tuple[Step, str]], ctx: RunContext) -> None:
+    """A suite-wide ``--set pretrain.KEY`` / ``eval.KEY`` is dropped for the steps that do not read
+    it (steps.pretrain_config, eval_config); one that no planned step reads would be ignored
+    altogether, so it is refused, naming the step kind."""
+    from downstream.config import EvalConfig
+    from pretrain.config import PretrainConfig
+
+    for key, value in ctx.overrides.items():
+        scope, _, name = key.partition(".")
+        steps = [s for s, _ in rows if s.kind == scope]
+        configs = [(s, step_config(s, ctx)) for s in steps]
+        read = [
+            s
+            for s, cfg in configs
+            if (isinstance(cfg, PretrainConfig) and not cfg.unread([name]))
+            or (isinstance(cfg, EvalConfig) and not cfg.unread([name], s.task))
+        ]
+        if configs and not read:
+            raise InputError(
+                f"--set {key}={value}: no {scope} step of this run reads {name} "
+                f"({', '.join(sorted({_what(s, cfg) for s, cfg in configs}))}); drop it"
+            )
+
+
+def _what(step: Step, cfg) -> str:
+    return f"method {cfg.method}" if step.kind == "pretrain" else f"task {step.task}"
 
 
 def is_done(step: Step, ctx: RunContext, config_hash: str, records: list[dict]) -> bool:

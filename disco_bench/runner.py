@@ -23,7 +23,15 @@ from pathlib import Path
 
 from disco_bench import cost, results
 from disco_bench.launchers import LocalLauncher, runs_distributed, say
-from disco_bench.planning import CHECKPOINT_KINDS, architectures, build_context, is_done, plan, restrict
+from disco_bench.planning import (
+    CHECKPOINT_KINDS,
+    architectures,
+    build_context,
+    check_overrides_are_read,
+    is_done,
+    plan,
+    restrict,
+)
 from disco_bench.report import write_report
 from disco_bench.step_request import StepRequest, failure_text
 from disco_bench.steps import (
@@ -194,9 +202,12 @@ def run_suite(
     out = Path(out)
     suite = restrict(suite, only)
     if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
-        plan(suite, build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds))
+        checked = build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds)
+        check_overrides_are_read(plan(suite, checked), checked)
     ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run, kinds=kinds)
     rows = plan(suite, ctx)
+    if dry_run:
+        check_overrides_are_read(rows, ctx)
     if dry_run:
         return dry_run_listing(suite, ctx, rows, echo)
     import torch

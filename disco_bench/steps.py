@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from disco_bench import results
-from disco_bench.config import from_dict, replace, scoped
+from disco_bench.config import layered, refuse_unread, replace, scoped
 from downstream.config import EvalConfig
 from downstream.registry import TASKS
 from downstream.result import Measurement, TaskResult
@@ -125,21 +125,36 @@ def _hashable(step, params: dict, ctx: RunContext, config: dict) -> dict:
     return {"kind": step.kind, "task": step.task, "config": cfg}
 
 
-def pretrain_config(step, ctx: RunContext) -> PretrainConfig:
+def _step_layers(step, ctx: RunContext, scope: str) -> list[tuple[dict, str, bool]]:
+    """A step's settings, later on top: the suite's defaults for its kind and the run's ``--set
+    SCOPE.key`` (both shared by every step of the kind), and between them the step's own ``with``."""
     where = f"step {step.id}: "
-    cfg = from_dict(PretrainConfig, ctx.defaults.get("pretrain", {}), where + "defaults.pretrain: ")
-    cfg = replace(cfg, _resolve(step.params, ctx), where)
-    cfg = replace(cfg, scoped(ctx.overrides, "pretrain"), "--set pretrain.")
+    return [
+        (ctx.defaults.get(scope, {}), f"{where}defaults.{scope}: ", True),
+        (_resolve(step.params, ctx), where, False),
+        (scoped(ctx.overrides, scope), f"--set {scope}.", True),
+    ]
+
+
+def _own_spelling(step) -> dict:
+    return {k: f"step {step.id}: {k}={v}" for k, v in step.params.items()}
+
+
+def pretrain_config(step, ctx: RunContext) -> PretrainConfig:
+    cfg, unread = layered(PretrainConfig, _step_layers(step, ctx, "pretrain"), PretrainConfig.unread)
+    refuse_unread(unread, _own_spelling(step), cfg.why_unread)
     return dataclasses.replace(cfg, out=str(ctx.out / "checkpoints" / step.id))
 
 
 def eval_config(step, ctx: RunContext) -> EvalConfig:
-    where = f"step {step.id}: "
     if step.task not in TASKS:
-        raise InputError(f"{where}unknown task {step.task!r}: choose from {', '.join(sorted(TASKS))}")
-    cfg = from_dict(EvalConfig, ctx.defaults.get("eval", {}), where + "defaults.eval: ")
-    cfg = replace(cfg, _resolve(step.params, ctx), where)
-    cfg = replace(cfg, scoped(ctx.overrides, "eval"), "--set eval.")
+        raise InputError(
+            f"step {step.id}: unknown task {step.task!r}: choose from {', '.join(sorted(TASKS))}"
+        )
+    cfg, unread = layered(
+        EvalConfig, _step_layers(step, ctx, "eval"), lambda cfg, names: cfg.unread(names, step.task)
+    )
+    refuse_unread(unread, _own_spelling(step), lambda name: cfg.why_unread(name, step.task))
     return dataclasses.replace(cfg, out=str(ctx.out / "eval" / step.id))
 
 

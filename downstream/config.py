@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import sys
 from dataclasses import asdict, dataclass
 
 from pretrain.config import AMPS
@@ -58,6 +60,9 @@ DETECTION = reads(("detection",))
 TSNE = reads(("tsne",))
 
 
+_WARNED_NO_WORKERS: list[bool] = []  # the CUDA warning is printed once per process
+
+
 @dataclass
 class EvalConfig:
     # checkpoint written by pretrain, or a supported external format; paths: checked when read, naming the file
@@ -80,7 +85,8 @@ class EvalConfig:
     )
     weight_decay: float = setting(0.0, Range(low=0.0), readers=PAPER)
     seed: int = setting(0, SEED, readers=reads((*SGD_PROBES, "detection")))
-    workers: int = setting(0, at_least(0), **RUNTIME)
+    # DataLoader workers; None: loader_workers() decides for the device
+    workers: int | None = setting(None, OrNull(at_least(0)), **RUNTIME)
     device: str = setting("auto", Device(), **RUNTIME)
     feature_batch_size: int = setting(512, at_least(1), readers=reads(FEATURE_TASKS), **RUNTIME)
     # backbone forward precision on GPU: none | bf16 | fp16 (CPU always runs fp32)
@@ -173,6 +179,39 @@ class EvalConfig:
             return self
         return dataclasses.replace(self, det_batch_size=CPU_DETECTION_BATCH)
 
+    def loader_workers(self) -> int:
+        """``workers``, or when unset what pre-training uses on this device (none on a CPU; on CUDA
+        the cores this process may use, shared among the node's processes: pretrain.data.default_workers).
+        A CUDA run left with none is warned once, in one line."""
+        import torch
+
+        from pretrain.data import default_workers
+
+        device = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        workers = self.workers
+        if workers is None:
+            workers = default_workers(device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        if device == "cuda" and workers == 0 and not _WARNED_NO_WORKERS:
+            _WARNED_NO_WORKERS.append(True)
+            print(
+                "warning: workers=0 on CUDA: images are decoded inside the evaluating process while "
+                "the GPU waits; leave workers unset (one per core) or set workers>0",
+                file=sys.stderr,
+            )
+        return workers
+
+    def why_unread(self, name: str, task: str) -> str:
+        """Why a setting of ``name`` is refused for ``task`` under this config, and what to do instead."""
+        r: Reads = readers_of(EvalConfig)[name] or Reads()
+        if r.tasks is not None and task not in r.tasks:
+            return f"eval {task} does not read {name}; drop it (read by {', '.join(r.tasks)})"
+        if task in PROBES and self.protocol not in r.protocols:
+            return (
+                f"eval {task} under protocol {self.protocol} does not read {name}; drop it "
+                f"(read under protocol {' and '.join(r.protocols)})"
+            )
+        return f"eval {task} without a KD teacher does not read {name}; drop it, or set kd_teacher"
+
     def protocol_dict(self, task: str = "linear") -> dict:
         """The settings that make ``task``'s numbers comparable: every field declared ``protocol``
         that the task reads under this protocol (other tasks' and protocols' fields left out)."""
@@ -182,14 +221,6 @@ class EvalConfig:
             for k in protocol_fields(EvalConfig)
             if self.reads(k, task)
         }
-
-
-def read_by_task(name: str) -> list[str]:
-    """The tasks that read field ``name`` under some protocol, for messages."""
-    from downstream.registry import TASKS
-
-    r: Reads = readers_of(EvalConfig)[name] or Reads()
-    return sorted(TASKS) if r.tasks is None else sorted(r.tasks)
 
 
 KD_FIELDS = {

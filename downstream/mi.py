@@ -162,7 +162,7 @@ def _batches(
         batch_size=cfg.batch_size,
         shuffle=True,
         generator=gen,
-        num_workers=cfg.workers,
+        num_workers=cfg.loader_workers(),
         pin_memory=rt.device.type == "cuda",
     )
     for images, targets in loader:
@@ -212,7 +212,13 @@ def information_curve(
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
     x, y = extract_features(
-        backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, f"{desc} features", progress
+        backbone,
+        data.train_plain,
+        cfg.feature_batch_size,
+        rt,
+        cfg.loader_workers(),
+        f"{desc} features",
+        progress,
     )
     x_on_device = x.to(rt.device)
     head = new_head(feature_dim(backbone), data.num_classes, cfg.seed).to(rt.device)

@@ -209,10 +209,16 @@ def frozen_features(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progr
     freeze_backbone(backbone, rt)
     snapshot = backbone_snapshot(backbone)
     train = extract_features(
-        backbone, data.train_plain, cfg.feature_batch_size, rt, cfg.workers, "train features", progress
+        backbone,
+        data.train_plain,
+        cfg.feature_batch_size,
+        rt,
+        cfg.loader_workers(),
+        "train features",
+        progress,
     )
     val = extract_features(
-        backbone, data.val, cfg.feature_batch_size, rt, cfg.workers, "val features", progress
+        backbone, data.val, cfg.feature_batch_size, rt, cfg.loader_workers(), "val features", progress
     )
     check_backbone_unchanged(backbone, snapshot)
     return rt, train, val
@@ -223,7 +229,11 @@ def run_fast(
 ) -> tuple[dict[int, float], dict]:
     rt, train, val = frozen_features(backbone, data, cfg, progress)
     kd = kd_teacher_for(cfg, data.num_classes, rt)
-    soft = kd.soft_targets(data.train_plain, cfg.feature_batch_size, cfg.workers, progress) if kd else None
+    soft = (
+        kd.soft_targets(data.train_plain, cfg.feature_batch_size, cfg.loader_workers(), progress)
+        if kd
+        else None
+    )
 
     def save_head(head, mean, std):  # the saved head acts on raw features: fold the standardisation in
         save_probe_classifier(cfg, backbone, *fold_standardisation(head.weight, head.bias, mean, std))
@@ -300,7 +310,7 @@ def evaluate_head(
         shard,
         batch_size=cfg.feature_batch_size,
         shuffle=False,
-        num_workers=cfg.workers,
+        num_workers=cfg.loader_workers(),
         pin_memory=rt.device.type == "cuda",
     )
     counts = torch.zeros(len(TOPK) + 1, dtype=torch.float64, device=rt.device)
@@ -358,7 +368,7 @@ def paper_probe(
             data.train_aug,
             batch_size=cfg.batch_size // world,
             sampler=sampler,
-            num_workers=cfg.workers,
+            num_workers=cfg.loader_workers(),
             pin_memory=rt.device.type == "cuda",
         )
         total, batches = 0.0, 0

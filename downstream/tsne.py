@@ -207,7 +207,7 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
             Subset(val, chosen),
             cfg.feature_batch_size,
             rt,
-            cfg.workers,
+            cfg.loader_workers(),
             f"tsne {label} features",
             progress,
         )[0].numpy()

@@ -1,5 +1,6 @@
 """The aug+ pipeline of MoCo-v2 (docs/method.md#aug-plus) in torchvision transforms v2, and a faster
-implementation of the same pipeline (``FastAugPlus``, opt-in through ``aug_impl='fast'``)."""
+implementation of the same pipeline (``FastAugPlus``, opt-in through ``aug_impl='fast'``); the
+split one whose photometric half runs batched on the device is pretrain/device_augment.py."""
 
 from __future__ import annotations
 
@@ -38,12 +39,16 @@ from pretrain.config import AUG_IMPLS  # noqa: E402  (named where configs are ch
 
 
 def aug_plus_for(image_size: int, impl: str = "torchvision", scale: tuple[float, float] = (0.2, 1.0)):
-    """aug+ in the implementation ``impl`` (PretrainConfig.aug_impl): the torchvision reference or
-    FastAugPlus."""
+    """aug+ in the implementation ``impl`` (PretrainConfig.aug_impl): the torchvision reference,
+    FastAugPlus, or the two-half GpuAugPlus (crop in the workers, the rest batched on the device)."""
     if impl == "torchvision":
         return aug_plus(image_size, scale)
     if impl == "fast":
         return FastAugPlus(image_size, scale)
+    if impl == "gpu":
+        from pretrain.device_augment import GpuAugPlus  # it builds on this module
+
+        return GpuAugPlus(image_size, scale)
     raise ValueError(f"unknown aug_impl {impl!r}: expected one of {', '.join(AUG_IMPLS)}")
 
 

@@ -53,7 +53,7 @@ def _method_names() -> list[str]:
 
 # the augmentation pipelines of pretrain.augment, named here (torch-free) so a config is checked
 # without importing torch
-AUG_IMPLS = ("torchvision", "fast")
+AUG_IMPLS = ("torchvision", "fast", "gpu")
 
 
 def _aug_impls() -> tuple[str, ...]:
@@ -83,7 +83,8 @@ class PretrainConfig:
         "cosine", OneOf(("cosine", "constant"))
     )  # cosine (per epoch, no warm-up) | constant
     seed: int = setting(0, SEED)
-    workers: int = setting(0, at_least(0), **RUNTIME)
+    # DataLoader workers; None: 0 on a CPU, on CUDA pretrain.data.default_workers
+    workers: int | None = setting(None, OrNull(at_least(0)), **RUNTIME)
     device: str = setting("auto", Device(), **RUNTIME)  # auto | cpu | cuda
     # none | bf16 | fp16: autocast for the whole step (bf16 only on a CPU)
     amp: str = setting("none", OneOf(AMPS))
@@ -95,7 +96,8 @@ class PretrainConfig:
     teacher_amp: str = setting("none", OneOf(AMPS), readers=_distillers)
     # the frozen teacher's weights and inputs; None: as channels_last
     teacher_channels_last: bool | None = setting(None, readers=_distillers)
-    # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws)
+    # torchvision (reference aug+) | fast (pretrain.augment.FastAugPlus, same draws) | gpu
+    # (pretrain.device_augment: crop in the workers, the rest batched on the device)
     aug_impl: str = setting("torchvision", OneOf(_aug_impls))
     save_every_steps: int = setting(
         0, at_least(0), **RUNTIME
@@ -203,9 +205,7 @@ class PretrainConfig:
             # a teacher the method never reads: the run would be MoCo-v2 (or SwAV, DINO) alone
             # while its command line says it distils
             raise FieldError(
-                "teacher_ckpt",
-                f"teacher_ckpt={self.teacher_ckpt}: method {self.method!r} takes no teacher; drop it, or "
-                f"choose a distiller ({', '.join(m for m in _method_names() if _needs_teacher(m))})",
+                "teacher_ckpt", f"teacher_ckpt={self.teacher_ckpt}: {self.why_unread('teacher_ckpt')}"
             )
 
     def with_memory_format_for(self, device_type: str) -> PretrainConfig:
@@ -234,6 +234,15 @@ class PretrainConfig:
     def unread(self, names) -> list[str]:
         """Those of ``names`` (fields) that this config's method does not read."""
         return [name for name in names if not method_reads(self.method, name)]
+
+    def why_unread(self, name: str) -> str:
+        """Why a setting of ``name`` is refused for this method, and what to do instead."""
+        if readers_of(PretrainConfig)[name] is _distillers:
+            return f"method {self.method!r} takes no teacher; drop it, or choose a distiller ({', '.join(readers_named(name))})"
+        return (
+            f"method {self.method!r} does not read {name}; drop it, or choose a method that does "
+            f"({', '.join(readers_named(name))})"
+        )
 
 
 def method_reads(method: str, name: str) -> bool:

@@ -9,6 +9,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -30,8 +31,9 @@ def too_large(path: str | os.PathLike, exc: Exception) -> InputError:
     )
 
 
-def pil_loader(path: str) -> Image.Image:
-    """The image at ``path`` as RGB. Policy for a corrupt or truncated file: stop, naming it.
+@contextmanager
+def reading_image(path: str):
+    """Policy for a corrupt or truncated file: stop, naming it.
 
     Skipping would silently change the dataset a number was measured on, so the run ends with an
     InputError instead (in a DataLoader worker too: the loader re-raises it in the main process,
@@ -39,8 +41,7 @@ def pil_loader(path: str) -> Image.Image:
     file fails here rather than being padded with grey.
     """
     try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
+        yield
     except Image.DecompressionBombError as exc:
         raise too_large(path, exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
@@ -49,6 +50,12 @@ def pil_loader(path: str) -> Image.Image:
             f"corrupt or truncated image {path} ({reason}): expected a readable image file; "
             "remove or replace it"
         ) from exc
+
+
+def pil_loader(path: str) -> Image.Image:
+    """The image at ``path`` as RGB; a corrupt file is one InputError naming it (``reading_image``)."""
+    with reading_image(path), Image.open(path) as img:
+        return img.convert("RGB")
 
 
 def _class_files(folder: Path) -> tuple[list[str], list[str]]:
@@ -176,10 +183,17 @@ class MultiViewDataset(Dataset):
     """``num_views`` independently augmented views of each image, deterministic per (seed, epoch, index).
 
     ``transform`` is one transform for every view, or a list of ``num_views`` transforms, one per
-    view (multi-crop: views of different sizes).
+    view (multi-crop: views of different sizes), or one object with a ``views(image, n)`` method
+    (``pretrain.device_augment.GpuAugPlus``) that is given the image opened but not decoded and
+    returns all ``n`` views at once (it decodes once, at the size its crops need).
+
+    An index is an image index (the epoch is then ``set_epoch``'s) or an ``(epoch, index)`` pair
+    (``EpochBatchSampler(tag_epoch=True)``): the pair carries the epoch into persistent DataLoader
+    workers, whose copies of the dataset never see ``set_epoch`` in the main process.
     """
 
     def __init__(self, base: ImageFolder, transform: Callable | list[Callable], num_views: int, seed: int):
+        self.views_of = getattr(transform, "views", None)
         transforms = list(transform) if isinstance(transform, list | tuple) else [transform] * num_views
         if len(transforms) != num_views:
             raise InputError(
@@ -194,12 +208,19 @@ class MultiViewDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, item: int | tuple[int, int]):
+        epoch, index = item if isinstance(item, tuple) else (self.epoch, item)
         path, label = self.base.samples[index]
-        img = self.base.loader(path)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(sample_seed(self.seed, self.epoch, index))
-            views = [transform(img) for transform in self.transforms]
+            # the CPU generator alone (the one fork_rng restores): torch.manual_seed would also
+            # reseed a CUDA generator in a process that has one, and costs more than a crop
+            torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
+            if self.views_of is not None:
+                with reading_image(path), Image.open(path) as img:
+                    views = self.views_of(img, self.num_views)
+            else:
+                img = self.base.loader(path)
+                views = [transform(img) for transform in self.transforms]
         return views, label
 
 
@@ -209,11 +230,14 @@ class EpochBatchSampler(Sampler[list[int]]):
     Drops the last partial batch (as MoCo does) so every step has the same size on every rank.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, tag_epoch: bool = False
+    ):
         if batch_size > n:
             raise InputError(f"batch size {batch_size} exceeds the {n} images of the dataset")
         self.n, self.batch, self.seed, self.rank, self.world = n, batch_size, seed, rank, world_size
         self.epoch, self.start_batch = 0, 0
+        self.tag_epoch = tag_epoch  # yield (epoch, index) pairs: MultiViewDataset then needs no set_epoch
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -229,8 +253,30 @@ class EpochBatchSampler(Sampler[list[int]]):
         perm = torch.randperm(self.n, generator=gen).tolist()
         per_rank = self.batches_per_epoch() * self.batch
         mine = perm[self.rank * per_rank : (self.rank + 1) * per_rank]
+        if self.tag_epoch:
+            mine = [(self.epoch, i) for i in mine]
         for b in range(self.start_batch, self.batches_per_epoch()):
             yield mine[b * self.batch : (b + 1) * self.batch]
+
+
+def default_workers(device_type: str, local_world_size: int) -> int:
+    """DataLoader workers when ``workers`` is not set: none on a CPU (the step itself uses every
+    core, and its numbers are measured that way); on CUDA the cores this process may use
+    (``os.sched_getaffinity``: a container's or a job scheduler's CPU set, not the host's count)
+    shared among the processes of this node, one of each share left to the training process; a
+    step started by ``run --jobs N`` counts only its share of the cores (``DISCO_BENCH_STEP_CORES``)."""
+    if device_type != "cuda":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    # a launcher running several steps at once gives each its share (``run --jobs N``)
+    share = os.environ.get(CORES_ENV, "")
+    if share.isdigit() and int(share) > 0:
+        cores = min(cores, int(share))
+    return max(1, cores // max(1, local_world_size) - 1)
+
+
+# The cores a step process may use when a launcher splits the machine between steps (``--jobs``)
+CORES_ENV = "DISCO_BENCH_STEP_CORES"
 
 
 def steps_per_epoch(n: int, batch_size: int, world_size: int) -> int:

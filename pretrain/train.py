@@ -13,10 +13,13 @@ the fields that differ; ``restart=True`` (``--restart``) discards it and starts 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
+import os
 import shutil
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -38,7 +41,7 @@ from pretrain.checkpoint import (
     safe_load,
 )
 from pretrain.config import PretrainConfig
-from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, image_folder
+from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, default_workers, image_folder
 from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
 from pretrain.environment import run_environment
 from pretrain.errors import InputError
@@ -230,6 +233,8 @@ class Run:
     total_steps: int
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
+    # the device half of aug_impl='gpu' (pretrain.device_augment.DeviceAugPlus): uint8 views in, views out
+    device_aug: object | None = None
 
     @property
     def out(self) -> Path:
@@ -259,17 +264,36 @@ class Progress:
 
 
 def build_data(cfg: PretrainConfig, method, dist_info: DistInfo, local_batch: int):
-    """(dataset, sampler, steps per epoch) for the method's views."""
+    """(dataset, sampler, steps per epoch, device half of the augmentation or None) for the method's views."""
     # a method may ask for one transform per view (multi-crop); otherwise every view is aug+
     transforms = method.view_transforms() or aug_plus_for(cfg.image_size, cfg.aug_impl)
     dataset = MultiViewDataset(image_folder(Path(cfg.data) / "train"), transforms, method.num_views, cfg.seed)
-    sampler = EpochBatchSampler(len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size)
+    # (epoch, index) pairs: persistent workers augment the sampler's epoch, not their copy's
+    sampler = EpochBatchSampler(
+        len(dataset), local_batch, cfg.seed, dist_info.rank, dist_info.world_size, tag_epoch=True
+    )
     per_epoch = sampler.batches_per_epoch()
     if per_epoch == 0:
         raise InputError(
             f"the {len(dataset)} images of {cfg.data}/train do not fill one global batch of {cfg.batch_size}"
         )
-    return dataset, sampler, per_epoch
+    return dataset, sampler, per_epoch, getattr(transforms, "on_device", None)
+
+
+def resolve_workers(cfg: PretrainConfig, device: torch.device, warn: bool = True) -> PretrainConfig:
+    """``workers=None`` decided for this device and node (pretrain.data.default_workers); a CUDA
+    run left with none gets a one-line warning (its GPU would wait on decoding) where ``warn``
+    (rank 0: one line for the run, not one per process)."""
+    workers = cfg.workers
+    if workers is None:
+        workers = default_workers(device.type, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    if warn and device.type == "cuda" and workers == 0:
+        print(
+            "warning: workers=0 on CUDA: images are decoded and augmented inside the training "
+            "process while the GPU waits; leave workers unset (one per core) or set workers>0",
+            file=sys.stderr,
+        )
+    return dataclasses.replace(cfg, workers=workers)
 
 
 def check_teacher_is_not_an_output(cfg: PretrainConfig) -> None:
@@ -293,6 +317,10 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
     dist_info = init_distributed(device_type)
     device = pick_device(cfg.device, dist_info)
     cfg = cfg.with_memory_format_for(device.type)  # recorded as resolved, so the protocol says what ran
+    cfg = resolve_workers(cfg, device, warn=dist_info.is_main)
+    if device.type == "cuda":
+        # every step has the same shapes (the sampler drops the last partial batch): autotune once
+        torch.backends.cudnn.benchmark = True
     autocast_for(cfg, device)  # an amp this device cannot run: refused here, not once the progress bar is up
     if device.type == "cpu":
         keep_freed_memory()  # no page faults for the activations each step re-allocates (same numbers)
@@ -303,7 +331,7 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
     local_batch = cfg.batch_size // dist_info.world_size
     check_teacher_is_not_an_output(cfg)
     method, teacher_info = build_method(cfg)
-    dataset, sampler, per_epoch = build_data(cfg, method, dist_info, local_batch)
+    dataset, sampler, per_epoch, device_aug = build_data(cfg, method, dist_info, local_batch)
     data = data_identity(cfg.data, [path for path, _ in dataset.base.samples], data_name)
     total_steps = per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -331,6 +359,7 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
         total_steps,
         optimizer,
         scaler,
+        device_aug,
     )
 
 
@@ -506,27 +535,39 @@ def restore_rng(state: dict, device: torch.device) -> None:
 # --- the loop -----------------------------------------------------------------------------------
 
 
-def epoch_loader(run: Run, epoch: int, start_batch: int) -> DataLoader:
-    """The batches of ``epoch`` from ``start_batch`` on (a resumed epoch skips the ones done)."""
-    run.dataset.set_epoch(epoch)
-    run.sampler.set_epoch(epoch, start_batch)
+def run_loader(run: Run) -> DataLoader:
+    """One loader for the whole run; its workers persist across epochs. Each epoch is set on the
+    sampler (``epoch_batches``), whose (epoch, index) pairs carry it to the workers."""
     # its own generator: a loader drawn from the global RNG would shift it on every (re)start
-    loader_gen = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + epoch)
+    loader_gen = torch.Generator().manual_seed(run.cfg.seed * 1_000_003)
     return DataLoader(
         run.dataset,
         batch_sampler=run.sampler,
         num_workers=run.cfg.workers,
         pin_memory=run.device.type == "cuda",
-        persistent_workers=False,
+        persistent_workers=run.cfg.workers > 0,
         generator=loader_gen,
     )
 
 
-def to_device(run: Run, views: list[torch.Tensor]) -> list[torch.Tensor]:
-    views = [v.to(run.device, non_blocking=True) for v in views]
-    if run.cfg.channels_last:
-        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    return views
+def epoch_batches(run: Run, loader: DataLoader, epoch: int, start_batch: int):
+    """The batches of ``epoch`` from ``start_batch`` on (a resumed epoch skips the ones done)."""
+    run.sampler.set_epoch(epoch, start_batch)
+    return iter(loader)
+
+
+def to_device(run: Run, views: list) -> list[torch.Tensor]:
+    """The batch's views on the run's device; with aug_impl='gpu' each view arrives as (uint8
+    pixels, parameters), crosses as uint8 and is augmented there."""
+    if run.device_aug is not None:
+        views = [
+            run.device_aug(pixels.to(run.device, non_blocking=True), params.to(run.device, non_blocking=True))
+            for pixels, params in views
+        ]
+    else:
+        views = [v.to(run.device, non_blocking=True) for v in views]
+    layout = torch.channels_last if run.cfg.channels_last else torch.contiguous_format
+    return [v.contiguous(memory_format=layout) for v in views]
 
 
 def step_once(run: Run, model, progress: Progress, views: list[torch.Tensor], autocast) -> dict[str, float]:
@@ -575,10 +616,11 @@ def train(run: Run, model, progress: Progress, show: bool) -> int:
     )
     autocast = autocast_for(run.cfg, run.device)
     seen, t0 = 0, time.perf_counter()
+    loader = run_loader(run)
     try:
         while progress.step < run.total_steps:
             epoch, start_batch = divmod(progress.step, run.per_epoch)
-            for views, _ in epoch_loader(run, epoch, start_batch):
+            for views, _ in epoch_batches(run, loader, epoch, start_batch):
                 views = to_device(run, views)
                 row = step_once(run, model, progress, views, autocast)
                 seen += views[0].shape[0] * run.dist_info.world_size

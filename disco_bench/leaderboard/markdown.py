@@ -16,6 +16,7 @@ Every view is a function of the tidy table (``leaderboard.table``), read from th
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -174,9 +175,14 @@ def task_table(df: pd.DataFrame, task: str) -> str:
     keys = ["label", "method", "student", "teacher", "dataset"]
     if task not in ("pretrain", "checkpoint"):  # an evaluation: on what its checkpoints were pre-trained
         keys.append("pretrained_on")
+    # a contrastive loss beside chance: InfoNCE over the positive and K queued keys starts at ln(K + 1)
+    chance = task == "pretrain" and "final_loss_con" in metrics
+    extra = ["chance ln(K+1)"] if chance else []
     lines = [
-        "| " + " | ".join([k.replace("_", " ") for k in keys] + metrics + ["setting", "source"]) + " |",
-        "|" + "---|" * (len(keys) + len(metrics) + 2),
+        "| "
+        + " | ".join([k.replace("_", " ") for k in keys] + metrics + extra + ["setting", "source"])
+        + " |",
+        "|" + "---|" * (len(keys) + len(metrics) + len(extra) + 2),
     ]
     for key, group in sub.groupby(keys + ["setting"], sort=False):
         key = key[:-1]
@@ -184,6 +190,9 @@ def task_table(df: pd.DataFrame, task: str) -> str:
         for metric in metrics:
             vals = group[group.metric == metric].value
             cells.append(fmt(vals) if not vals.empty else "—")
+        if chance:
+            queue = ((group.record.iloc[0].get("protocol") or {}).get("queue_size")) if len(group) else None
+            cells.append(f"{math.log(queue + 1):.2f}" if isinstance(queue, int) and queue > 0 else "—")
         ckpts = sorted({str(c)[:10] for c in group.checkpoint_sha256.dropna()})
         configs = sorted({str(c)[:8] for c in group.config_hash.dropna()})
         ids = sorted({str(i) for i in group.id if i})

@@ -59,15 +59,17 @@ from downstream.detection.convert import (
 )
 from downstream.detection.data import DetectionSet
 from downstream.detection.distributed import (
+    gather_on_main,
     join,
     per_process_batch,
     plain_bn_label,
     rank_seed,
     share_from_main,
+    test_shard,
     use_detectron2_group,
     wrap_ddp,
 )
-from downstream.detection.metrics import Prediction
+from downstream.detection.metrics import Prediction, encode_masks
 from downstream.detection.schedule import Schedule, diverged, loss_curve
 from pretrain.distributed import pick_device
 from pretrain.errors import InputError
@@ -226,7 +228,7 @@ def build_config(
     d2.SOLVER.CLIP_GRADIENTS.ENABLED = False
     d2.TEST.PRECISE_BN.ENABLED = schedule.precise_bn_iters > 0
     d2.TEST.PRECISE_BN.NUM_ITER = schedule.precise_bn_iters
-    d2.DATALOADER.NUM_WORKERS = cfg.workers
+    d2.DATALOADER.NUM_WORKERS = cfg.loader_workers()
     d2.SEED = seed
     d2.OUTPUT_DIR = cfg.out
     d2.freeze()
@@ -333,7 +335,7 @@ class _Collect(DatasetEvaluator):
                     inst.pred_boxes.tensor.numpy(),
                     inst.scores.numpy(),
                     inst.pred_classes.numpy(),
-                    inst.pred_masks.numpy().astype(bool) if self.masks else None,
+                    encode_masks(inst.pred_masks.numpy()) if self.masks else None,
                 )
             )
 
@@ -400,7 +402,7 @@ def run_trial(
     schedule: Schedule,
     seed: int,
     progress: bool,
-) -> tuple[list[Prediction], dict, dict]:
+) -> tuple[list[Prediction] | None, dict, dict]:
     """Fine-tune with Detectron2's trainer and predict ``test``: (predictions, details, info)."""
     _quiet_detectron2()
     _, info = load_backbone(cfg.ckpt)
@@ -428,7 +430,7 @@ def run_trial(
             mapper=DatasetMapper(d2, is_train=True),
             total_batch_size=schedule.batch_size,
             sampler=TrainingSampler(len(train.images), seed=loader_seed),
-            num_workers=cfg.workers,
+            num_workers=cfg.loader_workers(),
         )
 
     trainer = SimpleTrainer(wrap_ddp(model, procs, device), train_loader(seed), optimizer)
@@ -451,17 +453,20 @@ def run_trial(
     except FloatingPointError as exc:
         it, terms = _nonfinite_step(exc, trainer)
         raise diverged(it, terms, schedule, schedule.clip_grad) from None
-    if not procs.is_main:  # rank 0 (which alone logs the losses) predicts with the weights DDP kept equal
-        return share_from_main(None, procs)
-    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    # each rank predicts its share of the test set with the weights DDP kept equal
     collect = _Collect(masks)
+    shard = test_shard(test, procs)
     test_loader = build_detection_test_loader(
-        dataset_dicts(test, masks, fmt),
+        dataset_dicts(shard, masks, fmt),
         mapper=DatasetMapper(d2, is_train=False),
-        sampler=SequentialSampler(test.images),  # every test image, here (rank 0)
-        num_workers=cfg.workers,
+        sampler=SequentialSampler(shard.images),
+        num_workers=cfg.loader_workers(),
     )
     inference_on_dataset(model, test_loader, collect)
+    predictions = gather_on_main(collect.predictions, test, procs)
+    if not procs.is_main:  # rank 0 alone logs the losses: it evaluates and reports
+        return None, share_from_main(None, procs), info
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
     details = {
         "seed": seed,
         "first_loss": float(losses[0]),
@@ -475,4 +480,4 @@ def run_trial(
         else plain_bn_label(cfg.det_norm, procs),  # the timm body keeps its own BatchNorm
         "arch_path": "C4" if info["arch"] in D2_RESNET_DEPTHS else "timm+FPN",
     } | loaded
-    return share_from_main((collect.predictions, details, info), procs)
+    return predictions, share_from_main(details, procs), info

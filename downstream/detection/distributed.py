@@ -3,10 +3,13 @@
 The schedule's batch is the global one: each of the N processes trains on ``batch / N`` images per
 iteration (a batch that does not split evenly is an error) and DDP averages the gradients, so the
 lr and gradient clipping mean what they mean on one process. Every process draws its own images
-(rank 0 keeps the one-process seed, so a one-process run is unchanged). Rank 0 predicts the whole
-test set with the trained weights, which DDP keeps equal on every rank, and shares its predictions
-and details with the others, so every rank returns the same result and records are written once
-(by rank 0, see ``disco-bench step``).
+(rank 0 keeps the one-process seed, so a one-process run is unchanged). Each rank predicts its
+share of the test set (``test_shard``) with the trained weights, which DDP keeps equal on every
+rank, masks RLE-encoded as they are produced; the predictions are gathered once, on rank 0
+(``gather_on_main``), which evaluates them and shares the metrics (``share_from_main``): no raw
+mask crosses processes, and records are written once (by rank 0, see ``disco-bench step``). The
+other ranks wait for the metrics in a collective, under the process group's timeout
+(``pretrain.distributed.process_group_timeout``, long enough for a COCO evaluation).
 
 Detectron2 reads the process group through ``detectron2.utils.comm``, which asks
 ``torch.distributed`` for the world size and rank; only its per-machine group is created by
@@ -15,6 +18,7 @@ Detectron2's own ``launch()``, so under torchrun it is created here, once.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 
@@ -23,7 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pretrain.distributed import DistInfo, init_distributed
+from downstream.detection.data import DetectionSet
+from pretrain.distributed import DistInfo, init_distributed, is_distributed
 from pretrain.errors import InputError
 
 
@@ -90,11 +95,32 @@ def sync_batchnorm(
     return model, plain_bn_label(det_norm, procs)
 
 
-def share_from_main(value, procs: DistInfo):
-    """Rank 0's ``value`` on every rank (the others pass anything, e.g. None)."""
+def test_shard(test: DetectionSet, procs: DistInfo) -> DetectionSet:
+    """This rank's share of the test images: every ``world_size``-th one from its rank (all when alone)."""
     if not procs.enabled:
+        return test
+    return dataclasses.replace(test, images=test.images[procs.rank :: procs.world_size])
+
+
+def gather_on_main(predictions: list, test: DetectionSet, procs: DistInfo) -> list | None:
+    """Every rank's predictions on rank 0, in ``test``'s image order, in one gather; None on the
+    other ranks (they never hold the whole set)."""
+    if not procs.enabled:
+        return predictions
+    parts = [None] * procs.world_size if procs.is_main else None
+    dist.gather_object(predictions, parts, dst=0)
+    if not procs.is_main:
+        return None
+    order = {img.image_id: i for i, img in enumerate(test.images)}
+    return sorted((p for part in parts for p in part), key=lambda p: order[p.image_id])
+
+
+def share_from_main(value, procs: DistInfo | None = None):
+    """Rank 0's ``value`` on every rank (the others pass anything, e.g. None); ``procs`` None: the
+    process group as it stands."""
+    if not (procs.enabled if procs is not None else is_distributed()):
         return value
-    box = [value if procs.is_main else None]
+    box = [value if dist.get_rank() == 0 else None]
     dist.broadcast_object_list(box, src=0)
     return box[0]
 

@@ -28,13 +28,28 @@ from downstream.detection.data import DetectionSet
 
 @dataclass
 class Prediction:
-    """Detections for one image: xyxy boxes (K, 4), scores (K,), 0-based labels (K,), masks (K, H, W) bool."""
+    """Detections for one image: xyxy boxes (K, 4), scores (K,), 0-based labels (K,), and masks as
+    K compressed COCO RLEs (``encode_masks``): a full-resolution boolean mask is 1 MB at 800 x 1333,
+    its RLE a few hundred bytes, so predictions for a whole COCO split fit in memory and cross
+    processes cheaply."""
 
     image_id: int
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
-    masks: np.ndarray | None = None
+    masks: list[dict] | None = None
+
+
+def encode_masks(masks: np.ndarray) -> list[dict]:
+    """(K, H, W) boolean masks as K compressed COCO RLEs (counts as text, as in a results file);
+    called as each image's masks are produced, so no more than one image's raw masks exist at once."""
+    if len(masks) == 0:
+        return []
+    pixels = masks.view(np.uint8) if masks.dtype == np.bool_ else masks.astype(np.uint8)  # bool: no copy
+    rles = mask_utils.encode(np.asfortranarray(np.moveaxis(pixels, 0, -1)))  # (H, W, K), column-major
+    for rle in rles:
+        rle["counts"] = rle["counts"].decode("ascii")
+    return rles
 
 
 def _gt_area(ann, box, height: int, width: int, iou_type: str) -> float:
@@ -90,9 +105,7 @@ def coco_results(predictions: list[Prediction], iou_type: str) -> list[dict]:
                 x1, y1, x2, y2 = (float(v) for v in p.boxes[k])
                 res["bbox"] = [x1, y1, x2 - x1, y2 - y1]
             else:
-                rle = mask_utils.encode(np.asfortranarray(p.masks[k].astype(np.uint8)))
-                rle["counts"] = rle["counts"].decode("ascii")
-                res["segmentation"] = rle
+                res["segmentation"] = dict(p.masks[k])
             out.append(res)
     return out
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from downstream.config import EvalConfig
 from downstream.detection.data import read_train_test
+from downstream.detection.distributed import share_from_main
 from downstream.detection.metrics import detection_metrics
 from downstream.detection.schedule import effective_schedule
 from downstream.result import Measurement, TaskResult
@@ -75,7 +76,11 @@ def run(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         predictions, detail, info = backend.run_trial(
             cfg, train, test, masks, schedule, cfg.seed + t, progress
         )
-        trials.append(detection_metrics(test, predictions, masks, cfg.det_dataset))
+        # predictions are gathered on rank 0 alone (None elsewhere): it evaluates, every rank gets the metrics
+        metrics = (
+            detection_metrics(test, predictions, masks, cfg.det_dataset) if predictions is not None else None
+        )
+        trials.append(share_from_main(metrics))
         details.append(detail)
     protocol = (
         cfg.protocol_dict("detection")

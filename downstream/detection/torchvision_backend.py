@@ -33,14 +33,16 @@ from downstream.config import EvalConfig
 from downstream.detection.backbones import freeze_batchnorm, load_features
 from downstream.detection.data import DetectionSet, ImageRecord
 from downstream.detection.distributed import (
+    gather_on_main,
     join,
     per_process_batch,
     rank_seed,
     share_from_main,
     sync_batchnorm,
+    test_shard,
     wrap_ddp,
 )
-from downstream.detection.metrics import Prediction
+from downstream.detection.metrics import Prediction, encode_masks
 from downstream.detection.schedule import Schedule, diverged, loss_curve
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.data import too_large
@@ -234,7 +236,7 @@ def predict(
                     det["boxes"].numpy(),
                     det["scores"].numpy(),
                     det["labels"].numpy() - 1,
-                    (det["masks"][:, 0] > 0.5).numpy() if masks else None,
+                    encode_masks((det["masks"][:, 0] > 0.5).numpy()) if masks else None,
                 )
             )
     return out
@@ -248,7 +250,7 @@ def run_trial(
     schedule: Schedule,
     seed: int,
     progress: bool,
-) -> tuple[list[Prediction], dict, dict]:
+) -> tuple[list[Prediction] | None, dict, dict]:
     """Fine-tune a fresh detector from ``cfg.ckpt`` on ``train``, predict ``test``: (predictions, details, info)."""
     body, info = load_features(cfg.ckpt)  # reloaded per trial: fine-tuning changes the weights
     torch.manual_seed(seed)  # the FPN and heads start from the same random init for the same seed
@@ -265,8 +267,8 @@ def run_trial(
         wrap_ddp(model, procs, device), train, masks, local, data_seed, progress and procs.is_main
     )
     bn_layers = precise_bn(model, train, masks, local, data_seed)
-    if not procs.is_main:  # rank 0 predicts with the weights DDP kept equal everywhere
-        return share_from_main(None, procs)
+    # each rank predicts its share of the test set with the weights DDP kept equal everywhere
+    predictions = gather_on_main(predict(model, test_shard(test, procs), masks, schedule), test, procs)
     details = {
         "seed": seed,
         "first_loss": losses[0],
@@ -275,4 +277,4 @@ def run_trial(
         "precise_bn_layers": bn_layers,
         "norm_effective": norm,
     }
-    return share_from_main((predict(model, test, masks, schedule), details, info), procs)
+    return predictions, share_from_main(details, procs), info

@@ -69,7 +69,14 @@ class EmbeddingQueue(nn.Module):
         super().__init__()
         self.register_buffer("items", F.normalize(torch.randn(size, dim), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        # ``ptr`` on the host: every rank enqueues the same gathered keys, so it advances by known
+        # sizes and the step never waits on the device to read it; None (read once) after a load
+        self._host_ptr: int | None = 0
         self._staged: torch.Tensor | None = None
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_ptr = None
 
     def stage(self, keys: torch.Tensor) -> None:
         """Hold ``keys`` until ``flush`` (after the backward of the loss that read ``items``)."""
@@ -88,12 +95,15 @@ class EmbeddingQueue(nn.Module):
         size = self.items.shape[0]
         if keys.shape[0] > size:
             keys = keys[-size:]
-        n, start = keys.shape[0], int(self.ptr)
+        if self._host_ptr is None:
+            self._host_ptr = int(self.ptr)
+        n, start = keys.shape[0], self._host_ptr
         first = min(n, size - start)
         self.items[start : start + first] = keys[:first]
         if n > first:
             self.items[: n - first] = keys[first:]
-        self.ptr.fill_((start + n) % size)
+        self._host_ptr = (start + n) % size
+        self.ptr.fill_(self._host_ptr)
 
 
 @torch.no_grad()

@@ -98,13 +98,22 @@ class FeatureQueue(nn.Module):
         self.global_batch = global_batch
         self.register_buffer("items", torch.zeros(2, length - length % global_batch, dim))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self._host_filled: int | None = (
+            0  # ``filled`` on the host (no device read per step); None after a load
+        )
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_filled = None
 
     @property
     def length(self) -> int:
         return self.items.shape[1]
 
     def full(self) -> bool:
-        return int(self.filled) >= self.length
+        if self._host_filled is None:
+            self._host_filled = int(self.filled)
+        return self._host_filled >= self.length
 
     def mine(self, view: int) -> torch.Tensor:
         if not is_distributed():
@@ -122,7 +131,10 @@ class FeatureQueue(nn.Module):
         self.items[view, n:] = self.items[view, :-n].clone()
         self.items[view, :n] = embeddings
         if view == 1:
-            self.filled.add_(n)
+            if self._host_filled is None:
+                self._host_filled = int(self.filled)
+            self._host_filled += n
+            self.filled.fill_(self._host_filled)
 
 
 def queue_length(cfg) -> int:

@@ -1,6 +1,7 @@
-"""benchmarks/gpu_check.py: its CPU dry run goes through every stage (torchrun over gloo, the teacher,
-the paper probe, both Detectron2 models, JPEG decode + aug+) and prints the table; asking for CUDA
-where there is none is one error line."""
+"""benchmarks/gpu_check.py: its CPU dry run goes through every stage (torchrun with 2 gloo processes on
+JPEGs through aug_impl=gpu, the loader alone, the step alone, the teacher, the paper probe, both
+Detectron2 models) and prints the table and which of loader and step limits; the peak is looked up
+by the device's exact name; asking for CUDA where there is none is one error line."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 STAGES = [
-    "pretrain (DisCo, torchrun, bf16, channels_last)",
+    "pretrain (DisCo, torchrun, bf16, channels_last, aug_impl=gpu)",
+    "loader alone (one process, aug_impl=gpu)",
+    "step alone (one process, synthetic inputs)",
     "teacher forward (batched views, bf16)",
     "linear probe (paper protocol, 1 epoch)",
     "Detectron2 Faster R-CNN C4 (VOC)",
     "Detectron2 Mask R-CNN C4 (COCO)",
-    "JPEG decode (cpu) + aug+",
 ]
 
 
@@ -51,10 +53,17 @@ def test_dry_run_goes_through_every_stage(tmp_path):
         assert float(per_s) == pytest.approx(
             int(images) / float(seconds), rel=0.01 + 0.001 / float(seconds)
         ), name
-    assert "backend gloo, 2 steps" in rows[STAGES[0]][-1]
+    # 2 processes (the gathers cross them), the steady-state steps only: 4 steps, the first left out
+    assert "backend gloo, 2 processes" in rows[STAGES[0]][-1]
+    assert "steady-state steps 3 of 4" in rows[STAGES[0]][-1] and int(rows[STAGES[0]][1]) == 3 * 8
     assert (
-        float(rows[STAGES[0]][4]) > float(rows[STAGES[1]][4]) > 0
+        float(rows[STAGES[0]][4]) > float(rows[STAGES[3]][4]) > 0
     )  # a training step costs more than a teacher forward
+    assert re.search(
+        r"^per process: loader [0-9.e+]+ img/s vs step [0-9.e+]+ img/s: the (loader|step) limits",
+        out.read_text(),
+        re.M,
+    )
     assert re.search(r"^Device: CPU; peak n/a", out.read_text(), re.M)
 
 
@@ -72,3 +81,25 @@ def test_cuda_without_a_gpu_is_one_error_line():
     assert proc.stderr.strip().splitlines() == [
         "error: --device cuda: no CUDA device is visible (use --dry-run to check the CPU paths)"
     ]
+
+
+def test_the_peak_is_the_exact_device_names_and_unknown_names_get_none(monkeypatch):
+    from benchmarks import gpu_check
+
+    cuda = torch.device("cuda", 0)
+    for name, peak in (
+        ("NVIDIA H100 80GB HBM3", 989.0),
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.0),
+    ):
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, name=name: name)
+        assert gpu_check.peak_tflops(cuda) == (name, peak)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA H100 Future Edition")
+    assert gpu_check.peak_tflops(cuda) == ("NVIDIA H100 Future Edition", None)  # no guess from "H100"
+
+
+def test_steady_state_leaves_out_the_first_quarter_of_the_steps():
+    from benchmarks import gpu_check
+
+    # 8 steps: the first 2 (start-up) are left out; 6 steps of 10 images in stamps[7] - stamps[1]
+    assert gpu_check.steady([5.0, 6.0, 6.5, 7.0, 7.5, 8.0, 8.5, 9.0], 10) == (60, 3.0)

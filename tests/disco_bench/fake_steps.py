@@ -58,6 +58,7 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     import torch
 
     (ctx.out / f"started-{step.id}").write_text(str(torch.get_num_threads()))
+    (ctx.out / f"cores-{step.id}").write_text(os.environ.get("DISCO_BENCH_STEP_CORES", "unset"))
     (ctx.out / f"env-{step.id}").write_text(os.environ.get("DISCO_BENCH_FAKE_MARK", ""))
     from threadpoolctl import threadpool_info
 

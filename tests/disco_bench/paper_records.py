@@ -118,3 +118,27 @@ def linear_record(
         "artifacts": None,
         "run": copy.deepcopy(RUN_EVAL),
     }
+
+
+def written_record(metric: str = "top1", value: float = 51.5, task: str = "linear", **fields) -> dict:
+    """A valid record as ``disco_bench.results.make_records`` writes it (a small linear probe of a
+    MoCo-v2 ResNet-18 by default), with ``fields`` changed: the raw material of record-reading tests."""
+    from disco_bench.results import make_records
+    from downstream.result import Measurement, TaskResult
+
+    result = TaskResult(task, [Measurement(metric, value, "embedded")], {"lr": 30.0})
+    (rec,) = make_records(
+        result,
+        student="resnet18",
+        teacher=None,
+        method="moco",
+        seed=0,
+        protocol={"lr": 30.0},
+        config_hash="abc123",
+        checkpoint_sha256=None,
+        started_at="2026-01-01T00:00:00+00:00",
+        finished_at="2026-01-01T00:00:00+00:00",
+        step="linear-moco",
+        run={"processes": 1},
+    )
+    return rec | fields

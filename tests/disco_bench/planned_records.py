@@ -20,7 +20,7 @@ def resolved_hidden(protocol: dict) -> dict:
     from pretrain.methods import METHODS
 
     method = METHODS.get(protocol.get("method"))
-    if protocol.get("hidden") is not None or method is None or not hasattr(method, "default_hidden"):
+    if protocol.get("hidden") is not None or method is None:
         return protocol
     return protocol | {"hidden": method.default_hidden(feature_width(protocol["student"]))}
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from paper_records import written_record
 
 from disco_bench.cli import main
 from disco_bench.embedded import EmbeddedConfig, make_embedded
@@ -282,25 +283,7 @@ def detection_spoiled(tmp: Path, how: str, *extra: str) -> list[str]:
 
 def a_record(**fields) -> dict:
     """A valid linear top-1 record, as a run writes it, with ``fields`` changed."""
-    from disco_bench.results import make_records
-    from downstream.result import Measurement, TaskResult
-
-    result = TaskResult("linear", [Measurement("top1", 51.5, "embedded")], {"lr": 30.0})
-    (rec,) = make_records(
-        result,
-        student="resnet18",
-        teacher=None,
-        method="moco",
-        seed=0,
-        protocol={"lr": 30.0},
-        config_hash="abc123",
-        checkpoint_sha256=None,
-        started_at="2026-01-01T00:00:00+00:00",
-        finished_at="2026-01-01T00:00:00+00:00",
-        step="linear-moco",
-        run={"processes": 1},
-    )
-    return rec | fields
+    return written_record(**fields)
 
 
 def report_of(tmp: Path, *records: dict | bytes) -> list[str]:
@@ -435,7 +418,32 @@ CASES = [
     Case(
         "a teacher given to a method that takes none",
         lambda t: pretrain(t, "--method", "moco", "--teacher-ckpt", str(t / "teacher.pt")),
-        ("teacher_ckpt=<tmp>/teacher.pt", "'moco' takes no teacher"),
+        ("--teacher-ckpt <tmp>/teacher.pt", "'moco' takes no teacher"),
+    ),
+    Case(
+        "a teacher architecture given to a method that takes no teacher",
+        lambda t: pretrain(t, "--method", "moco", "--teacher", "resnet50"),
+        ("--teacher resnet50", "'moco' takes no teacher"),
+    ),
+    Case(
+        "a setting the method does not read (lambda for MoCo-v2 alone)",
+        lambda t: pretrain(t, "--method", "moco", "--set", "distill_weight=5"),
+        ("--set distill_weight=5", "'moco' does not read distill_weight"),
+    ),
+    Case(
+        "a detection setting given to eval linear",
+        lambda t: evaluate(t, t / "x.pt", "--trials", "3"),
+        ("--trials 3", "eval linear does not read det_trials"),
+    ),
+    Case(
+        "a paper-protocol setting under the fast protocol",
+        lambda t: evaluate(t, t / "x.pt", "--protocol", "fast", "--epochs", "3"),
+        ("--epochs 3", "under protocol fast does not read epochs"),
+    ),
+    Case(
+        "a KD setting without a KD teacher",
+        lambda t: evaluate(t, t / "x.pt", "--set", "kd_alpha=0.3"),
+        ("--set kd_alpha=0.3", "without a KD teacher"),
     ),
     Case(
         "teacher embedding 16 wide, student dim 128",
@@ -533,7 +541,7 @@ CASES = [
     Case(
         "--set workers=-1",
         lambda t: pretrain(t, "--set", "workers=-1"),
-        ("workers=-1", "expected an integer >= 0"),
+        ("workers=-1", "expected null or an integer >= 0"),
     ),
     Case("--set queue_size=0", lambda t: pretrain(t, "--set", "queue_size=0"), ("queue_size=0", "expected")),
     Case("--set dim=0", lambda t: pretrain(t, "--set", "dim=0"), ("dim=0", "expected an integer >= 1")),
@@ -908,7 +916,7 @@ def render(outcomes) -> str:
         "Every case exits with code 2 after one line on stderr, and leaves no partial output: no\n"
         "`final.pt`, no record in `results.jsonl`, and, where the input is checked before any work\n"
         "starts, no output folder at all. A run stopped part-way (a corrupt image met in training, a\n"
-        "NaN loss) keeps only the `last.pt` of its completed steps, which `--resume` continues from.\n\n"
+        "NaN loss) keeps only the `last.pt` of its completed steps, which a rerun (the default) continues from.\n\n"
         "Policies:\n\n"
         "- Corrupt or truncated image: **stop** at the first one, naming the file (skipping would change\n"
         "  the dataset a number is measured on). The same holds with DataLoader workers (`workers>0`):\n"
@@ -926,6 +934,10 @@ def render(outcomes) -> str:
         "  and what is expected (`tests/disco_bench/test_field_validation.py` tries a bad value of every\n"
         "  field on every command). `--set` may be repeated (the pairs merge; one key twice is an error);\n"
         "  in a suite (`run`, `step`) every key names its step kind (`pretrain.`, `eval.`).\n"
+        "- Settings that do not apply: each field declares which methods (or tasks, and probe protocols)\n"
+        "  read it; a flag, `--set` or suite step `with` giving one the method, task or protocol does not\n"
+        "  read is refused, naming what reads it. A suite's `defaults` and a suite-wide `--set` give a\n"
+        "  setting to every step of a kind: a step that does not read it is built and recorded without it.\n"
         "- Checkpoints: a file that is not a torch checkpoint, weights holding NaN/Inf, or a mid-run\n"
         "  `last.pt` are refused when loaded; `eval --allow-unfinished` evaluates the last, and its\n"
         "  records carry `protocol.pretrain.unfinished` (step and epoch).\n"

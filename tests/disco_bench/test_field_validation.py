@@ -10,9 +10,7 @@ subprocess to show that the same holds at the process boundary.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import json
 import math
 import subprocess
@@ -28,9 +26,8 @@ import disco_bench.embedded_detection as embedded_detection
 import disco_bench.steps as steps
 import downstream.config as eval_config
 import pretrain.config as pretrain_config
-from disco_bench.cli import main
 from pretrain.validation import FieldError, wrong_type_value
-from tests.pretrain.helpers import pretrain_args
+from tests.pretrain.helpers import pretrain_args, run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,16 +128,6 @@ COMMANDS = [
     ("step", step_argv, "eval.", cases_for(*E, first_only=True)),
 ]
 CASES = [(cmd, build, scope, key, value) for cmd, build, scope, cases in COMMANDS for key, value in cases]
-
-
-def run_main(argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, err.getvalue()
 
 
 @pytest.mark.parametrize("cls, rules", CONFIGS, ids=[c.__name__ for c, _ in CONFIGS])

@@ -173,6 +173,8 @@ def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_res
         and "d: FAILED: RuntimeError: d failed on purpose" in text
     )
     assert all((out / f"started-{s}").read_text() == "1" for s in "abcd")  # one torch thread per job
+    # and one core's share for its default DataLoader workers (pretrain.data.default_workers)
+    assert all((out / f"cores-{s}").read_text() == "1" for s in "abcd")
     assert "d failed on purpose" in (out / "logs" / "d.log").read_text()  # each step's output in its own log
     assert sum("started (job" in line for line in lines) == 4
 

@@ -153,8 +153,15 @@ DETECTION_SCALE = SCALE | {
     "eval.classes",
     "eval.fallback",
 }  # the miniature VOC has no VOC2012: trains on 2007
-DETECTION_MINIATURE = MINIATURE | parse_overrides(
-    ["eval.det_trials=1", "eval.det_max_iter=2", "eval.det_image_size=64", "eval.det_batch_size=2"]
+# a detection step reads no probe setting (a --set that no step of the run reads is refused)
+DETECTION_MINIATURE = {k: v for k, v in MINIATURE.items() if k.startswith("pretrain.")} | parse_overrides(
+    [
+        "eval.workers=0",
+        "eval.det_trials=1",
+        "eval.det_max_iter=2",
+        "eval.det_image_size=64",
+        "eval.det_batch_size=2",
+    ]
 )
 DETECTION_CELLS = [
     ("voc07_detection", "moco-ap50", "resnet34"),

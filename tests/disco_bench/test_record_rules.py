@@ -10,32 +10,16 @@ import json
 from pathlib import Path
 
 import pytest
+from paper_records import written_record
 
 from disco_bench.cli import main
-from disco_bench.results import append_records, make_records, read_records
-from downstream.result import Measurement, TaskResult
+from disco_bench.results import append_records, read_records
 from pretrain.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def record(metric: str = "top1", value: float = 51.5, task: str = "linear", **fields) -> dict:
-    result = TaskResult(task, [Measurement(metric, value, "embedded")], {"lr": 30.0})
-    (rec,) = make_records(
-        result,
-        student="resnet18",
-        teacher=None,
-        method="moco",
-        seed=0,
-        protocol={"lr": 30.0},
-        config_hash="abc123",
-        checkpoint_sha256=None,
-        started_at="2026-01-01T00:00:00+00:00",
-        finished_at="2026-01-01T00:00:00+00:00",
-        step="linear-moco",
-        run={"processes": 1},
-    )
-    return rec | fields
+record = written_record  # a valid record as a run writes it, with the fields a test changes
 
 
 def write_lines(path: Path, *lines: str) -> Path:

@@ -262,6 +262,22 @@ def test_a_number_from_a_degenerate_state_says_so_and_a_max_steps_run_is_labelle
     assert "8 steps (max_steps; 22 ep planned)" in line and "22 ep," not in line
 
 
+def test_a_students_contrastive_loss_is_shown_beside_chance():
+    import math
+
+    from disco_bench.leaderboard.markdown import task_frame, task_table
+    from disco_bench.leaderboard.table import tidy
+
+    protocol = {"epochs": 5, "hidden": 1024, "method": "moco", "queue_size": 1024}
+    recs = [{"id": f"p{m}", "task": "pretrain", "metric": m, "value": v, "method": "moco", "student": "resnet18",
+             "teacher": None, "seed": 0, "dataset": "a", "label": "MoCo-v2", "checkpoint_sha256": "s",
+             "config_hash": "c", "run": None, "extra": None, "protocol": protocol}
+            for m, v in (("final_loss", 6.83), ("final_loss_con", 6.83))]  # fmt: skip
+    table = task_table(task_frame(tidy(recs)), "pretrain")
+    assert "chance ln(K+1)" in table.splitlines()[0]
+    assert f"| {math.log(1025):.2f} |" in table  # 6.93: the loss sits at chance
+
+
 def test_leaderboard_csv_keeps_records_without_ids_and_an_information_plane_at_its_last_epoch():
     """leaderboard.csv's own rows are the per-task table's: a record with no id still counts (another
     id-less record filling a paper cell does not take it along), and a per-epoch curve counts once per

@@ -4,6 +4,7 @@ form the format allows), VOC difficult objects and layouts, and the checks that 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -189,4 +190,39 @@ def test_a_voc_coordinate_that_is_no_number_is_named(voc_root, tmp_path):
     start = text.index("<xmin>") + len("<xmin>")
     xml.write_text(text[:start] + "left" + text[text.index("</xmin>") :])
     with pytest.raises(InputError, match=rf"{xml}: <xmin> is 'left', expected a number"):
+        read_train_test("voc", root)
+
+
+def _rename_objects(root, names: dict[str, str]) -> None:
+    for xml in (root / "VOCdevkit/VOC2007/Annotations").iterdir():
+        text = xml.read_text()
+        for old, new in names.items():
+            text = text.replace(f"<name>{old}</name>", f"<name>{new}</name>")
+        xml.write_text(text)
+
+
+def test_voc_official_names_beside_others_are_refused_unless_classes_txt_lists_them(voc_root, tmp_path):
+    """A misspelt object ('persn') once became a class of its own; a custom set that uses an official
+    name beside its own lists its classes in VOCdevkit/classes.txt."""
+    root = _copy(voc_root, tmp_path / "det")
+    found = sorted(
+        {
+            n
+            for x in (root / "VOCdevkit/VOC2007/Annotations").iterdir()
+            for n in re.findall(r"<name>([^<]+)</name>", x.read_text())
+        }
+    )
+    assert len(found) == 2
+    _rename_objects(root, {found[0]: "person", found[1]: "helmet"})
+    with pytest.raises(
+        InputError, match=r"object names 'helmet' are not Pascal VOC classes, while 1 others are"
+    ):
+        read_train_test("voc", root)
+    (root / "VOCdevkit" / "classes.txt").write_text("helmet\nperson\n")
+    train, test = read_train_test("voc", root)
+    assert train.classes == test.classes == ["helmet", "person"]
+    _rename_objects(root, {"helmet": "helmett"})  # outside the listed classes: refused, named
+    with pytest.raises(
+        InputError, match=r"object 'helmett' is not among the dataset's classes \(helmet, person\)"
+    ):
         read_train_test("voc", root)

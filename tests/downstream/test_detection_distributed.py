@@ -119,3 +119,52 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path):
     )
     assert details["det-d2"]["norm_effective"] == "naiveSyncBN"  # Detectron2's all-reduce SyncBN, over gloo
     assert all(len(d["loss_curve"]) == 2 for d in details.values())
+
+
+def _shard_and_gather(rank: int, world: int, init_file: str, results) -> None:
+    import numpy as np
+    import torch.distributed as dist
+
+    from downstream.detection.data import DetectionSet, ImageRecord
+    from downstream.detection.distributed import gather_on_main, share_from_main, test_shard
+    from downstream.detection.metrics import Prediction, encode_masks
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        procs = DistInfo(rank=rank, world_size=world)
+        test = DetectionSet(
+            "t", ["a"], [ImageRecord(i, Path(f"{i}.jpg"), 8, 6) for i in (7, 3, 9, 1, 4)], True
+        )
+        shard = test_shard(test, procs)
+        mask = np.zeros((1, 6, 8), bool)
+        mine = [
+            Prediction(r.image_id, np.zeros((1, 4)), np.ones(1), np.zeros(1, int), encode_masks(mask))
+            for r in shard.images
+        ]
+        gathered = gather_on_main(mine, test, procs)
+        metric = share_from_main({"from": rank} if rank == 0 else None)
+        results[rank] = (
+            [r.image_id for r in shard.images],
+            None if gathered is None else [p.image_id for p in gathered],
+            metric,
+        )
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_predicts_its_share_and_rank_0_alone_gathers_them_in_test_order(tmp_path):
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        results = manager.dict()
+        mp.start_processes(
+            _shard_and_gather,
+            args=(2, str(tmp_path / "init"), results),
+            nprocs=2,
+            join=True,
+            start_method="fork",
+        )
+        (shard0, all0, metric0), (shard1, all1, metric1) = results[0], results[1]
+    assert shard0 == [7, 9, 4] and shard1 == [3, 1]  # every image once, split over the ranks
+    assert all0 == [7, 3, 9, 1, 4] and all1 is None  # rank 0 gathers, in the test set's order
+    assert metric0 == metric1 == {"from": 0}  # the metrics rank 0 computed, on every rank

@@ -12,6 +12,7 @@ from downstream.detection.metrics import (
     Prediction,
     coco_ap,
     detection_metrics,
+    encode_masks,
     metric_names,
     voc_map,
     voc_metrics,
@@ -40,7 +41,7 @@ def _masks(boxes, size=100):
     out = np.zeros((len(boxes), size, size), dtype=bool)
     for k, (x1, y1, x2, y2) in enumerate(boxes):
         out[k, y1:y2, x1:x2] = True
-    return out
+    return encode_masks(out)  # as the backends keep them
 
 
 def test_perfect_predictions_give_ap_100_for_boxes_masks_and_voc():
@@ -206,7 +207,9 @@ def test_a_detection_on_a_crowd_region_is_neither_hit_nor_miss_as_in_pycocotools
 def test_no_detections_give_zero():
     gt, _ = _known_case()
     empty = [
-        Prediction(i, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), np.zeros((0, 100, 100), bool))
+        Prediction(
+            i, np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), encode_masks(np.zeros((0, 100, 100), bool))
+        )
         for i in (0, 1)
     ]
     assert set(detection_metrics(gt, empty, masks=True).values()) == {0.0}

@@ -4,6 +4,8 @@ runs code when loaded."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import pathlib
 from pathlib import Path
 
@@ -159,3 +161,16 @@ def bomb_png(path: Path) -> Path:
     header = struct.pack(">IIBBBBB", 20000, 9000, 1, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
     return path
+
+
+def run_main(argv: list[str]) -> tuple[int, str]:
+    """(exit code, stderr) of ``python -m disco_bench ARGV`` run in this process (stdout discarded)."""
+    from disco_bench.cli import main
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    return code, err.getvalue()

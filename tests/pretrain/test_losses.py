@@ -104,6 +104,26 @@ def test_queue_enqueue_then_wrap_around():
     assert torch.equal(queue.items[1:3], a[1:3])
 
 
+def test_queue_enqueue_never_reads_the_pointer_from_the_device_but_a_loaded_one_is_read_once(monkeypatch):
+    """A step must not wait on the device for the queue pointer: it is kept on the host, and read
+    from the buffer only once after a checkpoint is loaded into the queue."""
+    queue = EmbeddingQueue(size=5, dim=2)
+    reads = []
+    real_int = torch.Tensor.__int__
+    monkeypatch.setattr(torch.Tensor, "__int__", lambda t: reads.append(1) or real_int(t))
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or 0)
+    queue.enqueue(torch.ones(3, 2))
+    queue.enqueue(torch.ones(3, 2))
+    assert reads == []
+    monkeypatch.undo()
+    assert int(queue.ptr) == 1
+    saved = {k: v.clone() for k, v in queue.state_dict().items()}
+    fresh = EmbeddingQueue(size=5, dim=2)
+    fresh.load_state_dict(saved)
+    fresh.enqueue(torch.full((2, 2), 7.0))  # continues at the loaded pointer, not at 0
+    assert int(fresh.ptr) == 3 and torch.equal(fresh.items[1:3], torch.full((2, 2), 7.0))
+
+
 def test_queue_batch_larger_than_queue_keeps_the_newest_rows():
     queue = EmbeddingQueue(size=3, dim=1)
     queue.enqueue(torch.arange(7, dtype=torch.float32).view(7, 1))

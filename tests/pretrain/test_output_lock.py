@@ -134,10 +134,20 @@ def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
 
 
 def test_only_rank_0_of_a_torchrun_job_holds_the_folder(tmp_path, monkeypatch):
-    with output_lock(tmp_path):
-        monkeypatch.setenv("RANK", "1")
-        with output_lock(tmp_path):  # rank 1 of the same run: no lock of its own, no refusal
+    held, free = tmp_path / "held", tmp_path / "free"
+    with output_lock(held):
+        lock = (held / LOCK_NAME).read_text()
+        with (
+            pytest.raises(InputError, match="in use"),
+            output_lock(held),
+        ):  # another rank-0 process is refused
             pass
+        monkeypatch.setenv("RANK", "1")
+        with output_lock(held) as path:  # rank 1 of the same run: no lock of its own, no refusal
+            assert path == held / LOCK_NAME
+        assert (held / LOCK_NAME).read_text() == lock  # rank 0's lock untouched
+        with output_lock(free):  # rank 1 takes nothing of its own, even where nobody holds the folder
+            assert not free.exists()
 
 
 def test_a_file_system_without_locks_runs_unprotected_with_a_warning(tmp_path, monkeypatch, capsys):

@@ -102,3 +102,23 @@ def test_across_two_processes_keys_come_back_to_their_rank_and_row(tmp_path):
         [1.0, 2.0, 4.0, 8.0],
         [16.0, 32.0, 64.0, 128.0],
     ]  # statistics mix the two processes' images
+
+
+def test_gathering_channels_last_views_keeps_every_value_in_place(monkeypatch):
+    """Views arrive channels_last on GPU runs. NCCL writes each rank's bytes into the buffers flat,
+    whatever their strides: the gather must hand it buffers in the input's (contiguous) order.
+    Two ranks simulated in one process, each buffer written as NCCL writes it."""
+    import pretrain.distributed as distributed
+
+    def flat_all_gather(parts, x):
+        for r, buf in enumerate(parts):
+            assert buf.shape == x.shape
+            flat = torch.as_strided(buf, (buf.numel(),), (1,))  # the buffer's storage, as NCCL sees it
+            flat.copy_((x + 1000 * r).reshape(-1))  # the input's values in its logical order
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed.dist, "get_world_size", lambda: 2)
+    monkeypatch.setattr(distributed.dist, "all_gather", flat_all_gather)
+    x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).view(2, 3, 4, 5)
+    out = distributed.all_gather_cat(x.contiguous(memory_format=torch.channels_last))
+    assert torch.equal(out, torch.cat([x, x + 1000]))

@@ -57,7 +57,6 @@ def eval_args(ckpt, data, out, *extra: str, sets: tuple[str, ...] = ()) -> list[
         "--quiet",
         *extra,
         "--set",
-        "batch_size=8",
         "device=cpu",
         *sets,
     ]
@@ -83,7 +82,14 @@ def probe_state_path(tmp, data, evil):
     (tmp / "out" / "eval" / "linear").mkdir(parents=True)
     evil.replace(tmp / "out" / "eval" / "linear" / "probe_last.pt")
     return eval_args(
-        save_student(tmp / "student.pt"), data, tmp / "out", "--protocol", "paper", "--epochs", "1"
+        save_student(tmp / "student.pt"),
+        data,
+        tmp / "out",
+        "--protocol",
+        "paper",
+        "--epochs",
+        "1",
+        sets=("batch_size=8",),  # the paper protocol's SGD batch (the fast one reads none)
     )
 
 

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import pytest
+import torch
 
 from pretrain.validation import (
     FREE,
@@ -128,11 +129,27 @@ def _methods() -> list[str]:
 
 @pytest.mark.parametrize("method", _methods())
 def test_every_method_takes_a_teacher_exactly_when_it_reads_one(method):
+    """Built with a teacher whatever it declares, a method's forward calls that teacher exactly when
+    the method says it needs one, and the config asks for a teacher file exactly then."""
     from pretrain.config import PretrainConfig
     from pretrain.errors import InputError
     from pretrain.methods import METHODS
+    from pretrain.models import build_backbone
+    from tests.pretrain.helpers import tiny_cfg, tiny_teacher, views_for
 
-    reads_one = METHODS[method].needs_teacher
+    cfg = tiny_cfg(method, image_size=16)
+    teacher = tiny_teacher(dim=cfg.dim)
+    calls = []
+    teacher.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    torch.manual_seed(0)
+    built = METHODS[method](cfg, build_backbone(cfg.student), teacher).train()
+    out = built(views_for(built, batch=4))
+    assert torch.isfinite(out["loss"])
+    reads_one = bool(calls)
+    assert METHODS[method].needs_teacher == reads_one, (
+        f"{method}: forward called the teacher {len(calls)} times"
+    )
+
     given, missing = PretrainConfig(method=method, teacher_ckpt="t.pt"), PretrainConfig(method=method)
     if reads_one:
         given.check_teacher()

@@ -1,0 +1,55 @@
+"""Ctrl-C of ``run --jobs 2``: the terminal sends SIGINT to every process of the run; the run ends
+with its one "interrupted" line and nothing after it (the step processes once died mid-exit and the
+resource tracker warned of "leaked semaphore objects")."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.crash_helpers import ENV, ROOT
+
+pytestmark = pytest.mark.slow
+
+SUITE = """\
+name: two
+datasets:
+  d: {kind: imagefolder, path: d, generate: {classes: 3, train_per_class: 8, val_per_class: 4, image_size: 16}}
+defaults:
+  pretrain: {method: moco, student: test_resnet, epochs: 500, batch_size: 4, image_size: 16,
+             queue_size: 16, key_momentum: 0.9}
+steps:
+  - {id: a, kind: pretrain, with: {data: d, seed: 0}}
+  - {id: b, kind: pretrain, with: {data: d, seed: 1}}
+"""
+
+
+def test_ctrl_c_of_parallel_steps_ends_with_the_interrupted_line_alone(tmp_path):
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    out = tmp_path / "out"
+    run = subprocess.Popen(
+        [sys.executable, "-m", "disco_bench", "run", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out),
+         "--jobs", "2", "--quiet"],
+        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # its own process group: the SIGINT below reaches the run alone, as Ctrl-C would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        # both steps training (their progress bars, and with them their locks, exist)
+        while not all((out / "checkpoints" / s / "log.csv").exists() for s in "ab"):
+            assert run.poll() is None and time.monotonic() < deadline, run.communicate()
+            time.sleep(0.2)
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait()
+    assert run.returncode == 130
+    assert err == "interrupted; run the same command again to resume\n", err
