@@ -21,7 +21,8 @@ def test_distill_only_loss_is_lambda_times_the_summed_mse_of_both_views_and_trai
         distill_weight=0.5,
     )
     method, _ = build_method(cfg)
-    assert method.student.head.hidden == 2048  # DisCo's head: the two differ only by the InfoNCE term
+    # the ablation's head: hidden = the student's feature width, as DisCo* (the pair differs only by InfoNCE)
+    assert method.student.head.hidden == method.student.head.net[0].in_features == 512
     views = views_for(method)
     with torch.no_grad():
         method.eval()  # the same BN statistics for the hand computation and the forward below
