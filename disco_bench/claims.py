@@ -303,7 +303,6 @@ def observations(df: pd.DataFrame) -> list[Obs]:
         record = row.record
         extra = record.get("extra") or {}
         several = "arch" in extra
-        pre = (record.get("protocol") or {}).get("pretrain") or {}
         out.append(
             Obs(
                 value=float(row.value),
@@ -311,7 +310,7 @@ def observations(df: pd.DataFrame) -> list[Obs]:
                 method=row.method,
                 student=row.student,
                 seed=row.pretrain_seed,
-                pretrain=pre if isinstance(pre, dict) else {},
+                pretrain=row.pretrain,
                 data_key=row.pretrain_data or row.pretrained_on,
                 data_name=row.pretrained_on,
                 pool=row.pool,

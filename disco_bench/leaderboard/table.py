@@ -19,7 +19,8 @@ Columns, computed here and nowhere else:
   ``eval_context`` (the evaluation's settings alone, for the claims), ``kd_probe``;
 - one column per setting that can change a number (``pretrain.hidden``, ``eval.protocol``,
   ``run.threads``, ...), and ``protocol``, ``extra``, ``run`` as JSON text;
-- ``record`` (the record as the views quote it; not exported) and ``settings`` (path -> value).
+- ``record`` (the record as the views quote it; not exported), ``settings`` (path -> value) and
+  ``pretrain`` (the measured checkpoint's pre-training protocol), neither exported either.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ LEADING = (
     "finished_at",
 )
 JSON_COLUMNS = ("protocol", "extra", "run", "artifacts")
-INTERNAL = ("record", "settings")
+INTERNAL = ("record", "settings", "pretrain")
 
 
 def digest(value: Any) -> str:
@@ -166,6 +167,7 @@ def _row(record: dict, made_by: dict[str, dict], pretrain_by_sha: dict[str, dict
         "degenerate": "; ".join((measured.get("extra") or {}).get("degenerate") or []) or None,
         "eval_context": _eval_context(settings),
         "record": measured,
+        "pretrain": pre,  # the measured checkpoint's pre-training protocol ({} for a file or random init)
         "settings": settings,
     }
     for key in JSON_COLUMNS:
