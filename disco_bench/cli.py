@@ -176,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="list every step, what it needs and produces, and its GPU-hours and CPU-time estimate; run nothing",
     )
+    _add_dataset(p)
+    p.add_argument(
+        "--reuse",
+        default=None,
+        metavar="DIR",
+        help="a finished run's output folder: steps it did with the same config (e.g. cpu's, in a "
+        "cpu-full run) are copied from there instead of run again",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument(
         "--only",
@@ -231,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry", type=_count, default=0, metavar="N", help="run a failed step up to N more times"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_dataset(p)
     _add_set(p)
 
     p = sub.add_parser("pretrain", help="pre-train one student or teacher")
@@ -381,15 +390,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_dataset(p) -> None:
+    p.add_argument(
+        "--dataset",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY=PATH",
+        help="put your own folder in the place of the suite's dataset KEY (same layout, e.g. an "
+        "ImageFolder with train/ and val/); its results are named after the folder",
+    )
+
+
+def _given_datasets(pairs: list[str]) -> dict[str, str]:
+    given = {}
+    for pair in pairs:
+        key, sep, folder = pair.partition("=")
+        if not sep or not key or not folder:
+            raise InputError(f"--dataset {pair}: expected KEY=PATH, e.g. --dataset a=~/data/mydata")
+        given[key] = folder
+    return given
+
+
 def cmd_run(args) -> int:
     from disco_bench.config import parse_overrides
     from disco_bench.launchers import make_launcher
     from disco_bench.runner import run_suite
-    from disco_bench.suite import load_suite
+    from disco_bench.suite import give_datasets, load_suite
 
     overrides = parse_overrides(args.overrides)
     _check_suite_overrides(overrides)
-    suite = load_suite(args.suite)
+    suite = give_datasets(load_suite(args.suite), _given_datasets(args.dataset))
     data_root = Path(args.data_root) if args.data_root else None
     launcher = None
     if not args.dry_run:
@@ -412,6 +443,7 @@ def cmd_run(args) -> int:
         only=args.only,
         retries=args.retry,
         launcher=launcher,
+        reuse=Path(args.reuse) if args.reuse else None,
     )
 
 
@@ -432,6 +464,7 @@ def cmd_step(args) -> int:
         overrides=overrides,
         retries=args.retry,
         progress=not args.quiet,
+        datasets=_given_datasets(args.dataset),
     )
     records = run_request(request)
     from pretrain.distributed import DistInfo

@@ -88,7 +88,9 @@ def prepare_datasets(
             )
         check, generate = DATASET_KINDS[kind]
         rel = spec.get("path", name)
-        if data_root is None and spec.get("generate") is not None:
+        if Path(rel).is_absolute():  # a folder --dataset put in the suite's place
+            path = Path(rel)
+        elif data_root is None and spec.get("generate") is not None:
             path = out / "data" / rel
             if create:
                 generate(path, spec["generate"], progress)

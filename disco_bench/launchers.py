@@ -364,6 +364,8 @@ def step_command(request: StepRequest, records_file: Path) -> list[str]:
     ]
     if request.data_root:
         cmd += ["--data-root", request.data_root]
+    for key, folder in request.datasets.items():
+        cmd += ["--dataset", f"{key}={folder}"]
     if not request.progress:
         cmd += ["--quiet"]
     if request.overrides:

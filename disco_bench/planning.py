@@ -25,6 +25,10 @@ def restrict(suite: Suite, only: list[str] | None) -> Suite:
     return dataclasses.replace(suite, datasets=used_datasets(suite))
 
 
+def _needs_data_root(spec: dict) -> bool:
+    return spec.get("generate") is None and not Path(spec.get("path", "")).is_absolute()
+
+
 def build_context(
     suite: Suite,
     out: Path,
@@ -36,7 +40,7 @@ def build_context(
 ) -> RunContext:
     """Resolve datasets (generating embedded ones when ``create``; checking all before anything runs).
     ``kinds``: the step-kind registry to plan with (default ``steps.STEP_KINDS``)."""
-    if data_root is None and not create and any(s.get("generate") is None for s in suite.datasets.values()):
+    if data_root is None and not create and any(_needs_data_root(s) for s in suite.datasets.values()):
         data_root = DATA_ROOT_PLACEHOLDER  # a dry run lists the steps without any data on disk
     paths = prepare_datasets(suite, out, data_root, create=create, progress=progress)
     external = {
@@ -51,6 +55,7 @@ def build_context(
         dataset_names={k: suite.dataset_name(k) for k in suite.datasets},
         external=external,
         kinds=dict(kinds if kinds is not None else STEP_KINDS),
+        given_data=frozenset(suite.given),
     )
 
 

@@ -33,6 +33,7 @@ from disco_bench.planning import (
     restrict,
 )
 from disco_bench.report import write_report
+from disco_bench.reuse import check_reuse_folder, reusable, take
 from disco_bench.step_request import StepRequest, failure_text
 from disco_bench.steps import (
     PATH_KEYS,
@@ -49,7 +50,7 @@ from disco_bench.suite import Step, Suite
 @dataclass
 class StepOutcome:
     step: str
-    status: str  # done | ran | failed | skipped
+    status: str  # done | reused | ran | failed | skipped
     detail: str = ""
 
 
@@ -138,8 +139,9 @@ def suite_note(suite: Suite, ctx: RunContext, rows, on_gpu: bool) -> str | None:
     return cost.long_run_note(total, on_gpu, f"suite {suite.name}", quick)
 
 
-def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
+def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo, reuse: Path | None = None) -> int:
     records = results.read_records(ctx.records_path)
+    theirs = results.read_records(reuse / "results.jsonl") if reuse is not None else []
     configs = {s.id: step_config(s, ctx) for s, _ in rows}
     # a --set of a step's checkpoint or data is listed as what runs, not as the suite wrote it
     rows = [(dataclasses.replace(s, params=effective_params(s, ctx)), h) for s, h in rows]
@@ -147,6 +149,8 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
     total, unknown, todo = 0.0, 0, 0
     for n, (step, h) in enumerate(rows, 1):
         done = is_done(step, ctx, h, records)
+        taken = not done and reuse is not None and bool(reusable(step, h, reuse, theirs))
+        done = done or taken
         todo += not done
         needs, produces = needs_and_produces(step, ctx)
         c = step_cost(step, configs[step.id], suite, arch, ctx.dataset_paths)
@@ -156,7 +160,8 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo) -> int:
             total += c.gpu_hours
         tags = f" [{', '.join(step.tags)}]" if step.tags else ""
         echo(
-            f"[{n}/{len(rows)}] {step.id} [{'done' if done else 'todo'}] {describe(step, configs[step.id], arch)}{tags}"
+            f"[{n}/{len(rows)}] {step.id} [{'reuse' if taken else 'done' if done else 'todo'}] "
+            f"{describe(step, configs[step.id], arch)}{tags}"
         )
         echo(f"    needs: {'; '.join(needs) or 'nothing'}")
         echo(f"    produces: {'; '.join(produces)}")
@@ -196,10 +201,13 @@ def run_suite(
     retries: int = 0,
     launcher=None,
     kinds: dict | None = None,
+    reuse: Path | None = None,
 ) -> int:
     """Run (or list) the suite's steps; returns the exit code (0 when every step passed).
-    ``kinds``: the step-kind registry (default ``steps.STEP_KINDS``), handed on to step processes."""
+    ``kinds``: the step-kind registry (default ``steps.STEP_KINDS``), handed on to step processes.
+    ``reuse``: a finished run's folder whose steps with the same config hash are taken, not run."""
     out = Path(out)
+    reuse = check_reuse_folder(reuse, out) if reuse is not None else None
     suite = restrict(suite, only)
     if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
         checked = build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds)
@@ -209,7 +217,7 @@ def run_suite(
     if dry_run:
         check_overrides_are_read(rows, ctx)
     if dry_run:
-        return dry_run_listing(suite, ctx, rows, echo)
+        return dry_run_listing(suite, ctx, rows, echo, reuse)
     import torch
 
     note = suite_note(suite, ctx, rows, on_gpu=torch.cuda.is_available())
@@ -225,8 +233,10 @@ def run_suite(
         retries=retries,
         progress=progress,
         kinds=ctx.kinds,
+        datasets=dict(suite.given),
     )
     records = results.read_records(ctx.records_path)
+    theirs = results.read_records(reuse / "results.jsonl") if reuse is not None else []
     outcomes: dict[str, StepOutcome] = {}
     handles: dict = {}
 
@@ -264,6 +274,13 @@ def run_suite(
             if is_done(step, ctx, h, records):
                 outcomes[step.id] = StepOutcome(step.id, "done")
                 echo(f"{head}: skipped, already done (config {h})")
+                continue
+            taken = reusable(step, h, reuse, theirs) if reuse is not None else []
+            if taken:
+                take(step, taken, reuse, ctx)
+                records += taken
+                outcomes[step.id] = StepOutcome(step.id, "reused")
+                echo(f"{head}: taken from {reuse} (config {h})")
                 continue
             cfg = step_config(step, ctx)
             echo(
@@ -322,7 +339,11 @@ def finish(out: Path, outcomes: dict[str, StepOutcome], echo) -> int:
     failed = [o for o in outcomes.values() if o.status in ("failed", "skipped")]
     ran = sum(o.status == "ran" for o in outcomes.values())
     done = sum(o.status == "done" for o in outcomes.values())
-    echo(f"{ran} ran, {done} already done, {len(failed)} failed or skipped")
+    reused = sum(o.status == "reused" for o in outcomes.values())
+    echo(
+        f"{ran} ran, {done} already done, {f'{reused} taken from --reuse, ' if reused else ''}"
+        f"{len(failed)} failed or skipped"
+    )
     for o in failed:
         echo(f"  {o.step}: {o.status}: {o.detail}")
     echo(f"leaderboard: {board}")

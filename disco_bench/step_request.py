@@ -50,6 +50,7 @@ class StepRequest:
     retries: int = 0
     progress: bool = False
     kinds: dict | None = None  # the step-kind registry the parent planned with (None: steps.STEP_KINDS)
+    datasets: dict = field(default_factory=dict)  # --dataset KEY=PATH: the suite's datasets replaced
 
     def __call__(self) -> list[dict]:
         """Run as a submitit job: join the job's process group when it has several tasks."""
@@ -67,9 +68,9 @@ def run_request(request: StepRequest) -> list[dict]:
     """Rebuild the plan in this process and run the one step the request names."""
     from disco_bench.planning import build_context, plan, restrict
     from disco_bench.steps import run_step
-    from disco_bench.suite import load_suite
+    from disco_bench.suite import give_datasets, load_suite
 
-    suite = restrict(load_suite(request.suite), None)
+    suite = restrict(give_datasets(load_suite(request.suite), request.datasets), None)
     data_root = Path(request.data_root) if request.data_root else None
     ctx = build_context(
         suite,

@@ -31,6 +31,8 @@ class RunContext:
     external: dict[str, Path] = field(default_factory=dict)  # checkpoint step id -> file under --data-root
     # the step kinds this run plans with: STEP_KINDS, or a registry a caller passes (tests add fake kinds)
     kinds: dict = field(default_factory=lambda: dict(STEP_KINDS))
+    # dataset keys whose folder --dataset replaced: the folder then enters the steps' config hashes
+    given_data: frozenset = frozenset()
 
     @property
     def records_path(self) -> Path:
@@ -120,7 +122,7 @@ def _hashable(step, params: dict, ctx: RunContext, config: dict) -> dict:
         elif isinstance(value, list) and any(_is_ref(v) for v in value):
             cfg[key] = [_hashed_ref(v, ctx) if _is_ref(v) else v for v in value]
         elif key == "data":
-            cfg[key] = value
+            cfg[key] = f"{value}={ctx.dataset_paths[value]}" if value in ctx.given_data else value
     cfg.pop("out", None)
     return {"kind": step.kind, "task": step.task, "config": cfg}
 

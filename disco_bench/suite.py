@@ -13,12 +13,18 @@ A named subset is a suite file with ``extends: BASE`` and ``select: [PATTERN, ..
 suite's steps whose id or one of whose tags matches a pattern (shell-style, ``*`` and ``?``),
 plus every step they depend on. ``--only`` selects the same way.
 
+A suite that builds on another has ``include: BASE``: the base's datasets, defaults and steps come
+first, unchanged, and the file adds datasets and steps (which may refer to the base's ``@ID``s). It
+sets no ``defaults`` of its own, so every included step keeps its config hash: a run with
+``--reuse BASE_OUT`` takes those steps from the base's finished run instead of training them again.
+
 Method and task names are checked against the registries when a suite is loaded, so a typo or a
 method that is not implemented yet fails before anything runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import itertools
 from dataclasses import dataclass, field
@@ -32,6 +38,7 @@ from pretrain.errors import InputError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SUITE_KEYS = {"name", "description", "datasets", "defaults", "steps"}
+INCLUDING_KEYS = {"name", "description", "include", "datasets", "steps"}
 SUBSET_KEYS = {"name", "description", "extends", "select"}
 STEP_KEYS = {"id", "kind", "task", "label", "tags", "matrix", "with"}
 DATASET_KEYS = {"kind", "path", "name", "generate"}
@@ -57,6 +64,8 @@ class Suite:
     steps: list[Step]
     path: Path
     extends: str | None = None  # a named subset: the suite it selects from
+    includes: str | None = None  # a suite that builds on another: the one whose steps it starts with
+    given: dict[str, str] = field(default_factory=dict)  # dataset key -> a folder --dataset put in its place
 
     def dataset_name(self, key: str) -> str:
         """What records call dataset ``key``: its ``name``, else the last part of its path."""
@@ -99,7 +108,9 @@ def _refs(value: Any) -> list[str]:
     return []
 
 
-def expand_steps(raw_steps: list[dict], where: str) -> list[Step]:
+def expand_steps(raw_steps: list[dict], where: str, earlier: tuple[str, ...] = ()) -> list[Step]:
+    """``earlier``: the ids of steps that come before these (an included suite's), which they may
+    refer to and must not repeat."""
     steps: list[Step] = []
     for n, raw in enumerate(raw_steps):
         _check_keys(raw, STEP_KEYS, f"{where} steps[{n}]")
@@ -123,7 +134,7 @@ def expand_steps(raw_steps: list[dict], where: str) -> list[Step]:
                     tags=[str(t) for t in tags],
                 )
             )
-    seen: set[str] = set()
+    seen: set[str] = set(earlier)
     for step in steps:
         if step.id in seen:
             raise InputError(f"{where}: duplicate step id {step.id!r}")
@@ -162,6 +173,27 @@ def select_steps(steps: list[Step], patterns: list[str], where: str = "--only") 
                 chosen.add(need)
                 todo.append(need)
     return [s for s in steps if s.id in chosen]
+
+
+def give_datasets(suite: Suite, given: dict[str, str]) -> Suite:
+    """The suite with datasets replaced by the user's folders (``--dataset KEY=PATH``): same kind,
+    no generator, named after the folder (what records and the leaderboard call it)."""
+    datasets = dict(suite.datasets)
+    for key, folder in given.items():
+        if key not in datasets:
+            raise InputError(
+                f"--dataset {key}={folder}: suite {suite.name} has no dataset {key!r}; "
+                f"its datasets: {', '.join(sorted(suite.datasets))}"
+            )
+        path = Path(folder).expanduser().resolve()
+        if not path.is_dir():
+            raise InputError(f"--dataset {key}={folder}: expected a folder; {path} is none")
+        datasets[key] = {
+            "kind": datasets[key].get("kind", "imagefolder"),
+            "path": str(path),
+            "name": path.name,
+        }
+    return dataclasses.replace(suite, datasets=datasets, given={**suite.given, **given})
 
 
 def used_datasets(suite: Suite) -> dict[str, dict]:
@@ -230,18 +262,43 @@ def _load_subset(raw: dict, path: Path, seen: tuple[Path, ...]) -> Suite:
     )
 
 
+def _base_of(raw: dict, key: str, path: Path, seen: tuple[Path, ...]) -> Suite:
+    """The suite ``raw[key]`` names: a suite name, or a file relative to the including file."""
+    named = Path(str(raw[key]))
+    base_path = suite_path(str(path.parent / named if named.suffix and not named.is_absolute() else named))
+    if base_path in seen or base_path == path:
+        raise InputError(f"{path}: {key} {raw[key]!r}, which leads back to this file (a cycle)")
+    return load_suite(str(base_path), _seen=(*seen, path))
+
+
 def load_suite(name_or_path: str, _seen: tuple[Path, ...] = ()) -> Suite:
     path = suite_path(name_or_path)
     raw = _read_yaml(path)
     if "extends" in raw:
         return _load_subset(raw, path, _seen)
-    _check_keys(raw, SUITE_KEYS, str(path))
+    base = None
+    if "include" in raw:
+        _check_keys(
+            raw,
+            INCLUDING_KEYS,
+            f"{path} (a suite that includes another shares its defaults, so its steps keep their hashes)",
+        )
+        base = _base_of(raw, "include", path, _seen)
+    else:
+        _check_keys(raw, SUITE_KEYS, str(path))
     datasets = raw.get("datasets") or {}
     for ds_name, spec in datasets.items():
         _check_keys(spec, DATASET_KEYS, f"{path} datasets.{ds_name}")
+        if base is not None and ds_name in base.datasets:
+            raise InputError(f"{path} datasets.{ds_name}: already defined by the included suite {base.name}")
     defaults = raw.get("defaults") or {}
     _check_keys(defaults, {"pretrain", "eval"}, f"{path} defaults")
-    steps = expand_steps(raw.get("steps") or [], str(path))
+    earlier = tuple(s.id for s in base.steps) if base is not None else ()
+    steps = expand_steps(raw.get("steps") or [], str(path), earlier)
+    if base is not None:
+        datasets = {**base.datasets, **datasets}
+        defaults = base.defaults
+        steps = [*base.steps, *steps]
     for step in steps:
         ds = step.params.get("data")
         if ds is not None and ds not in datasets:
@@ -249,4 +306,12 @@ def load_suite(name_or_path: str, _seen: tuple[Path, ...] = ()) -> Suite:
                 f"{path}: step {step.id!r} uses data {ds!r}; datasets defined: {', '.join(sorted(datasets)) or 'none'}"
             )
     check_registered(steps, str(path))
-    return Suite(raw.get("name", path.stem), raw.get("description", ""), datasets, defaults, steps, path)
+    return Suite(
+        raw.get("name", path.stem),
+        raw.get("description", ""),
+        datasets,
+        defaults,
+        steps,
+        path,
+        includes=base.name if base is not None else None,
+    )

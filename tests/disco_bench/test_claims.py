@@ -424,3 +424,24 @@ def test_two_splits_are_never_compared_nor_pooled():
                 recs.append(evaluate(pre, test[seed]) | {"split": "test"})
     (row,) = rows_of(recs, "linear-moco")
     assert row.left.values == (70.0, 72.0, 73.0) and row.left.records == 3
+
+
+def test_where_a_checkpoint_is_probed_both_ways_the_claims_read_the_paper_probe():
+    disco = [pretrain("disco", s) for s in range(3)]
+    moco = [pretrain("moco", s, hidden=1024, teacher=None) for s in range(3)]
+    # fast: MoCo-v2 alone ahead; paper: DisCo ahead by 10 on every seed
+    recs = [*disco, *moco]
+    recs += [evaluate(p, v) for p, v in zip(disco, (60.0, 61.0, 62.0), strict=True)]
+    recs += [evaluate(p, v) for p, v in zip(moco, (70.0, 71.0, 72.0), strict=True)]
+    recs += [evaluate(p, v, probe="paper") for p, v in zip(disco, (50.0, 52.0, 51.0), strict=True)]
+    recs += [evaluate(p, v, probe="paper") for p, v in zip(moco, (40.0, 42.0, 41.0), strict=True)]
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.diff.diff == pytest.approx(10.0)
+    # the fast probe is still shown against the paper one, checkpoint by checkpoint
+    assert {a["seed"] for a in probe_agreement(tidy(recs))} == {0, 1, 2}
+
+
+def test_a_checkpoint_probed_only_fast_is_read_as_before():
+    recs = runs("disco", [70.0, 72.0, 74.0]) + runs("moco", [60.0, 61.0, 62.0], hidden=1024, teacher=None)
+    (row,) = rows_of(recs, "linear-moco")
+    assert row.diff.diff == pytest.approx(11.0)

@@ -465,6 +465,21 @@ CASES = [
     Case("unknown task", lambda t: ["eval", "lineer", "--ckpt", "x.pt", "--data", "d"], ("lineer", "linear")),
     Case("unknown suite", lambda t: ["run", "--suite", "smok", "--out", str(t / "out")], ("smok", "smoke")),
     Case(
+        "run --dataset: a key the suite does not have",
+        lambda t: [*suite_file(t, "  - {id: s, kind: init}\n"), "--dataset", f"e={t}"],
+        ("--dataset e=", "no dataset 'e'", "its datasets: d"),
+    ),
+    Case(
+        "run --dataset: not KEY=PATH",
+        lambda t: [*suite_file(t, "  - {id: s, kind: init}\n"), "--dataset", "mydata"],
+        ("--dataset mydata", "expected KEY=PATH"),
+    ),
+    Case(
+        "run --reuse: a folder without a run's records",
+        lambda t: [*suite_file(t, "  - {id: s, kind: init}\n"), "--reuse", str(t)],
+        ("--reuse <tmp>", "holding results.jsonl"),
+    ),
+    Case(
         "suite YAML: typo'd step key",
         lambda t: suite_file(t, "  - {id: s, kind: pretrain, wiht: {method: moco}}\n"),
         ("wiht", "with"),

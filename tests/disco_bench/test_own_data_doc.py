@@ -30,7 +30,7 @@ def commands() -> list[list[str]]:
     return found
 
 
-def test_the_page_has_its_four_cases():
+def test_the_page_has_its_five_cases():
     assert len(commands()) >= 9 and len(blocks("yaml")) == 1
     kinds = {argv[0] if argv[0] != "eval" else f"eval {argv[1]}" for argv in commands()}
     assert {"pretrain", "eval linear", "eval detection", "eval knn", "run", "report"} <= kinds
@@ -55,3 +55,16 @@ def test_the_suite_loads_and_dry_runs_on_the_data_root_the_page_describes(tmp_pa
     assert main([a if a != "my_suite.yaml" else str(suite) for a in argv]) == 0
     listing = capsys.readouterr().out
     assert "8 steps, 8 to run" in listing and "size of the dataset unknown" not in listing
+
+
+def test_the_one_hour_tier_runs_on_the_folder_the_page_names(tmp_path, tiny_imagefolder, capsys):
+    own = next(argv for argv in commands() if argv[:3] == ["run", "--suite", "cpu"])
+    mine = tmp_path / "mydata"
+    shutil.copytree(tiny_imagefolder, mine)
+    argv = [
+        a.replace("~/data/mydata", str(mine)).replace("runs/cpu-mine", str(tmp_path / "out")) for a in own
+    ]
+    assert main([*argv, "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert f"data a ({mine.resolve()})" in listing and "embedded-cpu-b" not in listing
+    assert "teacher-a [todo]" in listing and "teacher-b" not in listing
