@@ -13,38 +13,56 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from disco_bench import results
 from disco_bench.planning import CHECKPOINT_KINDS
-from disco_bench.steps import RunContext
+from disco_bench.steps import RunContext, step_checkpoint
 from disco_bench.suite import Step
 from pretrain.errors import InputError
 
 
-def check_reuse_folder(reuse: Path, out: Path) -> Path:
-    """DIR must be another folder holding a run's records (one line naming it otherwise)."""
-    reuse = Path(reuse)
-    if not (reuse / "results.jsonl").is_file():
-        raise InputError(f"--reuse {reuse}: expected a run's output folder holding results.jsonl; found none")
-    if reuse.resolve() == Path(out).resolve():
-        raise InputError(
-            f"--reuse {reuse}: is the --out folder itself; finished steps there are skipped anyway"
-        )
-    return reuse
+@dataclass(frozen=True)
+class ReuseSource:
+    """A finished run's folder and its records (``folder`` None: no ``--reuse``, nothing to take)."""
 
+    folder: Path | None = None
+    records: tuple[dict, ...] = ()
 
-def reusable(step: Step, config_hash: str, reuse: Path, theirs: list[dict]) -> list[dict]:
-    """The records of ``step`` that the run in ``reuse`` made with this config hash (empty: none,
-    or its checkpoint is gone)."""
-    mine = [r for r in theirs if r.get("step") == step.id and r.get("config_hash") == config_hash]
-    if mine and step.kind in CHECKPOINT_KINDS and not _their_checkpoint(reuse, step.id).exists():
-        return []
-    return mine
+    @classmethod
+    def open(cls, folder: Path | None, out: Path) -> ReuseSource:
+        """DIR must be another folder holding a run's records (one line naming it otherwise)."""
+        if folder is None:
+            return cls()
+        folder = Path(folder)
+        if not (folder / "results.jsonl").is_file():
+            raise InputError(
+                f"--reuse {folder}: expected a run's output folder holding results.jsonl; found none"
+            )
+        if folder.resolve() == Path(out).resolve():
+            raise InputError(
+                f"--reuse {folder}: is the --out folder itself; finished steps there are skipped anyway"
+            )
+        return cls(folder, tuple(results.read_records(folder / "results.jsonl")))
 
+    def records_of(self, step: Step, config_hash: str) -> list[dict]:
+        """The records of ``step`` the run made with this config hash (empty: none, or its
+        checkpoint is gone)."""
+        mine = [r for r in self.records if r.get("step") == step.id and r.get("config_hash") == config_hash]
+        if mine and step.kind in CHECKPOINT_KINDS and not step_checkpoint(self.folder, step.id).exists():
+            return []
+        return mine
 
-def _their_checkpoint(reuse: Path, step_id: str) -> Path:
-    return reuse / "checkpoints" / step_id / "final.pt"
+    def take(self, step: Step, records: list[dict], ctx: RunContext) -> None:
+        """Bring ``step``'s checkpoint and eval folder over, then its records (last, so an
+        interrupted take is simply taken again)."""
+        if step.kind in CHECKPOINT_KINDS and step.id not in ctx.external:
+            _link_or_copy(step_checkpoint(self.folder, step.id), ctx.checkpoint(step.id))
+        their_eval = self.folder / "eval" / step.id
+        if their_eval.is_dir():
+            shutil.copytree(their_eval, ctx.out / "eval" / step.id, dirs_exist_ok=True)
+        results.append_records(ctx.records_path, records)
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -58,12 +76,4 @@ def _link_or_copy(src: Path, dst: Path) -> None:
     os.replace(tmp, dst)  # the checkpoint appears whole or not at all
 
 
-def take(step: Step, records: list[dict], reuse: Path, ctx: RunContext) -> None:
-    """Bring ``step``'s checkpoint and eval folder over from ``reuse``, then its records (last, so
-    an interrupted take is simply taken again)."""
-    if step.kind in CHECKPOINT_KINDS and step.id not in ctx.external:
-        _link_or_copy(_their_checkpoint(reuse, step.id), ctx.checkpoint(step.id))
-    their_eval = reuse / "eval" / step.id
-    if their_eval.is_dir():
-        shutil.copytree(their_eval, ctx.out / "eval" / step.id, dirs_exist_ok=True)
-    results.append_records(ctx.records_path, records)
+NO_REUSE = ReuseSource()  # a run without --reuse: nothing to take

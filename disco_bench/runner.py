@@ -33,7 +33,7 @@ from disco_bench.planning import (
     restrict,
 )
 from disco_bench.report import write_report
-from disco_bench.reuse import check_reuse_folder, reusable, take
+from disco_bench.reuse import NO_REUSE, ReuseSource
 from disco_bench.step_request import StepRequest, failure_text
 from disco_bench.steps import (
     PATH_KEYS,
@@ -139,9 +139,8 @@ def suite_note(suite: Suite, ctx: RunContext, rows, on_gpu: bool) -> str | None:
     return cost.long_run_note(total, on_gpu, f"suite {suite.name}", quick)
 
 
-def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo, reuse: Path | None = None) -> int:
+def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo, reuse: ReuseSource = NO_REUSE) -> int:
     records = results.read_records(ctx.records_path)
-    theirs = results.read_records(reuse / "results.jsonl") if reuse is not None else []
     configs = {s.id: step_config(s, ctx) for s, _ in rows}
     # a --set of a step's checkpoint or data is listed as what runs, not as the suite wrote it
     rows = [(dataclasses.replace(s, params=effective_params(s, ctx)), h) for s, h in rows]
@@ -149,7 +148,7 @@ def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo, reuse: Path | Non
     total, unknown, todo = 0.0, 0, 0
     for n, (step, h) in enumerate(rows, 1):
         done = is_done(step, ctx, h, records)
-        taken = not done and reuse is not None and bool(reusable(step, h, reuse, theirs))
+        taken = not done and bool(reuse.records_of(step, h))
         done = done or taken
         todo += not done
         needs, produces = needs_and_produces(step, ctx)
@@ -207,7 +206,7 @@ def run_suite(
     ``kinds``: the step-kind registry (default ``steps.STEP_KINDS``), handed on to step processes.
     ``reuse``: a finished run's folder whose steps with the same config hash are taken, not run."""
     out = Path(out)
-    reuse = check_reuse_folder(reuse, out) if reuse is not None else None
+    source = ReuseSource.open(reuse, out)
     suite = restrict(suite, only)
     if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
         checked = build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds)
@@ -217,7 +216,7 @@ def run_suite(
     if dry_run:
         check_overrides_are_read(rows, ctx)
     if dry_run:
-        return dry_run_listing(suite, ctx, rows, echo, reuse)
+        return dry_run_listing(suite, ctx, rows, echo, source)
     import torch
 
     note = suite_note(suite, ctx, rows, on_gpu=torch.cuda.is_available())
@@ -236,7 +235,6 @@ def run_suite(
         datasets=dict(suite.given),
     )
     records = results.read_records(ctx.records_path)
-    theirs = results.read_records(reuse / "results.jsonl") if reuse is not None else []
     outcomes: dict[str, StepOutcome] = {}
     handles: dict = {}
 
@@ -275,9 +273,9 @@ def run_suite(
                 outcomes[step.id] = StepOutcome(step.id, "done")
                 echo(f"{head}: skipped, already done (config {h})")
                 continue
-            taken = reusable(step, h, reuse, theirs) if reuse is not None else []
+            taken = source.records_of(step, h)
             if taken:
-                take(step, taken, reuse, ctx)
+                source.take(step, taken, ctx)
                 records += taken
                 outcomes[step.id] = StepOutcome(step.id, "reused")
                 echo(f"{head}: taken from {reuse} (config {h})")

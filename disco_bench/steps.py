@@ -19,6 +19,11 @@ from pretrain.errors import InputError
 from pretrain.validation import FREE, at_least, validate_fields
 
 
+def step_checkpoint(out: Path, step_id: str) -> Path:
+    """Where a suite run in ``out`` keeps the checkpoint step ``step_id`` made."""
+    return out / "checkpoints" / step_id / "final.pt"
+
+
 @dataclass
 class RunContext:
     out: Path
@@ -41,7 +46,7 @@ class RunContext:
     def checkpoint(self, step_id: str) -> Path:
         if step_id in self.external:
             return self.external[step_id]
-        return self.out / "checkpoints" / step_id / "final.pt"
+        return step_checkpoint(self.out, step_id)
 
     def reference(self, ref: str) -> Path:
         """The file ``@ID`` (a step's checkpoint) or ``@ID:PRODUCT`` (a file an eval step writes) names."""
