@@ -1,6 +1,6 @@
 """Result records: one JSON object per measured number in ``results.jsonl``.
 
-Besides ``REQUIRED_FIELDS`` a record carries ``run``: the process count, per-process batch,
+Besides ``REQUIRED_FIELDS`` a record carries ``run``, its environment: the process count, per-process batch,
 accelerator, torch threads and library versions of the process that measured it
 (``pretrain.environment``); an eval record's pre-training ``run`` is in ``protocol.pretrain.run``.
 Records written before these existed lack them; they read as unknown.
@@ -24,7 +24,7 @@ from disco_bench import __version__
 from disco_bench.record_rules import check_record
 from downstream.result import TaskResult, with_degenerate
 from pretrain.checkpoint import atomic_write_text
-from pretrain.environment import run_environment
+from pretrain.environment import process_environment
 from pretrain.errors import InputError
 
 # torch is imported by the functions that describe the process measuring a number: reading and
@@ -100,12 +100,13 @@ def record_id(rec: dict) -> str:
 
 
 def this_process(per_process_batch: int | None = None, device: str = "auto") -> dict:
-    """The ``run`` of a number measured in this process (under torchrun: one of WORLD_SIZE)."""
+    """The environment (the record's ``run`` field) of a number measured in this process (under
+    torchrun: one of WORLD_SIZE)."""
     if device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return run_environment(int(os.environ.get("WORLD_SIZE", "1")), per_process_batch, device)
+    return process_environment(int(os.environ.get("WORLD_SIZE", "1")), per_process_batch, device)
 
 
 def make_records(
@@ -124,8 +125,9 @@ def make_records(
     label: str | None = None,
     run: dict | None = None,
 ) -> list[dict]:
-    """One record per measurement; ``run`` defaults to this process with no per-process batch."""
-    run = run if run is not None else this_process()
+    """One record per measurement; ``run`` is the environment the records store under that key
+    (default: this process's, with no per-process batch)."""
+    environment = run if run is not None else this_process()
     records = []
     for m in result.measurements:
         rec = {
@@ -149,7 +151,7 @@ def make_records(
             "label": label,
             "extra": with_degenerate(m.extra, result.degenerate) or None,
             "artifacts": result.artifacts or None,
-            "run": run,
+            "run": environment,
         }
         rec["id"] = record_id(rec)
         records.append(rec)

@@ -2,7 +2,10 @@
 threads and library versions. Each can change the result: with a sum-reduced DisCo MSE the
 per-process batch sets lambda's effective weight and the BatchNorm batch, and the thread count and
 library versions change the floating-point order of reductions (README: ``--jobs 1`` and
-``--jobs 2`` give different bits). Every record carries it (``run``)."""
+``--jobs 2`` give different bits). Every record carries it under the key ``run`` (the record's
+environment field; a pre-training's own is ``protocol.run`` in its checkpoint and
+``protocol.pretrain.run`` in the records of its evaluations): the key keeps that name so records
+already written stay readable and comparable."""
 
 from __future__ import annotations
 
@@ -48,7 +51,9 @@ def accelerator(device: torch.device | str) -> str:
     return f"{device.type} {platform.machine()}"
 
 
-def run_environment(processes: int, per_process_batch: int | None, device: torch.device | str) -> dict:
+def process_environment(processes: int, per_process_batch: int | None, device: torch.device | str) -> dict:
+    """The environment ``processes`` processes of ``per_process_batch`` images each ran in on
+    ``device``: what a record stores under ``run``."""
     import torch
 
     return {

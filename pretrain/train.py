@@ -5,9 +5,13 @@ written atomically and hold everything a resume needs, so a run killed at any po
 again ends with the same weights as an uninterrupted run (CPU, same threads).
 
 Resuming is the default: a run finds ``OUT/last.pt`` of the same run and continues from it; "the
-same run" compares :func:`run_identity` (every setting that changes a number, paths resolved), so
+same run" compares :func:`training_identity` (every setting that changes a number, paths resolved), so
 ``--data DIR/`` and ``--data ./DIR`` are the same run. A checkpoint of another run is refused with
 the fields that differ; ``restart=True`` (``--restart``) discards it and starts from step 0.
+
+Two objects carry a training run through the loop: :class:`TrainingSetup` (what :func:`set_up` fixes
+before the first step: config, device, method, data, optimiser) and :class:`LoopState` (what changes
+every step: the step count and the epoch's loss sums; ``last.pt`` saves it).
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pretrain.checkpoint import (
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, default_workers, image_folder
 from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
-from pretrain.environment import run_environment
+from pretrain.environment import process_environment
 from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.base import FrozenTeacher
@@ -125,7 +129,9 @@ def save_random_encoder(path: str | Path, arch: str, hidden: int, dim: int, seed
     return str(atomic_torch_save(payload, path))
 
 
-def run_protocol(cfg: PretrainConfig, method, teacher_info: dict | None, data: dict | None = None) -> dict:
+def resolved_protocol(
+    cfg: PretrainConfig, method, teacher_info: dict | None, data: dict | None = None
+) -> dict:
     """cfg.protocol() with what the config leaves implicit resolved: the student head's actual
     hidden width (``hidden=None`` means the method's default), its embedding width (dino+disco takes
     the teacher's), which teacher file was distilled and which data it trained on
@@ -182,7 +188,7 @@ def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) ->
 # --- what makes two runs the same run -----------------------------------------------------------
 
 
-def run_identity(
+def training_identity(
     cfg: PretrainConfig, teacher_info: dict | None, method=None, data: dict | None = None
 ) -> dict:
     """The canonical config a resume must match: every setting that changes a number, never its
@@ -217,8 +223,9 @@ def identity_differences(saved: dict, now: dict) -> list[str]:
 
 
 @dataclass
-class Run:
-    """Everything a run fixes before its first step."""
+class TrainingSetup:
+    """Everything a training run fixes before its first step (built by :func:`set_up`; never changed
+    by the loop, apart from the method's and optimiser's tensors)."""
 
     cfg: PretrainConfig
     dist_info: DistInfo
@@ -250,8 +257,9 @@ class Run:
 
 
 @dataclass
-class Progress:
-    """Where a run stands; what ``last.pt`` saves besides the weights and optimiser."""
+class LoopState:
+    """Where the training loop stands: the step count and the epoch's sums, which change every step.
+    ``last.pt`` saves it besides the weights and optimiser."""
 
     step: int = 0
     epoch_means: list[dict] = field(default_factory=list)
@@ -310,7 +318,7 @@ def check_teacher_is_not_an_output(cfg: PretrainConfig) -> None:
         )
 
 
-def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
+def set_up(cfg: PretrainConfig, data_name: str | None = None) -> TrainingSetup:
     """Build the method, data and optimiser; every check of the input happens here, before any file is
     touched. ``data_name``: what the records call the data (a suite's dataset name; default: the folder's)."""
     device_type = "cuda" if cfg.device in ("cuda", "auto") and torch.cuda.is_available() else "cpu"
@@ -342,17 +350,18 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
         method.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg, method)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp == "fp16" and device.type == "cuda")
-    protocol = run_protocol(cfg, method, teacher_info, data)
-    # processes, threads, versions: what ran the numbers besides the settings
-    protocol["run"] = run_environment(dist_info.world_size, local_batch, device)
-    return Run(
+    protocol = resolved_protocol(cfg, method, teacher_info, data)
+    # the environment (processes, threads, versions) that produced the numbers besides the settings;
+    # the key is "run" because every record and checkpoint already stores it under that name
+    protocol["run"] = process_environment(dist_info.world_size, local_batch, device)
+    return TrainingSetup(
         cfg,
         dist_info,
         device,
         method,
         teacher_info,
         protocol,
-        run_identity(cfg, teacher_info, method, data),
+        training_identity(cfg, teacher_info, method, data),
         dataset,
         sampler,
         per_epoch,
@@ -366,25 +375,25 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> Run:
 # --- resume or start ----------------------------------------------------------------------------
 
 
-def saved_identity(saved: dict, run: Run) -> dict:
+def saved_identity(saved: dict, setup: TrainingSetup) -> dict:
     """A checkpoint's run identity; one written before data fingerprints were recorded is judged by
     the data's path alone."""
     config = dict(saved.get("config") or {})
-    config.setdefault("data_fingerprint", run.identity.get("data_fingerprint"))
+    config.setdefault("data_fingerprint", setup.identity.get("data_fingerprint"))
     return config
 
 
-def check_same_run(run: Run, path: Path, saved: dict) -> None:
-    config = saved_identity(saved, run)
-    then, now = config["data_fingerprint"], run.identity["data_fingerprint"]
-    if then != now and config.get("data") == run.identity["data"]:  # same folder, other images
+def check_same_run(setup: TrainingSetup, path: Path, saved: dict) -> None:
+    config = saved_identity(saved, setup)
+    then, now = config["data_fingerprint"], setup.identity["data_fingerprint"]
+    if then != now and config.get("data") == setup.identity["data"]:  # same folder, other images
         raise InputError(
-            f"{path} was trained on other data: the images under {run.cfg.data}/train changed since "
+            f"{path} was trained on other data: the images under {setup.cfg.data}/train changed since "
             f"(fingerprint {then[:12]} then, {now[:12]} now: "
             f"images added, removed, renamed or resized); pass --restart to discard it and start over on "
             "the data as it is now (in a suite: delete it), or restore the data"
         )
-    differences = identity_differences(config, run.identity)
+    differences = identity_differences(config, setup.identity)
     if differences:
         raise InputError(
             f"{path} belongs to a different run: {'; '.join(differences)}; pass --restart to discard "
@@ -400,44 +409,44 @@ def remove_stale_temp_files(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def discard_previous(run: Run) -> None:
+def discard_previous(setup: TrainingSetup) -> None:
     """``--restart``: the checkpoints and logs of whatever ran in this folder before."""
-    for path in (run.last_path, run.final_path, run.out / "log.csv"):
+    for path in (setup.last_path, setup.final_path, setup.out / "log.csv"):
         path.unlink(missing_ok=True)
-    shutil.rmtree(run.out / "tb", ignore_errors=True)
+    shutil.rmtree(setup.out / "tb", ignore_errors=True)
 
 
-def restore(run: Run, state: dict) -> Progress:
+def restore(setup: TrainingSetup, saved: dict) -> LoopState:
     """Put the method, optimiser, scaler and RNGs back where ``last.pt`` left them."""
-    load_method_state(run.method, state["method_state"], f"resume checkpoint {run.last_path}")
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
-    restore_rng(state["rng"], run.device)
-    return Progress(
-        step=state["step"],
-        epoch_means=list(state["epoch_means"]),
-        running=dict(state["running"]),
-        saved_step=state["step"],
+    load_method_state(setup.method, saved["method_state"], f"resume checkpoint {setup.last_path}")
+    setup.optimizer.load_state_dict(saved["optimizer"])
+    setup.scaler.load_state_dict(saved["scaler"])
+    restore_rng(saved["rng"], setup.device)
+    return LoopState(
+        step=saved["step"],
+        epoch_means=list(saved["epoch_means"]),
+        running=dict(saved["running"]),
+        saved_step=saved["step"],
     )
 
 
-def resume_or_start(run: Run, restart: bool) -> Progress:
-    """Progress restored from ``last.pt`` of the same run, or a fresh start (``restart`` discards
+def resume_or_start(setup: TrainingSetup, restart: bool) -> LoopState:
+    """The loop state restored from ``last.pt`` of the same run, or a fresh start (``restart`` discards
     what is there). A ``final.pt`` without ``last.pt`` must be of the same run too; training then
     starts from step 0 and replaces it."""
-    if run.dist_info.is_main:
-        remove_stale_temp_files(run.out)
+    if setup.dist_info.is_main:
+        remove_stale_temp_files(setup.out)
     if restart:
-        if run.dist_info.is_main:
-            discard_previous(run)
-        return Progress()
-    if run.last_path.exists():
-        state = load_previous(run.last_path, "resume checkpoint", RESUME_KEYS)
-        check_same_run(run, run.last_path, state)
-        return restore(run, state)
-    if run.final_path.exists():
-        check_same_run(run, run.final_path, load_previous(run.final_path, "previous final checkpoint"))
-    return Progress()
+        if setup.dist_info.is_main:
+            discard_previous(setup)
+        return LoopState()
+    if setup.last_path.exists():
+        saved = load_previous(setup.last_path, "resume checkpoint", RESUME_KEYS)
+        check_same_run(setup, setup.last_path, saved)
+        return restore(setup, saved)
+    if setup.final_path.exists():
+        check_same_run(setup, setup.final_path, load_previous(setup.final_path, "previous final checkpoint"))
+    return LoopState()
 
 
 RESUME_KEYS = ("step", "epoch_means", "method_state", "optimizer", "scaler", "rng", "running")
@@ -470,51 +479,51 @@ def load_previous(path: Path, what: str, keys: tuple[str, ...] = ()) -> dict:
 # --- checkpoints --------------------------------------------------------------------------------
 
 
-def checkpoint_payload(run: Run, progress: Progress, final: bool) -> dict:
-    teacher = run.teacher_info
+def checkpoint_payload(setup: TrainingSetup, loop: LoopState, final: bool) -> dict:
+    teacher = setup.teacher_info
     payload = {
         "format": CHECKPOINT_FORMAT,
         "kind": "pretrain",
         "done": final,
-        "config": run.identity,
-        "protocol": run.protocol,
-        "step": progress.step,
-        "planned_steps": run.per_epoch * run.cfg.epochs,  # more than step when max_steps ended the run
-        "epoch": progress.step // run.per_epoch,
-        "encoder": export_encoder(run.method, run.cfg),
+        "config": setup.identity,
+        "protocol": setup.protocol,
+        "step": loop.step,
+        "planned_steps": setup.per_epoch * setup.cfg.epochs,  # more than step when max_steps ended the run
+        "epoch": loop.step // setup.per_epoch,
+        "encoder": export_encoder(setup.method, setup.cfg),
         "teacher": teacher
         and {"arch": teacher["arch"], "sha256": teacher["sha256"], "format": teacher["format"]},
-        "epoch_means": progress.epoch_means,
+        "epoch_means": loop.epoch_means,
     }
     if final:
-        payload["images_per_s"] = progress.images_per_s
+        payload["images_per_s"] = loop.images_per_s
     else:
         payload |= {
-            "method_state": method_state(run.method),
-            "optimizer": run.optimizer.state_dict(),
-            "scaler": run.scaler.state_dict(),
-            "rng": rng_state(run.device),
-            "running": dict(progress.running),
+            "method_state": method_state(setup.method),
+            "optimizer": setup.optimizer.state_dict(),
+            "scaler": setup.scaler.state_dict(),
+            "rng": rng_state(setup.device),
+            "running": dict(loop.running),
         }
     return payload
 
 
-def save_checkpoint(run: Run, progress: Progress, final: bool) -> Path:
+def save_checkpoint(setup: TrainingSetup, loop: LoopState, final: bool) -> Path:
     """Write ``final.pt`` or ``last.pt`` (rank 0 only); a diverged state never overwrites a usable one."""
-    path = run.final_path if final else run.last_path
-    if not run.dist_info.is_main:
+    path = setup.final_path if final else setup.last_path
+    if not setup.dist_info.is_main:
         return path
-    state = method_state(run.method)
-    bad = next((k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    weights = method_state(setup.method)
+    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
     if bad is not None:
         raise TrainingDiverged(
-            f"{bad} became NaN/Inf after step {progress.step} (epoch {progress.step // run.per_epoch}); "
-            f"last good checkpoint: {progress.last_good(run.last_path)}; likely causes: base_lr too high, "
+            f"{bad} became NaN/Inf after step {loop.step} (epoch {loop.step // setup.per_epoch}); "
+            f"last good checkpoint: {loop.last_good(setup.last_path)}; likely causes: base_lr too high, "
             "a temperature near 0, or NaN/Inf inputs (teacher, data)"
         )
-    written = atomic_torch_save(checkpoint_payload(run, progress, final), path)
+    written = atomic_torch_save(checkpoint_payload(setup, loop, final), path)
     if not final:
-        progress.saved_step = progress.step
+        loop.saved_step = loop.step
     return written
 
 
@@ -535,95 +544,100 @@ def restore_rng(state: dict, device: torch.device) -> None:
 # --- the loop -----------------------------------------------------------------------------------
 
 
-def run_loader(run: Run) -> DataLoader:
+def make_loader(setup: TrainingSetup) -> DataLoader:
     """One loader for the whole run; its workers persist across epochs. Each epoch is set on the
     sampler (``epoch_batches``), whose (epoch, index) pairs carry it to the workers."""
     # its own generator: a loader drawn from the global RNG would shift it on every (re)start
-    loader_gen = torch.Generator().manual_seed(run.cfg.seed * 1_000_003)
+    loader_gen = torch.Generator().manual_seed(setup.cfg.seed * 1_000_003)
     return DataLoader(
-        run.dataset,
-        batch_sampler=run.sampler,
-        num_workers=run.cfg.workers,
-        pin_memory=run.device.type == "cuda",
-        persistent_workers=run.cfg.workers > 0,
+        setup.dataset,
+        batch_sampler=setup.sampler,
+        num_workers=setup.cfg.workers,
+        pin_memory=setup.device.type == "cuda",
+        persistent_workers=setup.cfg.workers > 0,
         generator=loader_gen,
     )
 
 
-def epoch_batches(run: Run, loader: DataLoader, epoch: int, start_batch: int):
+def epoch_batches(setup: TrainingSetup, loader: DataLoader, epoch: int, start_batch: int):
     """The batches of ``epoch`` from ``start_batch`` on (a resumed epoch skips the ones done)."""
-    run.sampler.set_epoch(epoch, start_batch)
+    setup.sampler.set_epoch(epoch, start_batch)
     return iter(loader)
 
 
-def to_device(run: Run, views: list) -> list[torch.Tensor]:
+def to_device(setup: TrainingSetup, views: list) -> list[torch.Tensor]:
     """The batch's views on the run's device; with aug_impl='gpu' each view arrives as (uint8
     pixels, parameters), crosses as uint8 and is augmented there."""
-    if run.device_aug is not None:
+    if setup.device_aug is not None:
         views = [
-            run.device_aug(pixels.to(run.device, non_blocking=True), params.to(run.device, non_blocking=True))
+            setup.device_aug(
+                pixels.to(setup.device, non_blocking=True), params.to(setup.device, non_blocking=True)
+            )
             for pixels, params in views
         ]
     else:
-        views = [v.to(run.device, non_blocking=True) for v in views]
-    layout = torch.channels_last if run.cfg.channels_last else torch.contiguous_format
+        views = [v.to(setup.device, non_blocking=True) for v in views]
+    layout = torch.channels_last if setup.cfg.channels_last else torch.contiguous_format
     return [v.contiguous(memory_format=layout) for v in views]
 
 
-def step_once(run: Run, model, progress: Progress, views: list[torch.Tensor], autocast) -> dict[str, float]:
-    """One step at ``progress.step``; returns the log row (step counted from 1, epoch, lr, loss terms)."""
-    epoch = progress.step // run.per_epoch
-    apply_schedule(run.optimizer, run.cfg, progress.step, run.per_epoch)
+def step_once(
+    setup: TrainingSetup, model, loop: LoopState, views: list[torch.Tensor], autocast
+) -> dict[str, float]:
+    """One step at ``loop.step``; returns the log row (step counted from 1, epoch, lr, loss terms)."""
+    epoch = loop.step // setup.per_epoch
+    apply_schedule(setup.optimizer, setup.cfg, loop.step, setup.per_epoch)
     # schedules inside a method (DINO's EMA momentum, frozen layers)
-    run.method.on_step(progress.step, run.per_epoch * run.cfg.epochs, run.per_epoch)
-    values = train_step(model, views, run.optimizer, run.scaler, autocast)
+    setup.method.on_step(loop.step, setup.per_epoch * setup.cfg.epochs, setup.per_epoch)
+    values = train_step(model, views, setup.optimizer, setup.scaler, autocast)
     if not math.isfinite(values["loss"]):  # steps count from 1, as in log.csv
         raise TrainingDiverged(
-            f"loss is {values['loss']} at step {progress.step + 1} (epoch {epoch}); last checkpoint "
-            f"with finite weights: {progress.last_good(run.last_path)}; likely causes: base_lr too high, "
+            f"loss is {values['loss']} at step {loop.step + 1} (epoch {epoch}); last checkpoint "
+            f"with finite weights: {loop.last_good(setup.last_path)}; likely causes: base_lr too high, "
             "a temperature near 0, or NaN/Inf inputs (teacher, data)"
         )
-    progress.step += 1
-    return {"step": progress.step, "epoch": epoch, "lr": run.optimizer.param_groups[0]["lr"]} | values
+    loop.step += 1
+    return {"step": loop.step, "epoch": epoch, "lr": setup.optimizer.param_groups[0]["lr"]} | values
 
 
-def account(run: Run, progress: Progress, row: dict[str, float]) -> None:
+def account(setup: TrainingSetup, loop: LoopState, row: dict[str, float]) -> None:
     """Add the row to the epoch's sums; close the epoch when it is complete (before any save, so a
     resume never sees a half-closed one), then checkpoint when one is due."""
     for k, v in row.items():
-        progress.running[k] = progress.running.get(k, 0.0) + v
-    epoch_done = progress.step % run.per_epoch == 0 or progress.step >= run.total_steps
+        loop.running[k] = loop.running.get(k, 0.0) + v
+    epoch_done = loop.step % setup.per_epoch == 0 or loop.step >= setup.total_steps
     if epoch_done:
-        n = progress.step - row["epoch"] * run.per_epoch
-        progress.epoch_means.append(
-            {"epoch": row["epoch"]} | {k: v / n for k, v in progress.running.items() if k.startswith("loss")}
+        n = loop.step - row["epoch"] * setup.per_epoch
+        loop.epoch_means.append(
+            {"epoch": row["epoch"]} | {k: v / n for k, v in loop.running.items() if k.startswith("loss")}
         )
-        progress.running.clear()
-    every = run.cfg.save_every_steps
-    if epoch_done or (every and progress.step % every == 0):
-        save_checkpoint(run, progress, final=False)
+        loop.running.clear()
+    every = setup.cfg.save_every_steps
+    if epoch_done or (every and loop.step % every == 0):
+        save_checkpoint(setup, loop, final=False)
 
 
-def train(run: Run, model, progress: Progress, show: bool) -> int:
-    """Steps from ``progress.step`` to ``run.total_steps``; returns the images this process saw."""
-    log = StepLog(run.out / "log.csv", progress.step) if run.dist_info.is_main else None
+def train(setup: TrainingSetup, model, loop: LoopState, show_progress: bool) -> int:
+    """Steps from ``loop.step`` to ``setup.total_steps``, with a progress bar where ``show_progress``
+    (rank 0 only); returns the images this process saw."""
+    log = StepLog(setup.out / "log.csv", loop.step) if setup.dist_info.is_main else None
     bar = tqdm(
-        total=run.total_steps,
-        initial=progress.step,
-        disable=not (show and run.dist_info.is_main),
-        desc=f"pretrain {run.cfg.method}",
+        total=setup.total_steps,
+        initial=loop.step,
+        disable=not (show_progress and setup.dist_info.is_main),
+        desc=f"pretrain {setup.cfg.method}",
         unit="step",
     )
-    autocast = autocast_for(run.cfg, run.device)
+    autocast = autocast_for(setup.cfg, setup.device)
     seen, t0 = 0, time.perf_counter()
-    loader = run_loader(run)
+    loader = make_loader(setup)
     try:
-        while progress.step < run.total_steps:
-            epoch, start_batch = divmod(progress.step, run.per_epoch)
-            for views, _ in epoch_batches(run, loader, epoch, start_batch):
-                views = to_device(run, views)
-                row = step_once(run, model, progress, views, autocast)
-                seen += views[0].shape[0] * run.dist_info.world_size
+        while loop.step < setup.total_steps:
+            epoch, start_batch = divmod(loop.step, setup.per_epoch)
+            for views, _ in epoch_batches(setup, loader, epoch, start_batch):
+                views = to_device(setup, views)
+                row = step_once(setup, model, loop, views, autocast)
+                seen += views[0].shape[0] * setup.dist_info.world_size
                 if log:
                     log.write(row)
                 speed = seen / max(time.perf_counter() - t0, 1e-9)
@@ -632,13 +646,13 @@ def train(run: Run, model, progress: Progress, show: bool) -> int:
                     | {"img/s": f"{speed:.0f}"}
                 )
                 bar.update(1)
-                account(run, progress, row)
-                if progress.step >= run.total_steps:
+                account(setup, loop, row)
+                if loop.step >= setup.total_steps:
                     break
     except BaseException:
         if log:
             log.close()
-            if progress.saved_step is None and log.start_step == 0:
+            if loop.saved_step is None and log.start_step == 0:
                 log.remove()  # nothing to resume from: a log of steps no checkpoint holds would mislead
         raise
     finally:
@@ -648,17 +662,17 @@ def train(run: Run, model, progress: Progress, show: bool) -> int:
     return seen
 
 
-def already_final(run: Run, progress: Progress) -> dict | None:
+def already_final(setup: TrainingSetup, loop: LoopState) -> dict | None:
     """``final.pt`` of this very run at the step it stopped, or None: the run is finished, and writing
     it again would change its bytes (it records the threads and versions of the process writing it),
     and with them the sha256 a student distilling it, or a record, names."""
-    if progress.step < run.total_steps or not run.final_path.exists():
+    if loop.step < setup.total_steps or not setup.final_path.exists():
         return None
-    saved = load_previous(run.final_path, "previous final checkpoint")
+    saved = load_previous(setup.final_path, "previous final checkpoint")
     same = (
         saved.get("done") is True
-        and saved.get("step") == progress.step
-        and not identity_differences(saved_identity(saved, run), run.identity)
+        and saved.get("step") == loop.step
+        and not identity_differences(saved_identity(saved, setup), setup.identity)
     )
     return saved if same else None
 
@@ -666,37 +680,38 @@ def already_final(run: Run, progress: Progress) -> dict | None:
 def pretrain(
     cfg: PretrainConfig, restart: bool = False, progress: bool = True, data_name: str | None = None
 ) -> dict:
-    """Run pre-training, continuing from ``OUT/last.pt`` of the same run unless ``restart``;
-    returns a summary with the final checkpoint path and losses. ``data_name``: see :func:`set_up`."""
-    run = set_up(cfg, data_name)
-    state = resume_or_start(run, restart)
-    model = run.method
-    if run.dist_info.enabled:
+    """TrainingSetup pre-training, continuing from ``OUT/last.pt`` of the same run unless ``restart``;
+    returns a summary with the final checkpoint path and losses. ``progress``: show a progress bar
+    (the CLI's ``--quiet`` turns it off). ``data_name``: see :func:`set_up`."""
+    setup = set_up(cfg, data_name)
+    loop = resume_or_start(setup, restart)
+    model = setup.method
+    if setup.dist_info.enabled:
         model = DistributedDataParallel(
-            run.method, device_ids=[run.device.index] if run.device.type == "cuda" else None
+            setup.method, device_ids=[setup.device.index] if setup.device.type == "cuda" else None
         )
     model.train()
     t0 = time.perf_counter()
-    finished = already_final(run, state)
+    finished = already_final(setup, loop)
     if finished is not None:
         # a run killed after writing final.pt but before its records: its rerun reports the speed the
         # training measured, which final.pt keeps, so no record of it is lost
-        path, state.images_per_s = run.final_path, finished.get("images_per_s")
+        path, loop.images_per_s = setup.final_path, finished.get("images_per_s")
     else:
-        seen = train(run, model, state, progress)
+        seen = train(setup, model, loop, show_progress=progress)
         elapsed = time.perf_counter() - t0
-        state.images_per_s = seen / elapsed if elapsed > 0 and seen else None
-        path = save_checkpoint(run, state, final=True)
-    shutdown_distributed(run.dist_info)
-    last = state.epoch_means[-1] if state.epoch_means else {}
+        loop.images_per_s = seen / elapsed if elapsed > 0 and seen else None
+        path = save_checkpoint(setup, loop, final=True)
+    shutdown_distributed(setup.dist_info)
+    last = loop.epoch_means[-1] if loop.epoch_means else {}
     return {
         "checkpoint": str(path),
-        "steps": state.step,
-        "planned_steps": run.per_epoch * run.cfg.epochs,
+        "steps": loop.step,
+        "planned_steps": setup.per_epoch * setup.cfg.epochs,
         "final_loss": {k: v for k, v in last.items() if k.startswith("loss")},
-        "images_per_s": state.images_per_s,
-        "teacher": run.teacher_info,
-        "protocol": run.protocol,
+        "images_per_s": loop.images_per_s,
+        "teacher": setup.teacher_info,
+        "protocol": setup.protocol,
     }
 
 

@@ -156,7 +156,7 @@ def test_multicrop_needs_a_dynamic_size_vit():
 def test_dino_disco_takes_the_embedding_width_from_a_dino_teacher_checkpoint(tmp_path):
     """A DINO release's head has a 256-d bottleneck while dim defaults to 128: dino+disco builds its
     projector and prototype layer at the teacher's width (here 24) and records it; plain dino keeps dim."""
-    from pretrain.train import build_method, run_protocol
+    from pretrain.train import build_method, resolved_protocol
     from tests.pretrain.layouts import dino_checkpoint
 
     ckpt, _, _ = dino_checkpoint("resnet10t", hidden=32, bottleneck=24, use_bn=False)
@@ -164,7 +164,7 @@ def test_dino_disco_takes_the_embedding_width_from_a_dino_teacher_checkpoint(tmp
     cfg = tiny_cfg("dino+disco", teacher_ckpt=str(tmp_path / "dino_teacher.pth"), dim=128)
     method, info = build_method(cfg)
     assert method.student.head.out_dim == 24 and method.prototypes.weight.shape == (cfg.dino_out_dim, 24)
-    assert run_protocol(cfg, method, info)["dim"] == 24
+    assert resolved_protocol(cfg, method, info)["dim"] == 24
     terms = sgd_step(method, random_views(2))
     assert torch.isfinite(terms["loss_dis"]) and terms["loss_dis"] > 0
     assert METHODS["dino"](cfg, build_backbone("resnet10t")).student.head.out_dim == 128

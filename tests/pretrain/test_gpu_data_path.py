@@ -76,11 +76,11 @@ def interrupt_at(monkeypatch):
     at = [None]
     real = train.step_once
 
-    def spy(run, model, progress, views, autocast):
-        if progress.step == at[0]:
+    def spy(setup, model, loop, views, autocast):
+        if loop.step == at[0]:
             at[0] = None
             raise KeyboardInterrupt
-        return real(run, model, progress, views, autocast)
+        return real(setup, model, loop, views, autocast)
 
     monkeypatch.setattr(train, "step_once", spy)
     return at

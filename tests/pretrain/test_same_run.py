@@ -23,12 +23,12 @@ def steps_taken(monkeypatch) -> list[int]:
     taken = StepSpy()
     real = train.step_once
 
-    def spy(run, model, progress, views, autocast):
-        if progress.step == taken.interrupt_at:
+    def spy(setup, model, loop, views, autocast):
+        if loop.step == taken.interrupt_at:
             taken.interrupt_at = None
             raise KeyboardInterrupt
-        taken.append(progress.step)
-        return real(run, model, progress, views, autocast)
+        taken.append(loop.step)
+        return real(setup, model, loop, views, autocast)
 
     monkeypatch.setattr(train, "step_once", spy)
     return taken
@@ -124,7 +124,7 @@ def test_settings_that_change_no_number_do_not_make_another_run(
 def test_identity_is_canonical_and_names_every_number_changing_field(tiny_pretrain_cfg, monkeypatch):
     cfg = tiny_pretrain_cfg
     method, _ = train.build_method(cfg)
-    ident = train.run_identity(cfg, None, method)
+    ident = train.training_identity(cfg, None, method)
     assert ident["data"] == str(Path(cfg.data).resolve()) and "out" not in ident and "workers" not in ident
     monkeypatch.chdir(Path(cfg.data).parent)
     respelled = dataclasses.replace(
@@ -135,9 +135,9 @@ def test_identity_is_canonical_and_names_every_number_changing_field(tiny_pretra
         hidden=method.student.head.hidden,  # the default, spelled out
         swav_temperature=0.5,  # a field MoCo never reads
     )
-    assert train.run_identity(respelled, None, method) == ident
-    assert train.run_identity(dataclasses.replace(cfg, seed=1), None, method) != ident
-    with_teacher = train.run_identity(cfg, {"arch": "resnet10t", "sha256": "ab"})
+    assert train.training_identity(respelled, None, method) == ident
+    assert train.training_identity(dataclasses.replace(cfg, seed=1), None, method) != ident
+    with_teacher = train.training_identity(cfg, {"arch": "resnet10t", "sha256": "ab"})
     assert with_teacher["teacher_ckpt"] == "sha256:ab" and with_teacher["teacher"] == "resnet10t"
     other = dict(ident, epochs=3)
     other.pop("seed")
@@ -255,7 +255,7 @@ def test_the_same_command_after_the_run_finished_leaves_final_pt_byte_for_byte(
     assert main(argv) == 0
     before = (out / "final.pt").read_bytes()
     steps_taken.clear()
-    monkeypatch.setattr(train, "run_environment", lambda *a: {"threads": 99})  # another process
+    monkeypatch.setattr(train, "process_environment", lambda *a: {"threads": 99})  # another process
     assert main(argv) == 0
     assert steps_taken == [] and (out / "final.pt").read_bytes() == before
 
