@@ -432,7 +432,7 @@ def stage_probe(inputs: dict, sizes: Sizes, device: torch.device, work: Path) ->
     train_images = sum(1 for p in (Path(inputs["images"]) / "train").rglob("*") if p.is_file())
     sync(device)
     start = time.perf_counter()
-    TASKS["linear"].run(cfg, progress=False)
+    TASKS["linear"].evaluate(cfg, progress=False)
     sync(device)
     return Stage(
         "linear probe (paper protocol, 1 epoch)",
@@ -466,7 +466,7 @@ def stage_detection(inputs: dict, sizes: Sizes, device: torch.device, work: Path
     )
     sync(device)
     start = time.perf_counter()
-    TASKS["detection"].run(cfg, progress=False)
+    TASKS["detection"].evaluate(cfg, progress=False)
     sync(device)
     return Stage(
         name,

@@ -48,7 +48,7 @@ def quick_checkpoint(data: Path, out: Path, epochs: int, device: str) -> str:
 def timed_probe(cfg: EvalConfig) -> tuple[float, dict[str, float]]:
     shutil.rmtree(cfg.out, ignore_errors=True)  # never resume: time the whole probe
     start = time.perf_counter()
-    result = linear.run(cfg, progress=False)
+    result = linear.evaluate(cfg, progress=False)
     return time.perf_counter() - start, {m.metric: m.value for m in result.measurements}
 
 

@@ -588,7 +588,7 @@ def evaluate(task: str, cfg, progress: bool) -> list[dict]:
     from downstream.registry import TASKS
 
     started = results.now()
-    result = TASKS[task].run(cfg, progress=progress)
+    result = TASKS[task].evaluate(cfg, progress=progress)
     h = results.config_hash({"task": task, "config": dataclasses.asdict(cfg)})
     return eval_records(
         cfg, result, config_hash=h, started_at=started, finished_at=results.now(), step=f"eval-{task}"

@@ -1,2 +1,2 @@
-"""Downstream tasks. Add one: write a module with ``run(cfg: EvalConfig, progress) -> TaskResult``
-and add one line to TASKS (see downstream/registry.py)."""
+"""Downstream tasks. Add one: write a module with ``evaluate(cfg: EvalConfig, progress) -> TaskResult``
+(``progress``: show progress bars) and add one line to TASKS (see downstream/registry.py)."""

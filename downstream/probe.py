@@ -224,9 +224,11 @@ def frozen_features(backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progr
     return rt, train, val
 
 
-def run_fast(
+def fast_probe_on_backbone(
     backbone: nn.Module, data: ProbeData, cfg: EvalConfig, progress: bool
 ) -> tuple[dict[int, float], dict]:
+    """The fast protocol on ``backbone``: its frozen features extracted once, then :func:`fast_probe`
+    (with the KD teacher's soft targets when ``cfg`` names one)."""
     rt, train, val = frozen_features(backbone, data, cfg, progress)
     kd = kd_teacher_for(cfg, data.num_classes, rt)
     soft = (
@@ -408,12 +410,13 @@ def paper_probe(
     return acc, details | rt.describe()
 
 
-def run_probe(
+def linear_probe(
     backbone: nn.Module, data: ProbeData, cfg: EvalConfig, lr: float, progress: bool
 ) -> tuple[dict[int, float], dict]:
-    """top-k accuracies and protocol details for the protocol ``cfg.protocol``."""
+    """The linear probe of ``backbone`` under ``cfg.protocol`` (paper or fast): top-k accuracies and
+    protocol details."""
     if cfg.protocol == "fast":
-        return run_fast(backbone, data, cfg, progress)
+        return fast_probe_on_backbone(backbone, data, cfg, progress)
     if cfg.protocol == "paper":
         return paper_probe(backbone, data, cfg, lr, progress)
     raise InputError(f"protocol={cfg.protocol!r}: expected paper or fast")

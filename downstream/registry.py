@@ -1,4 +1,5 @@
-"""The evaluation tasks: name -> module with ``run(cfg: EvalConfig, progress: bool) -> TaskResult``.
+"""The evaluation tasks: name -> module whose entry is
+``evaluate(cfg: EvalConfig, progress: bool) -> TaskResult`` (``progress``: show progress bars).
 
 A task's module is imported when the task is looked up, so listing the names imports no torch.
 """

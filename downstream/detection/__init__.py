@@ -1,5 +1,5 @@
 """Detection and instance segmentation transfer (docs/method.md#detection): the ``detection`` task."""
 
-from downstream.detection.task import run
+from downstream.detection.task import evaluate, run
 
-__all__ = ["run"]
+__all__ = ["evaluate", "run"]

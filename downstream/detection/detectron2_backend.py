@@ -394,7 +394,7 @@ def _quiet_detectron2() -> None:
         warnings.filterwarnings("ignore", message=f".*{message}")
 
 
-def run_trial(
+def fine_tune_and_predict(
     cfg: EvalConfig,
     train: DetectionSet,
     test: DetectionSet,

@@ -242,7 +242,7 @@ def predict(
     return out
 
 
-def run_trial(
+def fine_tune_and_predict(
     cfg: EvalConfig,
     train: DetectionSet,
     test: DetectionSet,

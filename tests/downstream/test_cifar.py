@@ -151,7 +151,7 @@ def test_transforms_upsample_bicubic_to_image_size():
 @pytest.mark.parametrize("protocol", ["fast", "paper"])
 def test_cifar_task_returns_top1_and_top5(eval_cfg, tiny_cifar10, protocol):
     cfg = dataclasses.replace(eval_cfg, data=str(tiny_cifar10), protocol=protocol, epochs=1)
-    result = cifar.run(cfg, progress=False)
+    result = cifar.evaluate(cfg, progress=False)
     assert [(m.metric, m.dataset, m.split) for m in result.measurements] == [
         ("top1", "cifar10", "test"),
         ("top5", "cifar10", "test"),
@@ -170,7 +170,7 @@ def test_cifar100_top1_and_top5_are_those_of_the_trained_head_scored_by_hand(
     cfg = dataclasses.replace(
         eval_cfg, data=str(tiny_cifar100), protocol=protocol, epochs=1, kd_save_classifier=True
     )
-    result = cifar.run(cfg, progress=False)
+    result = cifar.evaluate(cfg, progress=False)
     values = {m.metric: m.value for m in result.measurements}
     assert result.measurements[0].dataset == "cifar100" and set(values) == {"top1", "top5"}
     classifier, _ = load_classifier(Path(cfg.out) / "classifier.pt")

@@ -95,7 +95,7 @@ def teacher_probe(tmp_path_factory, tiny_imagefolder):
         fast_weight_decays=(1e-3,),
         kd_save_classifier=True,
     )
-    result = linear.run(cfg, progress=False)
+    result = linear.evaluate(cfg, progress=False)
     return root / "probe" / "classifier.pt", result
 
 
@@ -142,7 +142,7 @@ def test_kd_probe_trains_with_the_configured_weights_and_records_them(
         kd_temperature=4.0,
         fast_weight_decays=(1e-3,),
     )
-    result = linear.run(cfg, progress=False)
+    result = linear.evaluate(cfg, progress=False)
     assert {m.metric for m in result.measurements} == {"top1", "top5"}
     assert used and set(used) == {(0.3, 4.0)}  # the loss the head trained on, not just the record
     assert result.protocol["kd_alpha"] == 0.3 and result.protocol["kd_temperature"] == 4.0
@@ -161,8 +161,8 @@ def test_kd_changes_the_fitted_head(eval_cfg, teacher_classifier, monkeypatch):
         probe, "fit_logistic_lbfgs", lambda *a, **k: heads.append(original(*a, **k)) or heads[-1]
     )
     base = dataclasses.replace(eval_cfg, fast_weight_decays=(1e-3,))
-    linear.run(base, progress=False)
-    linear.run(dataclasses.replace(base, kd_teacher=str(teacher_classifier)), progress=False)
+    linear.evaluate(base, progress=False)
+    linear.evaluate(dataclasses.replace(base, kd_teacher=str(teacher_classifier)), progress=False)
     plain, with_kd = heads[1], heads[3]  # each run: one holdout fit, one final fit
     assert not torch.allclose(plain.weight, with_kd.weight, atol=1e-4)
 
@@ -182,8 +182,10 @@ def test_bad_kd_teacher_files_are_one_line_errors(tmp_path, eval_cfg, teacher_cl
     with pytest.raises(InputError, match="expected a classifier file"):
         load_classifier(wrong)
     with pytest.raises(InputError, match=r"kd_alpha=1\.5: expected"):  # validated where the field is defined
-        linear.run(
+        linear.evaluate(
             dataclasses.replace(eval_cfg, kd_teacher=str(teacher_classifier), kd_alpha=1.5), progress=False
         )
     with pytest.raises(InputError, match="not found"):
-        linear.run(dataclasses.replace(eval_cfg, kd_teacher=str(tmp_path / "missing.pt")), progress=False)
+        linear.evaluate(
+            dataclasses.replace(eval_cfg, kd_teacher=str(tmp_path / "missing.pt")), progress=False
+        )

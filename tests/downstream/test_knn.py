@@ -85,7 +85,7 @@ def hand_knn_scores(train_x, train_y, query_x, num_classes: int, k: int, tempera
 
 def test_knn_task_on_an_imagefolder_matches_a_vote_by_hand(eval_cfg, seven_class_imagefolder):
     cfg = dataclasses.replace(eval_cfg, data=str(seven_class_imagefolder), knn_k=(20, 200))
-    result = knn.run(cfg, progress=False)
+    result = knn.evaluate(cfg, progress=False)
     assert [m.metric for m in result.measurements] == ["top1_k20", "top5_k20", "top1_k200", "top5_k200"]
     assert result.protocol["k_used"] == {"20": 20, "200": 28}  # 28 train images
     assert result.protocol["knn_temperature"] == 0.07 and "epochs" not in result.protocol
@@ -103,7 +103,7 @@ def test_knn_task_on_an_imagefolder_matches_a_vote_by_hand(eval_cfg, seven_class
 
 
 def test_knn_task_on_cifar(eval_cfg, tiny_cifar10):
-    result = knn.run(dataclasses.replace(eval_cfg, data=str(tiny_cifar10), knn_k=(5,)), progress=False)
+    result = knn.evaluate(dataclasses.replace(eval_cfg, data=str(tiny_cifar10), knn_k=(5,)), progress=False)
     assert [(m.metric, m.dataset, m.split) for m in result.measurements] == [
         ("top1_k5", "cifar10", "test"),
         ("top5_k5", "cifar10", "test"),
@@ -114,4 +114,4 @@ def test_bad_k_is_a_one_line_error(eval_cfg):
     with pytest.raises(
         InputError, match=r"knn_k=\[0\]: expected .*>= 1"
     ):  # validated where the field is defined
-        knn.run(dataclasses.replace(eval_cfg, knn_k=(0,)), progress=False)
+        knn.evaluate(dataclasses.replace(eval_cfg, knn_k=(0,)), progress=False)

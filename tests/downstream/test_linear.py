@@ -22,7 +22,7 @@ def test_linear_top1_and_top5_are_those_of_the_trained_head_scored_by_hand(
     cfg = dataclasses.replace(
         eval_cfg, data=str(seven_class_imagefolder), protocol=protocol, epochs=1, kd_save_classifier=True
     )
-    result = linear.run(cfg, progress=False)
+    result = linear.evaluate(cfg, progress=False)
     values = {m.metric: m.value for m in result.measurements}
     assert set(values) == {"top1", "top5"}
     # the probe's own head (saved for KD, standardisation folded in), run on val and scored by hand

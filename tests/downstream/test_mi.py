@@ -120,7 +120,7 @@ def test_mi_task_records_every_epoch_of_every_checkpoint(eval_cfg):
     cfg = dataclasses.replace(
         eval_cfg, ckpts=[eval_cfg.ckpt, eval_cfg.ckpt], ckpt_labels=["a", "b"], epochs=2
     )
-    result = mi.run(cfg, progress=False)
+    result = mi.evaluate(cfg, progress=False)
     assert len(result.measurements) == 2 * 3 * 2  # checkpoints x (epoch 0 + 2 epochs) x (I(X;T), I(T;Y))
     keys = [(m.extra["ckpt"], m.extra["epoch"], m.metric) for m in result.measurements]
     assert keys[:6] == [
@@ -147,20 +147,20 @@ def test_mi_task_records_every_epoch_of_every_checkpoint(eval_cfg):
 
 def test_mi_paper_protocol_trains_on_augmented_images(eval_cfg):
     cfg = dataclasses.replace(eval_cfg, protocol="paper", epochs=1, mi_bins=10)
-    result = mi.run(cfg, progress=False)
+    result = mi.evaluate(cfg, progress=False)
     assert [m.extra["epoch"] for m in result.measurements] == [0, 0, 1, 1]
     assert result.protocol["training_inputs"] == "augmented images" and result.protocol["bins"] == 10
 
 
 def test_bad_bin_count_is_one_line(eval_cfg):
     with pytest.raises(InputError, match=r"^mi_bins=0: expected an integer >= 1"):
-        mi.run(dataclasses.replace(eval_cfg, mi_bins=0), progress=False)
+        mi.evaluate(dataclasses.replace(eval_cfg, mi_bins=0), progress=False)
 
 
 def test_labels_must_match_the_checkpoints(eval_cfg):
     cfg = dataclasses.replace(eval_cfg, ckpts=[eval_cfg.ckpt, eval_cfg.ckpt], ckpt_labels=["only one"])
     with pytest.raises(InputError, match="ckpt_labels has 1 names for 2 checkpoints"):
-        mi.run(cfg, progress=False)
+        mi.evaluate(cfg, progress=False)
 
 
 def test_cli_eval_mi_takes_several_checkpoints(eval_cfg, tmp_path, capsys):
@@ -218,7 +218,7 @@ def test_cli_other_tasks_take_exactly_one_checkpoint(eval_cfg, tmp_path, capsys)
 
 def test_mi_reads_cifar_pickles_with_the_cifar_lr(eval_cfg, tiny_cifar10):
     cfg = dataclasses.replace(eval_cfg, data=str(tiny_cifar10), epochs=1)
-    result = mi.run(cfg, progress=False)
+    result = mi.evaluate(cfg, progress=False)
     assert {m.dataset for m in result.measurements} == {"cifar10"}
     assert result.protocol["lr_per_checkpoint"] == {
         "random-init resnet10t": 3.0
@@ -229,9 +229,9 @@ def test_mi_reads_cifar_pickles_with_the_cifar_lr(eval_cfg, tiny_cifar10):
 
 def test_measuring_in_chunks_gives_the_same_points(eval_cfg, monkeypatch):
     cfg = dataclasses.replace(eval_cfg, epochs=1)
-    whole = [m.value for m in mi.run(cfg, progress=False).measurements]
+    whole = [m.value for m in mi.evaluate(cfg, progress=False).measurements]
     monkeypatch.setattr(mi, "MEASURE_CHUNK", 5)  # 24 images: chunks of 5, 5, 5, 5, 4
-    assert [m.value for m in mi.run(cfg, progress=False).measurements] == whole
+    assert [m.value for m in mi.evaluate(cfg, progress=False).measurements] == whole
 
 
 def test_a_trained_classifier_at_chance_flags_its_point():
@@ -249,7 +249,7 @@ def test_a_trained_classifier_at_chance_flags_its_point():
 def test_the_chance_flag_reaches_the_measurements_of_an_untrained_curve(eval_cfg):
     # a random-init backbone and a 0-lr-like tiny lr: the classifier stays at its initial guess
     cfg = dataclasses.replace(eval_cfg, epochs=1, lr=1e-12)
-    result = mi.run(cfg, progress=False)
+    result = mi.evaluate(cfg, progress=False)
     trained = [m for m in result.measurements if m.extra["epoch"] == 1]
     assert trained and all(
         m.extra["degenerate"][0].startswith("mi: classifier at chance at epoch 1") for m in trained

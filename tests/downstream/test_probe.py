@@ -255,7 +255,7 @@ def test_unknown_protocol_is_a_one_line_error(eval_cfg):
     from pretrain.errors import InputError
 
     with pytest.raises(InputError, match="protocol='slow': expected one of paper, fast"):
-        probe.run_probe(
+        probe.linear_probe(
             build_backbone("resnet10t"), None, dataclasses.replace(eval_cfg, protocol="slow"), 0.1, False
         )
 

@@ -104,7 +104,7 @@ def test_semisup_from_a_list_runs_and_records_the_subset(eval_cfg, tiny_imagefol
     lst = tmp_path / "list.txt"
     lst.write_text("\n".join(picked) + "\n")
     cfg = dataclasses.replace(eval_cfg, protocol=protocol, epochs=1, subset_list=str(lst))
-    result = semisup.run(cfg, progress=False)
+    result = semisup.evaluate(cfg, progress=False)
     assert {m.metric for m in result.measurements} == {"top1", "top5"}
     subset = result.protocol["subset"]
     assert subset["source"] == "list" and subset["size"] == 9 and result.protocol["train_images"] == 9
@@ -116,7 +116,7 @@ def test_semisup_from_a_list_runs_and_records_the_subset(eval_cfg, tiny_imagefol
 
 
 def test_semisup_by_fraction_names_the_fraction(eval_cfg):
-    result = semisup.run(dataclasses.replace(eval_cfg, subset_fraction=0.5), progress=False)
+    result = semisup.evaluate(dataclasses.replace(eval_cfg, subset_fraction=0.5), progress=False)
     assert result.measurements[0].dataset == "embedded@50%"
     assert "subset_list" not in result.protocol and result.protocol["subset_fraction"] == 0.5
     assert result.protocol["subset"] | {"sha256": None} == {

@@ -106,7 +106,7 @@ def test_png_is_a_valid_image_of_the_expected_size(tmp_path, panels):
 
 def test_tsne_task_writes_a_panel_per_checkpoint_and_scores(eval_cfg):
     cfg = dataclasses.replace(eval_cfg, ckpts=[eval_cfg.ckpt, eval_cfg.ckpt], classes=3, per_class=4)
-    result = tsne.run(cfg, progress=False)
+    result = tsne.evaluate(cfg, progress=False)
     labels = ["random-init resnet10t", "random-init resnet10t #2"]
     assert [(m.extra["ckpt"], m.metric) for m in result.measurements] == [
         (labels[0], "silhouette"),
@@ -146,7 +146,7 @@ def test_tsne_task_writes_a_panel_per_checkpoint_and_scores(eval_cfg):
 
 def test_tsne_task_asks_for_more_images_than_val_has(eval_cfg, tiny_imagefolder):
     with pytest.raises(InputError, match=r"class index 0 has 4 images; --per-class 5 asks for more"):
-        tsne.run(dataclasses.replace(eval_cfg, classes=3, per_class=5), progress=False)
+        tsne.evaluate(dataclasses.replace(eval_cfg, classes=3, per_class=5), progress=False)
 
 
 def test_cli_eval_tsne_with_classes_and_per_class(eval_cfg, tmp_path):
