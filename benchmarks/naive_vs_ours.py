@@ -3,7 +3,8 @@
     python benchmarks/naive_vs_ours.py [--student resnet18] [--teacher resnet50] [--batch 16] [--size 64]
         [--repeats 3] [--write-readme]
 
-The issue's case (minutes on a 2-core CPU):
+The case the README reports besides the defaults, a small student distilling a large teacher
+(minutes on a 2-core CPU):
 
     python benchmarks/naive_vs_ours.py --student efficientnet_b0 --teacher resnet50 --batch 32 --size 96
 
@@ -23,8 +24,9 @@ rounding changes) and, with bf16 support, the teacher in bf16 autocast (the stud
 bf16 training of depthwise convolutions can be slower on CPUs); on a GPU, bf16 autocast and
 channels_last for the whole step.
 
-ours (before: queue clone): the project's step as it was before the key queue was written after
-the backward (issue 17): the whole queue cloned for the loss every step (32 MiB at K = 65,536).
+ours (before: queue clone): the project's step as it was before the new keys were enqueued after
+the backward: the loss read a clone of the whole queue every step (32 MiB at K = 65,536), which the
+in-place enqueue would otherwise have changed under autograd.
 
 ours (fp32 channels_last): the exact step with only ``channels_last=true teacher_channels_last=true``
 (fp32: float rounding is all that changes). Measured faster on CPUs, it is pre-training's default
@@ -114,7 +116,8 @@ class NaiveDisCo:
 
 
 class QueueCloneDisCo(DisCo):
-    """The project's DisCo step before issue 17: the loss reads a clone of the queue, enqueued at once."""
+    """The project's DisCo step before the keys were enqueued after the backward: the loss reads a
+    clone of the queue, and this step's keys are enqueued at once."""
 
     def contrastive(self, v_q: torch.Tensor, v_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.encoder_q(v_q)

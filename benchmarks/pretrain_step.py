@@ -3,8 +3,8 @@
     python benchmarks/pretrain_step.py [--student resnet18] [--teacher resnet50] [--batch 16] [--size 64]
         [--methods disco,moco,seed] [--repeats 3] [--teacher-amp bf16] [--teacher-channels-last] [--write-readme]
 
-The issue's case (EfficientNet-B0 student, ResNet-50 teacher, batch 32, 96 px; minutes per run on
-a 2-core CPU):
+The case the README reports besides the defaults, a small student distilling a large teacher
+(EfficientNet-B0 student, ResNet-50 teacher, batch 32, 96 px; minutes per run on a 2-core CPU):
 
     python benchmarks/pretrain_step.py --student efficientnet_b0 --teacher resnet50 --batch 32 --size 96 --methods disco
 

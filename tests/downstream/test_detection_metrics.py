@@ -349,7 +349,8 @@ def test_short_schedules_warm_up_clip_and_average_bn_over_what_the_run_has():
         200,
     )  # the paper: no clipping
     short = effective_schedule(EvalConfig(det_dataset="coco", det_max_iter=20, det_image_size=128))
-    # 1000 * 20 / 180k rounds to 0: a run that jumps to full lr on random heads diverged (issue 18)
+    # 1000 * 20 / 180k rounds to 0: a run that jumps to full lr on random heads diverges, so a short
+    # run keeps a warm-up of at least WARMUP_MIN_FRACTION of its iterations and clips the gradient
     assert (short.warmup_iters, short.clip_grad, short.precise_bn_iters) == (4, 10.0, 20)
     assert [short.lr_factor(i) for i in range(5)] == pytest.approx([0.001, 0.25075, 0.5005, 0.75025, 1.0])
     assert effective_schedule(EvalConfig(det_dataset="coco", det_max_iter=2)).warmup_iters == 1
