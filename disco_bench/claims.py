@@ -10,7 +10,7 @@ shown beside the verdict. All of it is declared here, before any record is read.
 
 Two arms are set side by side only in one *context*: the same evaluation dataset, split and settings, the
 same pre-training data (name and fingerprint), and, unless the claim says otherwise, the same
-student, pre-training budget and teacher checkpoint. Within a context each arm's runs pool over
+student, pre-training budget and teacher checkpoint. Within a context each arm's checkpoints pool over
 seeds only when every other setting is equal (the table's ``pool``); a variant is its own row.
 
 Per row: the difference mean(left) − mean(right) with its 95 % interval, paired by seed when both
@@ -52,7 +52,7 @@ OBVIOUS = 1.0
 SAME_TOP1 = 1.0
 SAME_BITS = 0.1
 # Pre-training fields two arms must share to be compared (their "budget"); everything else (method,
-# head width, lambda, ...) is what a claim compares. A run's seed is never part of it.
+# head width, lambda, ...) is what a claim compares. The random seed is never part of it.
 BUDGET = (
     "epochs",
     "batch_size",
@@ -75,7 +75,7 @@ SAME = 1e-9  # a spread below this share of the values' size is rounding: the se
 
 @dataclass(frozen=True)
 class Arm:
-    """One side of a claim: runs of ``methods`` whose pre-training protocol has the ``where`` values
+    """One side of a claim: checkpoints of ``methods`` whose pre-training protocol has the ``where`` values
     (probed with or without KD at the probe stage); ``teacher=True`` instead selects the teachers the
     context's distillers learned from. ``min_seeds`` 1 marks a single fixed checkpoint."""
 
@@ -89,7 +89,7 @@ class Arm:
     def selects(self, obs: Obs, teacher_shas: set[str]) -> bool:
         if self.teacher:
             return obs.sha in teacher_shas
-        if obs.sha in teacher_shas or obs.kd != self.kd:  # a teacher is the teacher arm, not a method run
+        if obs.sha in teacher_shas or obs.kd != self.kd:  # a teacher belongs to the teacher arm only
             return False
         return obs.method in self.methods and all(obs.pretrain.get(k) == v for k, v in self.where)
 
@@ -116,11 +116,11 @@ class Claim:
     # Below this on both sides the task measured nothing (a detector that finds no box): inconclusive,
     # however the arithmetic comes out.
     min_signal: float | None = None
-    setup: bool = False  # a check of the run itself (head-room, the floor), not the paper's finding
+    setup: bool = False  # a check of the benchmark's setup (head-room, the floor), not the paper's finding
 
     def budget(self) -> tuple[str, ...]:
         """The BUDGET fields both arms' methods read (SEED has no key encoder, so DisCo and SEED
-        share no key momentum); a run records only the fields its method reads."""
+        share no key momentum); a pre-training records only the fields its method reads."""
         from pretrain.config import method_reads
         from pretrain.methods import METHODS
 
@@ -133,6 +133,8 @@ def _arm(name: str, *methods: str, teacher: bool = False, min_seeds: int = MIN_S
     return Arm(name, methods, tuple(sorted(where.items())), teacher, min_seeds, kd)
 
 
+# The arms the claims compare. SEED is the distillation method of Fang et al. (``method="seed"``), not a
+# random seed (an observation's ``seed``).
 DISCO = _arm("DisCo (hidden 2048)", "disco", hidden=2048)
 DISCO_STAR = _arm("DisCo* (hidden = feature width)", "disco*")
 DISCO_ANY_HEAD = _arm("DisCo", "disco", "disco*")
@@ -284,7 +286,7 @@ class Obs:
     pretrain: dict
     data_key: str | None  # the pre-training data: its fingerprint, else its name (None: a random init)
     data_name: str | None
-    pool: str  # runs with equal pools differ only by their seed
+    pool: str  # checkpoints with equal pools differ only by their random seed
     setting: str | None  # the leaderboard's setting id (its link)
     eval_context: str
     dataset: str
@@ -357,7 +359,7 @@ def _at_last_epoch(obs: list[Obs]) -> list[Obs]:
 class Group:
     values: tuple[float, ...]  # one per checkpoint (its records averaged)
     seeds: tuple = ()
-    setting: str | None = None  # the one setting its runs share (leaderboard.matching.setting_id)
+    setting: str | None = None  # the one setting its checkpoints share (leaderboard.matching.setting_id)
     records: int = 0  # the records behind the values, when more than one per seed
 
     @property
@@ -398,7 +400,7 @@ class Row:
     right_student: str | None = None  # the other arm's student, when the claim compares across students
     pretrained_on: str | None = None  # the data both arms were pre-trained on (a random init: none)
     data_key: str | None = None  # that data's identity: its content fingerprint, else its name
-    data_names: tuple[str, ...] = ()  # every name the arms' runs gave that data
+    data_names: tuple[str, ...] = ()  # every name the arms' pre-trainings gave that data
     tested: bool = False  # an interval exists and the task measured something (it is in the family)
     degenerate: str = ""  # why some of its numbers came from a degenerate state (shown beside it)
 
@@ -414,11 +416,14 @@ def _seeds_short(claim: Claim, left: Group, right: Group) -> list[str]:
 
 
 def _row(claim: Claim, dataset: str, lg: Group, lp: list[Obs], rg: Group, rp: list[Obs]) -> Row:
-    trained = next((o.data_name for o in lp + rp if o.data_name is not None), None)
+    """One row of the board: the left arm's group ``lg`` (from its observations ``lp``) against the
+    right arm's ``rg`` (from ``rp``), with its interval and test, or a note saying why there is none."""
+    both = lp + rp
+    trained = next((o.data_name for o in both if o.data_name is not None), None)
     row = Row(claim, lp[0].student, dataset, lg, rg, None, right_student=rp[0].student, pretrained_on=trained)
-    row.data_key = next((o.data_key for o in lp + rp if o.data_key is not None), None)
-    row.data_names = tuple(sorted({o.data_name for o in lp + rp if o.data_name is not None}))
-    row.degenerate = "; ".join(sorted({o.degenerate for o in lp + rp if o.degenerate}))
+    row.data_key = next((o.data_key for o in both if o.data_key is not None), None)
+    row.data_names = tuple(sorted({o.data_name for o in both if o.data_name is not None}))
+    row.degenerate = "; ".join(sorted({o.degenerate for o in both if o.degenerate}))
     short = _seeds_short(claim, lg, rg)
     pair = (list(lg.seeds), list(rg.seeds)) if not (claim.left.teacher or claim.right.teacher) else None
     row.diff = None if short else difference(lg.values, rg.values, pair_by=pair)
@@ -607,7 +612,7 @@ def _summary_cell(r: Row) -> tuple[str, str | None, str]:
 
 
 def _data_labels(rows: list[Row]) -> dict[str, str]:
-    """Pre-training data identity -> its column heading: the names its runs gave it (one content
+    """Pre-training data identity -> its column heading: the names its pre-trainings gave it (one content
     under two names is one dataset), with the fingerprint where one name covers two contents."""
     names: dict[str, set[str]] = {}
     for r in rows:

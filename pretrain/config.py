@@ -82,6 +82,8 @@ class PretrainConfig:
     schedule: str = setting(
         "cosine", OneOf(("cosine", "constant"))
     )  # cosine (per epoch, no warm-up) | constant
+    # the random seed (initial weights, data order, augmentation draws); not the SEED method, whose
+    # settings are the seed_* fields below
     seed: int = setting(0, SEED)
     # DataLoader workers; None: 0 on a CPU, on CUDA pretrain.data.default_workers
     workers: int | None = setting(None, OrNull(at_least(0)), **RUNTIME)
@@ -121,6 +123,9 @@ class PretrainConfig:
     distill_reduction: str = setting("sum", OneOf(("sum", "mean")), readers=DISCO_TERM)
     # eval (default, correct) | train (reference behaviour)
     teacher_bn: str = setting("eval", OneOf(("eval", "train")), readers=_distillers)
+    # the SEED method's (Fang et al. 2021; method="seed") softmax temperatures tau_S and tau_T of the
+    # student's and the teacher's similarities, nothing to do with the random ``seed`` above; the
+    # names stay because they are in every SEED record's protocol and config hash
     seed_student_temp: float = setting(0.2, TEMPERATURE, readers=("seed",))
     seed_teacher_temp: float = setting(1e-4, TEMPERATURE, readers=("seed",))
     # --- testbeds beside DisCo ---

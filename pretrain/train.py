@@ -600,7 +600,7 @@ def step_once(
     return {"step": loop.step, "epoch": epoch, "lr": setup.optimizer.param_groups[0]["lr"]} | values
 
 
-def account(setup: TrainingSetup, loop: LoopState, row: dict[str, float]) -> None:
+def tally_step(setup: TrainingSetup, loop: LoopState, row: dict[str, float]) -> None:
     """Add the row to the epoch's sums; close the epoch when it is complete (before any save, so a
     resume never sees a half-closed one), then checkpoint when one is due."""
     for k, v in row.items():
@@ -619,7 +619,8 @@ def account(setup: TrainingSetup, loop: LoopState, row: dict[str, float]) -> Non
 
 def train(setup: TrainingSetup, model, loop: LoopState, show_progress: bool) -> int:
     """Steps from ``loop.step`` to ``setup.total_steps``, with a progress bar where ``show_progress``
-    (rank 0 only); returns the images this process saw."""
+    (rank 0 only); returns the images all processes saw together (this process's batches times the
+    process count), from which ``pretrain`` reports the training speed."""
     log = StepLog(setup.out / "log.csv", loop.step) if setup.dist_info.is_main else None
     bar = tqdm(
         total=setup.total_steps,
@@ -629,7 +630,7 @@ def train(setup: TrainingSetup, model, loop: LoopState, show_progress: bool) -> 
         unit="step",
     )
     autocast = autocast_for(setup.cfg, setup.device)
-    seen, t0 = 0, time.perf_counter()
+    images_seen, t0 = 0, time.perf_counter()
     loader = make_loader(setup)
     try:
         while loop.step < setup.total_steps:
@@ -637,16 +638,16 @@ def train(setup: TrainingSetup, model, loop: LoopState, show_progress: bool) -> 
             for views, _ in epoch_batches(setup, loader, epoch, start_batch):
                 views = to_device(setup, views)
                 row = step_once(setup, model, loop, views, autocast)
-                seen += views[0].shape[0] * setup.dist_info.world_size
+                images_seen += views[0].shape[0] * setup.dist_info.world_size
                 if log:
                     log.write(row)
-                speed = seen / max(time.perf_counter() - t0, 1e-9)
+                speed = images_seen / max(time.perf_counter() - t0, 1e-9)
                 bar.set_postfix(
                     {k: f"{v:.3f}" for k, v in row.items() if k.startswith("loss")}
                     | {"img/s": f"{speed:.0f}"}
                 )
                 bar.update(1)
-                account(setup, loop, row)
+                tally_step(setup, loop, row)
                 if loop.step >= setup.total_steps:
                     break
     except BaseException:
@@ -659,7 +660,7 @@ def train(setup: TrainingSetup, model, loop: LoopState, show_progress: bool) -> 
         bar.close()
         if log:
             log.close()
-    return seen
+    return images_seen
 
 
 def already_final(setup: TrainingSetup, loop: LoopState) -> dict | None:
@@ -698,9 +699,9 @@ def pretrain(
         # training measured, which final.pt keeps, so no record of it is lost
         path, loop.images_per_s = setup.final_path, finished.get("images_per_s")
     else:
-        seen = train(setup, model, loop, show_progress=progress)
+        images_seen = train(setup, model, loop, show_progress=progress)
         elapsed = time.perf_counter() - t0
-        loop.images_per_s = seen / elapsed if elapsed > 0 and seen else None
+        loop.images_per_s = images_seen / elapsed if elapsed > 0 and images_seen else None
         path = save_checkpoint(setup, loop, final=True)
     shutdown_distributed(setup.dist_info)
     last = loop.epoch_means[-1] if loop.epoch_means else {}
