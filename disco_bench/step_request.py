@@ -62,7 +62,7 @@ class StepRequest:
             self.suite,
             self.out,
             self.data_root,
-            json.dumps(self.overrides, sort_keys=True),
+            json.dumps(self.overrides, sort_keys=True, default=str),
             self.progress,
             json.dumps(self.datasets, sort_keys=True),
         )
