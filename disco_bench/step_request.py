@@ -1,6 +1,7 @@
-"""One step of a suite run on its own, in a fresh process (a ``--jobs`` process, a torchrun worker
-or a submitit job): what that process needs to know (``StepRequest``), and how it plans the suite
-again and runs the step, with retries.
+"""One step of a suite run on its own: what the process that runs it needs to know
+(``StepRequest``), and how it plans the suite again and runs the step, with retries. That process
+is a fresh one (a ``--jobs`` process, a torchrun worker, a submitit job) or the runner itself
+(``local`` and ``torchrun``'s one-process steps, which keep the ``Plan`` for the whole run).
 
 An InputError (bad config, missing file) is never retried: it would fail the same way again.
 """
