@@ -450,6 +450,9 @@ class TorchrunLauncher(LocalLauncher):
         return with_retries(lambda: self.run_torchrun(request), self.retries, request.step, self.echo)
 
 
+JOB_POLL_S = 0.2
+
+
 class JobFuture(Future):
     """A submitit job as a future (submitit's Job is not one): a thread waits for the job and sets
     it. ``job_id`` names the job in its dependants' ``afterok`` dependencies; ``cancel()`` cancels
@@ -462,6 +465,10 @@ class JobFuture(Future):
         threading.Thread(target=self._wait_for_the_job, daemon=True, name=f"job-{self.job_id}").start()
 
     def _wait_for_the_job(self) -> None:
+        # a job's end is seen only by asking (a result file, SLURM's accounting); submitit's own
+        # wait asks once a second, which a chain of short steps pays at every link
+        while not self.job.done():
+            time.sleep(JOB_POLL_S)
         try:
             records = self.job.results()[0]
         except Exception as exc:
