@@ -109,6 +109,48 @@ def test_the_local_launcher_hands_back_a_done_future_and_a_failed_dependency_fai
     assert (tmp_path / "out" / "order.txt").read_text().split() == ["a"]  # the second never started
 
 
+class FakeJob:
+    """What JobFuture uses of a submitit job; it ends when ``end()`` or ``cancel()`` is called."""
+
+    job_id = 42
+
+    def __init__(self):
+        self.ended, self.cancelled, self.records = threading.Event(), False, None
+
+    def end(self, records: list[dict]) -> None:
+        self.records = records
+        self.ended.set()
+
+    def done(self) -> bool:
+        return self.ended.is_set()
+
+    def cancel(self, check: bool) -> None:
+        self.cancelled = True
+        self.ended.set()
+
+    def results(self) -> list:
+        if self.records is None:
+            raise RuntimeError("Job 42 failed\nTraceback ...\nUncompletedJobError: cancelled")
+        return [self.records]
+
+
+def test_a_job_future_ends_with_its_job_and_cancelling_it_cancels_the_job():
+    from disco_bench.launchers import JobFuture
+
+    job = FakeJob()
+    future = JobFuture(job)
+    assert future.job_id == "42" and not future.done()  # the id dependants' afterok names
+    job.end([{"step": "a"}])
+    assert future.result(timeout=SAFETY_S) == [{"step": "a"}]
+
+    job = FakeJob()
+    future = JobFuture(job)
+    future.cancel()  # what the runner does when a step the job needs failed
+    assert job.cancelled
+    with pytest.raises(StepFailed, match="job 42 failed: UncompletedJobError: cancelled"):
+        future.result(timeout=SAFETY_S)
+
+
 @pytest.mark.slow
 def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, fake_kind):
     import submitit  # noqa: F401  (installed by .ci/setup through the slurm extra; never skipped)
