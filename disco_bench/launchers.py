@@ -2,6 +2,13 @@
 each in its own process), ``torchrun`` (N processes per step on this machine) or ``slurm`` (one
 submitit job per step, dependencies as job dependencies).
 
+Every launcher has one entry, ``submit(request, after) -> concurrent.futures.Future``: the
+future's result is the step's records, its exception why the step failed. ``after`` are the
+futures of the steps it needs; a step whose dependency failed does not start (its future fails
+too, and the runner reports it as skipped). The future is done when ``submit`` returns for
+``local`` and ``torchrun``, set by a worker thread for ``--jobs N``, and by a thread watching the
+job for ``slurm`` (``JobFuture``, with the SLURM job id dependants need).
+
 The runner is the only writer of ``results.jsonl``: every launcher hands a step's records back to
 it (a returned list, a JSON file written by rank 0, or a submitit job's result), so concurrent
 jobs never race on the records file.
@@ -29,9 +36,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
-from disco_bench.step_request import StepFailed, StepRequest, failure_text, with_retries
+from disco_bench.step_request import Plan, StepFailed, StepRequest, failure_text, plan_request, with_retries
 from pretrain.environment import available_cores
 from pretrain.errors import InputError
 
@@ -59,49 +67,49 @@ def runs_distributed(step, cfg) -> bool:
     return step.kind == "eval" and step.task in DISTRIBUTED_TASKS and getattr(cfg, "protocol", "") == "paper"
 
 
-class Handle:
-    """A submitted step: ``result()`` gives its records or raises StepFailed."""
-
-    def result(self) -> list[dict]:
-        raise NotImplementedError
-
-    def cancel(self) -> None:
-        """Stop a step whose dependency failed (nothing to do once it has run)."""
-
-    def done(self) -> bool:
-        """Whether ``result()`` would return at once."""
-        return True
-
-    @property
-    def id(self) -> str:
-        return ""
+def wait_for_dependencies(after: list[Future]) -> None:
+    """Return once every dependency has ended; a failed one fails this step too, unstarted."""
+    for dep in after:
+        try:
+            dep.result()
+        except Exception as exc:
+            raise StepFailed(f"dependency failed: {failure_text(exc)}") from exc
 
 
-class DoneHandle(Handle):
-    def __init__(self, records: list[dict] | None = None, error: BaseException | None = None):
-        self.records, self.error = records, error
-
-    def result(self) -> list[dict]:
-        if self.error is not None:
-            raise self.error
-        return self.records or []
+def ended(run: Callable[[], list[dict]]) -> Future:
+    """A future already done: ``run()``'s records, or what it raised (one failed step must not
+    stop the others, so the exception is handed over, not raised)."""
+    future: Future = Future()
+    try:
+        future.set_result(run())
+    except Exception as exc:
+        future.set_exception(exc)
+    return future
 
 
 class LocalLauncher:
-    """Each step in this process, one after another."""
+    """Each step in this process, one after another: its future is done when ``submit`` returns."""
 
     synchronous = True
 
     def __init__(self, retries: int = 0, echo: Callable[[str], None] = say):
         self.retries, self.echo = retries, echo
+        # the suite planned once for the run, not once per step (a 300-step plan takes over a second)
+        self._plans: dict[tuple, Plan] = {}
 
-    def submit(
-        self, step, run_here: Callable[[], list], request: StepRequest, distributed: bool, after
-    ) -> Handle:
-        try:
-            return DoneHandle(with_retries(run_here, self.retries, step.id, self.echo))
-        except Exception as exc:  # one failed step must not stop the others
-            return DoneHandle(error=exc)
+    def submit(self, request: StepRequest, after: list[Future]) -> Future:
+        return ended(lambda: self._run(request, after))
+
+    def _run(self, request: StepRequest, after: list[Future]) -> list[dict]:
+        wait_for_dependencies(after)
+        return self.run_here(request)
+
+    def run_here(self, request: StepRequest) -> list[dict]:
+        """The step in this process (its progress bars on this terminal), with the retries."""
+        key = request.planning_inputs()
+        if key not in self._plans:
+            self._plans[key] = plan_request(request)
+        return self._plans[key].run(dataclasses.replace(request, retries=self.retries), self.echo)
 
 
 class ParallelLocalLauncher:
@@ -132,15 +140,21 @@ class ParallelLocalLauncher:
         self._stopped = False
         self._gpus = _gpu_count()
 
-    def submit(self, step, run_here, request: StepRequest, distributed: bool, after) -> Handle:
+    def submit(self, request: StepRequest, after: list[Future]) -> Future:
         order, self._submitted = self._submitted, self._submitted + 1
-        handle = ThreadHandle()
+        future: Future = Future()
+        # running from the start: the runner's cancel() of a step whose dependency failed is then a
+        # no-op, and this step's thread ends it (it waits for its dependencies first)
+        future.set_running_or_notify_cancel()
         request = dataclasses.replace(request, progress=False, retries=self.retries)  # bars would interleave
         thread = threading.Thread(
-            target=self._run, args=(handle, order, request, list(after)), daemon=True, name=f"step-{step.id}"
+            target=self._run,
+            args=(future, order, request, list(after)),
+            daemon=True,
+            name=f"step-{request.step}",
         )
         thread.start()
-        return handle
+        return future
 
     def _take_slot(self, order: int) -> int:
         with self._lock:
@@ -157,17 +171,16 @@ class ParallelLocalLauncher:
             self._free_slots.sort()
             self._lock.notify_all()
 
-    def _run(self, handle: ThreadHandle, order: int, request: StepRequest, after: list[Handle]) -> None:
+    def _run(self, future: Future, order: int, request: StepRequest, after: list[Future]) -> None:
         try:
-            for dep in after:
-                dep.result()  # a failed dependency fails this step too (the runner reports it as skipped)
+            wait_for_dependencies(after)
             slot = self._take_slot(order)
             try:
-                handle.set(records=self._run_in_process(request, slot))
+                future.set_result(self._run_in_process(request, slot))
             finally:
                 self._give_slot(slot)
         except BaseException as exc:  # handed to the runner, which reports it on one line
-            handle.set(error=exc)
+            future.set_exception(exc)
 
     def _run_in_process(self, request: StepRequest, slot: int) -> list[dict]:
         log = Path(request.out) / "logs" / f"{request.step}.log"
@@ -220,29 +233,6 @@ class ParallelLocalLauncher:
             for proc in self._procs:
                 proc.terminate()
             self._lock.wait_for(lambda: not self._procs, timeout=timeout_s)
-
-
-class ThreadHandle(Handle):
-    """The outcome of a step run by ParallelLocalLauncher, set by its thread."""
-
-    def __init__(self):
-        self._done = threading.Event()
-        self._records: list[dict] = []
-        self._error: BaseException | None = None
-
-    def set(self, records: list[dict] | None = None, error: BaseException | None = None) -> None:
-        self._records, self._error = records or [], error
-        self._done.set()
-
-    def result(self) -> list[dict]:
-        while not self._done.wait(0.5):  # a timed wait keeps Ctrl-C responsive
-            pass
-        if self._error is not None:
-            raise self._error
-        return self._records
-
-    def done(self) -> bool:
-        return self._done.is_set()
 
 
 def _gpu_count() -> int:
@@ -454,36 +444,51 @@ class TorchrunLauncher(LocalLauncher):
             )
         return json.loads(records_file.read_text())
 
-    def submit(self, step, run_here, request, distributed, after) -> Handle:
-        if not distributed or self.nproc == 1:
-            return super().submit(step, run_here, request, distributed, after)
-        return super().submit(step, lambda: self.run_torchrun(request), request, distributed, after)
+    def run_here(self, request: StepRequest) -> list[dict]:
+        if not request.distributed or self.nproc == 1:
+            return super().run_here(request)
+        return with_retries(lambda: self.run_torchrun(request), self.retries, request.step, self.echo)
 
 
-class SubmititHandle(Handle):
+JOB_POLL_S = 0.2
+
+
+class JobFuture(Future):
+    """A submitit job as a future (submitit's Job is not one): a thread waits for the job and sets
+    it. ``job_id`` names the job in its dependants' ``afterok`` dependencies; ``cancel()`` cancels
+    the job (a dependency failed), and the future then ends as the job does."""
+
     def __init__(self, job):
-        self.job = job
+        super().__init__()
+        self.job, self.job_id = job, str(job.job_id)
+        self.set_running_or_notify_cancel()
+        threading.Thread(target=self._wait_for_the_job, daemon=True, name=f"job-{self.job_id}").start()
 
-    @property
-    def id(self) -> str:
-        return str(self.job.job_id)
-
-    def result(self) -> list[dict]:
+    def _wait_for_the_job(self) -> None:
+        # a job's end is seen only by asking (a result file, SLURM's accounting); submitit's own
+        # wait asks once a second, which a chain of short steps pays at every link
+        while not self.job.done():
+            time.sleep(JOB_POLL_S)
         try:
-            return self.job.results()[0]
-        except Exception as exc:  # submitit wraps the job's traceback; keep its last error line
-            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-            why = next(
-                (ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[-1] if lines else ""
-            )
-            raise StepFailed(f"job {self.job.job_id} failed: {why}") from exc
+            records = self.job.results()[0]
+        except Exception as exc:
+            self.set_exception(_job_failure(self.job_id, exc))
+        else:
+            self.set_result(records)
 
-    def cancel(self) -> None:
+    def cancel(self) -> bool:
         if not self.job.done():
             self.job.cancel(check=False)
+        return False  # still running until the watcher sees the job end
 
-    def done(self) -> bool:
-        return self.job.done()
+
+def _job_failure(job_id: str, exc: Exception) -> StepFailed:
+    """submitit wraps the job's traceback in its exception; the step's failure keeps its last error line."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    why = next((ln for ln in reversed(lines) if "Error" in ln.split(":")[0]), lines[-1] if lines else "")
+    failure = StepFailed(f"job {job_id} failed: {why}")
+    failure.__cause__ = exc  # the whole job traceback in OUT/logs/ID.err
+    return failure
 
 
 class SlurmLauncher:
@@ -510,7 +515,7 @@ class SlurmLauncher:
         self.nproc, self.echo = nproc, echo
         self.params = {"timeout_min": 60 * 24, "name": "disco-bench"} | dict(options or {})
 
-    def _parameters(self, distributed: bool, after: list[Handle]) -> dict:
+    def _parameters(self, distributed: bool, after: list[JobFuture]) -> dict:
         """This step's job parameters, all set every time: the executor keeps the previous step's."""
         params = dict(self.params)
         tasks = self.nproc if distributed else 1
@@ -520,23 +525,24 @@ class SlurmLauncher:
             extra = dict(params.pop("slurm_additional_parameters", {}))
             if after:
                 extra |= {
-                    "dependency": "afterok:" + ":".join(h.id for h in after),
+                    "dependency": "afterok:" + ":".join(dep.job_id for dep in after),
                     "kill_on_invalid_dep": "yes",
                 }
             params["slurm_additional_parameters"] = extra
         return params
 
-    def submit(self, step, run_here, request: StepRequest, distributed: bool, after: list[Handle]) -> Handle:
-        if not self.is_slurm:
-            for dep in after:  # no job dependencies here: wait, and do not start after a failure
-                try:
-                    dep.result()
-                except Exception as exc:
-                    return DoneHandle(error=StepFailed(f"dependency failed: {failure_text(exc)}"))
-        self.executor.update_parameters(**self._parameters(distributed, after))
-        handle = SubmititHandle(self.executor.submit(request))
-        self.echo(f"{step.id}: submitted job {handle.id}")
-        return handle
+    def submit(self, request: StepRequest, after: list[Future]) -> Future:
+        if not self.is_slurm:  # no job dependencies here: wait, and do not start after a failure
+            try:
+                wait_for_dependencies(after)
+            except StepFailed as exc:
+                unstarted: Future = Future()
+                unstarted.set_exception(exc)
+                return unstarted
+        self.executor.update_parameters(**self._parameters(request.distributed, after))
+        future = JobFuture(self.executor.submit(request))
+        self.echo(f"{request.step}: submitted job {future.job_id}")
+        return future
 
 
 def make_launcher(

@@ -36,10 +36,8 @@ def build_context(
     overrides: dict,
     progress: bool,
     create: bool,
-    kinds: dict | None = None,
 ) -> RunContext:
-    """Resolve datasets (generating embedded ones when ``create``; checking all before anything runs).
-    ``kinds``: the step-kind registry to plan with (default ``steps.STEP_KINDS``)."""
+    """Resolve datasets (generating embedded ones when ``create``; checking all before anything runs)."""
     if data_root is None and not create and any(_needs_data_root(s) for s in suite.datasets.values()):
         data_root = DATA_ROOT_PLACEHOLDER  # a dry run lists the steps without any data on disk
     paths = prepare_datasets(suite, out, data_root, create=create, progress=progress)
@@ -54,7 +52,6 @@ def build_context(
         progress=progress,
         dataset_names={k: suite.dataset_name(k) for k in suite.datasets},
         external=external,
-        kinds=dict(kinds if kinds is not None else STEP_KINDS),
         given_data=frozenset(suite.given),
     )
 
@@ -63,9 +60,9 @@ def plan(suite: Suite, ctx: RunContext) -> list[tuple[Step, str]]:
     """(step, config hash) in order; hashes chain through @references."""
     rows = []
     for step in suite.steps:
-        if step.kind not in ctx.kinds:
+        if step.kind not in STEP_KINDS:
             raise InputError(
-                f"step {step.id}: unknown kind {step.kind!r}; choose from {', '.join(sorted(ctx.kinds))}"
+                f"step {step.id}: unknown kind {step.kind!r}; choose from {', '.join(sorted(STEP_KINDS))}"
             )
         h = step_hash(step, ctx)
         ctx.hashes[step.id] = h

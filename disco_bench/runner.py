@@ -11,39 +11,29 @@ failures, retry, select with ``--only``, and report at the end.
   failed or was skipped.
 - ``--only PATTERN``: the steps whose id or a tag matches, plus all their dependencies (done ones
   are then skipped as done, undone ones run first). See suite.select_steps.
+
+Each step to run goes to the launcher as a StepRequest; the launcher's future hands its records
+back (launchers.py). ``--dry-run`` lists the plan instead (listing.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 import traceback
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from disco_bench import cost, results
+from disco_bench import results
+from disco_bench.datasets import prepare_datasets
 from disco_bench.launchers import LocalLauncher, runs_distributed, say
-from disco_bench.planning import (
-    CHECKPOINT_KINDS,
-    architectures,
-    build_context,
-    check_overrides_are_read,
-    is_done,
-    plan,
-    restrict,
-)
+from disco_bench.listing import describe, dry_run_listing, suite_note
+from disco_bench.planning import build_context, check_overrides_are_read, is_done, plan, restrict
+from disco_bench.plugins import load_plugins
 from disco_bench.report import write_report
-from disco_bench.reuse import NO_REUSE, ReuseSource
+from disco_bench.reuse import ReuseSource
 from disco_bench.step_request import StepRequest, failure_text
-from disco_bench.steps import (
-    PATH_KEYS,
-    RunContext,
-    effective_params,
-    overridden,
-    run_step,
-    set_aside_superseded,
-    step_config,
-)
+from disco_bench.steps import effective_params, set_aside_superseded, step_config
 from disco_bench.suite import Step, Suite
 
 
@@ -52,130 +42,6 @@ class StepOutcome:
     step: str
     status: str  # done | reused | ran | failed | skipped
     detail: str = ""
-
-
-# --- what a step is, needs, produces and costs (for --dry-run and progress lines) --------------
-
-
-def _teacher_arch(step: Step, cfg, arch: dict) -> str | None:
-    ref = step.params.get("teacher_ckpt")
-    if isinstance(ref, str) and ref.startswith("@"):
-        return arch.get(ref[1:])
-    return getattr(cfg, "teacher", None)
-
-
-def describe(step: Step, cfg, arch: dict) -> str:
-    if step.kind == "pretrain":
-        teacher = _teacher_arch(step, cfg, arch)
-        by = f" from teacher {teacher}" if teacher else (" from a teacher" if cfg.teacher_ckpt else "")
-        return f"pretrain {cfg.method} {cfg.student}{by}, {cfg.epochs} epochs"
-    if step.kind == "checkpoint":
-        return f"read {cfg.method or 'a'} {cfg.arch or ''} checkpoint {cfg.data}".replace("  ", " ")
-    if step.kind == "init":
-        return f"randomly initialised {cfg.student} (seed {cfg.seed})"
-    if step.kind == "eval":
-        what = step.params.get("ckpt") or ", ".join(map(str, step.params.get("ckpts") or [])) or "?"
-        return f"eval {step.task} ({getattr(cfg, 'protocol', '?')} protocol) of {what}"
-    return f"{step.kind} {step.task or ''}".strip()
-
-
-def needs_and_produces(step: Step, ctx: RunContext) -> tuple[list[str], list[str]]:
-    refs = [v for v in step.params.values() if isinstance(v, str) and v.startswith("@")]
-    refs += [
-        v
-        for vs in step.params.values()
-        if isinstance(vs, list)
-        for v in vs
-        if isinstance(v, str) and v.startswith("@")
-    ]
-    needs = [f"{r} ({ctx.reference(r)})" for r in dict.fromkeys(refs)]
-    replaced = overridden(step, ctx)
-    data = step.params.get("data")
-    if data in ctx.dataset_paths:
-        needs.append(f"data {data} ({ctx.dataset_paths[data]})")
-    needs += [
-        f"{key} {value} (--set {step.kind}.{key})" for key, value in replaced.items() if key in PATH_KEYS
-    ]
-    produces = [f"checkpoint {ctx.checkpoint(step.id)}"] if step.kind in CHECKPOINT_KINDS else []
-    return needs, produces + [f"records in {ctx.records_path}"]
-
-
-def step_cost(step: Step, cfg, suite: Suite, arch: dict, paths: dict | None = None) -> cost.Cost:
-    """``paths``: suite dataset key -> its folder; a folder that exists is counted."""
-    ds = step.params.get("data")
-    images = (
-        cost.dataset_images(suite.datasets[ds], suite.dataset_name(ds), (paths or {}).get(ds))
-        if ds in suite.datasets
-        else None
-    )
-    if step.kind == "checkpoint":
-        return cost.Cost(0.0, "loads a file")
-    if step.kind == "init":
-        return cost.Cost(0.0, "draws random weights")
-    if step.kind == "pretrain":
-        if images is None:
-            return cost.Cost(None, "size of the dataset unknown")
-        return cost.pretrain_cost(
-            cfg.method, cfg.student, _teacher_arch(step, cfg, arch), images, cfg.epochs, cfg.image_size
-        )
-    if step.kind == "eval":
-        return cost.eval_cost(step.task, cfg, arch.get(step.id), images)
-    return cost.Cost(None, f"no cost rule for kind {step.kind!r}")
-
-
-def suite_note(suite: Suite, ctx: RunContext, rows, on_gpu: bool) -> str | None:
-    """The one-line warning of a suite whose steps still to run are estimated past ten minutes here."""
-    records = results.read_records(ctx.records_path)
-    configs = {s.id: step_config(s, ctx) for s, _ in rows}
-    arch = architectures(rows, configs)
-    todo = [s for s, h in rows if not is_done(s, ctx, h, records)]
-    costs = [step_cost(s, configs[s.id], suite, arch, ctx.dataset_paths) for s in todo]
-    known = [c.gpu_hours for c in costs if c.gpu_hours is not None]
-    unknown = len(costs) - len(known)
-    total = cost.Cost(
-        sum(known), f"{len(todo)} steps to run{f', {unknown} without an estimate' if unknown else ''}"
-    )
-    quick = "--dry-run lists each step's estimate; --only PATTERN runs a part, --set eval.protocol=fast the fast probes"
-    return cost.long_run_note(total, on_gpu, f"suite {suite.name}", quick)
-
-
-def dry_run_listing(suite: Suite, ctx: RunContext, rows, echo, reuse: ReuseSource = NO_REUSE) -> int:
-    records = results.read_records(ctx.records_path)
-    configs = {s.id: step_config(s, ctx) for s, _ in rows}
-    # a --set of a step's checkpoint or data is listed as what runs, not as the suite wrote it
-    rows = [(dataclasses.replace(s, params=effective_params(s, ctx)), h) for s, h in rows]
-    arch = architectures(rows, configs)
-    total, unknown, todo = 0.0, 0, 0
-    for n, (step, h) in enumerate(rows, 1):
-        done = is_done(step, ctx, h, records)
-        taken = not done and bool(reuse.records_of(step, h))
-        done = done or taken
-        todo += not done
-        needs, produces = needs_and_produces(step, ctx)
-        c = step_cost(step, configs[step.id], suite, arch, ctx.dataset_paths)
-        if not done and c.gpu_hours is None:
-            unknown += 1
-        elif not done:
-            total += c.gpu_hours
-        tags = f" [{', '.join(step.tags)}]" if step.tags else ""
-        echo(
-            f"[{n}/{len(rows)}] {step.id} [{'reuse' if taken else 'done' if done else 'todo'}] "
-            f"{describe(step, configs[step.id], arch)}{tags}"
-        )
-        echo(f"    needs: {'; '.join(needs) or 'nothing'}")
-        echo(f"    produces: {'; '.join(produces)}")
-        echo(f"    cost: {c.text()}")
-    rate = (
-        f"{cost.ASSUMED_FLOP_PER_GPU_SECOND:.2g} FLOP/s per GPU, "
-        f"{cost.ASSUMED_FLOP_PER_CPU_CORE_SECOND:.2g} per CPU core"
-    )
-    cores = cost.available_cores()
-    on_cpu = cost.duration(3600 * cost.Cost(total, "").cpu_hours(cores))
-    echo(
-        f"{len(rows)} steps, {todo} to run: ~{total:.4g} GPU-hours, ~{on_cpu} on {cores} CPU cores"
-        f"{f' plus {unknown} steps with no estimate' if unknown else ''} (cost model: disco_bench/cost.py, {rate})"
-    )
-    return 0
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -199,24 +65,21 @@ def run_suite(
     only: list[str] | None = None,
     retries: int = 0,
     launcher=None,
-    kinds: dict | None = None,
     reuse: Path | None = None,
 ) -> int:
     """Run (or list) the suite's steps; returns the exit code (0 when every step passed).
-    ``kinds``: the step-kind registry (default ``steps.STEP_KINDS``), handed on to step processes.
     ``reuse``: a finished run's folder whose steps with the same config hash are taken, not run."""
     out = Path(out)
+    load_plugins()  # their step kinds, before the suite is planned
     source = ReuseSource.open(reuse, out)
     suite = restrict(suite, only)
-    if not dry_run:  # a typo'd step setting fails before any dataset is generated (no partial output)
-        checked = build_context(suite, out, data_root, overrides, progress, create=False, kinds=kinds)
-        check_overrides_are_read(plan(suite, checked), checked)
-    ctx = build_context(suite, out, data_root, overrides, progress, create=not dry_run, kinds=kinds)
+    # planned before any dataset is generated: a typo'd step setting fails with no partial output
+    ctx = build_context(suite, out, data_root, overrides, progress, create=False)
     rows = plan(suite, ctx)
-    if dry_run:
-        check_overrides_are_read(rows, ctx)
+    check_overrides_are_read(rows, ctx)
     if dry_run:
         return dry_run_listing(suite, ctx, rows, echo, source)
+    prepare_datasets(suite, out, data_root, create=True, progress=progress)  # where the plan has them
     import torch
 
     note = suite_note(suite, ctx, rows, on_gpu=torch.cuda.is_available())
@@ -231,23 +94,30 @@ def run_suite(
         overrides=overrides,
         retries=retries,
         progress=progress,
-        kinds=ctx.kinds,
         datasets=dict(suite.given),
     )
     records = results.read_records(ctx.records_path)
     outcomes: dict[str, StepOutcome] = {}
-    handles: dict = {}
+    futures: dict[str, Future] = {}
+
+    def skipped_for_its_needs(n: int, step: Step) -> bool:
+        """Skip the step if a step it needs failed or was skipped (the one place this is decided:
+        before it is submitted when that is known by then, else when it is settled)."""
+        unfinished = [d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")]
+        if not unfinished:
+            return False
+        if step.id in futures:
+            futures[step.id].cancel()  # a submitted SLURM job that has not run is cancelled
+        outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {unfinished[0]}, which did not finish")
+        echo(f"[{n}/{len(rows)}] {step.id}: skipped ({outcomes[step.id].detail})")
+        return True
 
     def settle(n: int, step: Step) -> None:
         head = f"[{n}/{len(rows)}] {step.id}"
-        blocked = [d for d in step.needs if outcomes[d].status in ("failed", "skipped")]
-        if blocked:
-            handles[step.id].cancel()
-            outcomes[step.id] = StepOutcome(step.id, "skipped", f"needs {blocked[0]}, which did not finish")
-            echo(f"{head}: skipped ({outcomes[step.id].detail})")
+        if skipped_for_its_needs(n, step):
             return
         try:
-            new = handles[step.id].result()
+            new = futures[step.id].result()
         except Exception as exc:
             outcomes[step.id] = StepOutcome(step.id, "failed", _record_failure(out, step, exc))
             echo(f"{head}: FAILED: {outcomes[step.id].detail}")
@@ -260,14 +130,7 @@ def run_suite(
     try:
         for n, (step, h) in enumerate(rows, 1):
             head = f"[{n}/{len(rows)}] {step.id}"
-            settled_blocked = [
-                d for d in step.needs if d in outcomes and outcomes[d].status in ("failed", "skipped")
-            ]
-            if settled_blocked:
-                outcomes[step.id] = StepOutcome(
-                    step.id, "skipped", f"needs {settled_blocked[0]}, which did not finish"
-                )
-                echo(f"{head}: skipped ({outcomes[step.id].detail})")
+            if skipped_for_its_needs(n, step):
                 continue
             if is_done(step, ctx, h, records):
                 outcomes[step.id] = StepOutcome(step.id, "done")
@@ -291,29 +154,26 @@ def run_suite(
                         f"{head}: its config changed since {moved.name.split('.superseded-')[0]}/ was begun; "
                         f"that run is kept in {moved}"
                     )
-            handles[step.id] = launcher.submit(
-                step,
-                lambda step=step, h=h: run_step(step, ctx, h),
-                dataclasses.replace(request, step=step.id),
-                runs_distributed(step, cfg),
-                [handles[d] for d in step.needs if d in handles],
+            futures[step.id] = launcher.submit(
+                dataclasses.replace(request, step=step.id, distributed=runs_distributed(step, cfg)),
+                [futures[d] for d in step.needs if d in futures],
             )
             if launcher.synchronous:
                 settle(n, step)
         if not launcher.synchronous:
-            settle_as_they_end(rows, handles, outcomes, settle)
+            settle_as_they_end(rows, futures, outcomes, settle)
     except BaseException:  # Ctrl-C or a crash here: no step process is left running behind the run
         getattr(launcher, "stop", lambda: None)()
         raise
     return finish(out, outcomes, echo)
 
 
-def settle_as_they_end(rows, handles: dict, outcomes: dict, settle, poll_s: float = 0.2) -> None:
+def settle_as_they_end(rows, futures: dict[str, Future], outcomes: dict, settle) -> None:
     """Settle submitted steps as they end, not in suite order, so a finished step's records are
     written while a long one still runs (a crash then loses only what was running). A step is
     settled after its dependencies: it is skipped if one of them did not finish."""
     pending = [
-        (n, step) for n, (step, _) in enumerate(rows, 1) if step.id in handles and step.id not in outcomes
+        (n, step) for n, (step, _) in enumerate(rows, 1) if step.id in futures and step.id not in outcomes
     ]
     while pending:
         ready = [
@@ -321,7 +181,7 @@ def settle_as_they_end(rows, handles: dict, outcomes: dict, settle, poll_s: floa
             for n, step in pending
             if all(d in outcomes for d in step.needs)
             and (
-                handles[step.id].done()
+                futures[step.id].done()
                 or any(outcomes[d].status in ("failed", "skipped") for d in step.needs)
             )
         ]
@@ -329,7 +189,9 @@ def settle_as_they_end(rows, handles: dict, outcomes: dict, settle, poll_s: floa
             settle(*item)
             pending.remove(item)
         if pending and not ready:
-            time.sleep(poll_s)
+            # the earliest pending step has its dependencies settled, so one of these is still running
+            running = [futures[step.id] for _, step in pending if not futures[step.id].done()]
+            wait(running, return_when=FIRST_COMPLETED)
 
 
 def finish(out: Path, outcomes: dict[str, StepOutcome], echo) -> int:

@@ -34,8 +34,6 @@ class RunContext:
     progress: bool = True
     dataset_names: dict[str, str] = field(default_factory=dict)  # suite dataset key -> name records carry
     external: dict[str, Path] = field(default_factory=dict)  # checkpoint step id -> file under --data-root
-    # the step kinds this run plans with: STEP_KINDS, or a registry a caller passes (tests add fake kinds)
-    kinds: dict = field(default_factory=lambda: dict(STEP_KINDS))
     # dataset keys whose folder --dataset replaced: the folder then enters the steps' config hashes
     given_data: frozenset = frozenset()
 
@@ -166,11 +164,11 @@ def eval_config(step, ctx: RunContext) -> EvalConfig:
 
 
 def step_config(step, ctx: RunContext):
-    return ctx.kinds[step.kind][0](step, ctx)
+    return STEP_KINDS[step.kind][0](step, ctx)
 
 
 def run_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
-    return ctx.kinds[step.kind][1](step, ctx, config_hash)
+    return STEP_KINDS[step.kind][1](step, ctx, config_hash)
 
 
 def step_hash(step, ctx: RunContext) -> str:
@@ -414,10 +412,20 @@ def run_init_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     )
 
 
-# kind -> (config builder, runner)
+# kind -> (config builder, runner); a plugin adds its own through register_step_kind (disco_bench/plugins.py)
 STEP_KINDS = {
     "pretrain": (pretrain_config, run_pretrain_step),
     "eval": (eval_config, run_eval_step),
     "checkpoint": (checkpoint_config, run_checkpoint_step),
     "init": (init_config, run_init_step),
 }
+
+
+def register_step_kind(name: str, config_fn, run_fn) -> None:
+    """Add a step kind: ``config_fn(step, ctx)`` builds its config (the config hash is made of it),
+    ``run_fn(step, ctx, config_hash)`` runs it and returns its records. Registering the same pair
+    again changes nothing (a plugin is loaded by every planner of a process); a name taken by
+    another kind is refused, so a plugin cannot replace a built-in kind unnoticed."""
+    if STEP_KINDS.get(name, (config_fn, run_fn)) != (config_fn, run_fn):
+        raise InputError(f"step kind {name!r} is registered already; a plugin must choose another name")
+    STEP_KINDS[name] = (config_fn, run_fn)

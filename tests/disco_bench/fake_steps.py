@@ -1,4 +1,6 @@
-"""Cheap step kinds for runner and launcher tests (importable by the processes submitit starts).
+"""A cheap step kind, ``fake``, for runner and launcher tests: a plugin (disco_bench/plugins.py) that
+the ``fake_kind`` fixture (conftest.py) names in DISCO_BENCH_PLUGINS, so the runner and every step
+process a launcher starts (a --jobs process, a submitit job) register it the same way.
 
 A ``fake`` step does ``work`` units, saving its progress after each, so a run stopped halfway
 resumes where it stopped; ``interrupt_at`` stops it once (KeyboardInterrupt, like Ctrl-C or a
@@ -7,8 +9,11 @@ OUT/order.txt and writes OUT/started-ID holding the process's torch thread count
 value of DISCO_BENCH_FAKE_MARK in its environment, OUT/pools-ID the thread count of every OpenMP and
 BLAS pool loaded, OUT/pid-ID its process id);
 ``wait_for_record`` holds a step until another one's record is written (proof that the two ran at
-once and that records are written as steps end). Its record's value
-is the number of units done in the run that finished.
+once and that records are written as steps end; ``never`` holds it until its process is ended from
+outside). Its record's value is the number of units done in the run that finished.
+
+Every wait here is on an event (a file appearing); SAFETY_S only ends a test that would otherwise
+hang, and no test's outcome depends on it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,20 @@ from pathlib import Path
 
 from disco_bench import results
 from disco_bench.config import replace
-from disco_bench.steps import STEP_KINDS
+from disco_bench.steps import register_step_kind
 from downstream.result import Measurement, TaskResult
 from pretrain.errors import InputError
+
+SAFETY_S = 120.0  # a wait that lasts this long has failed: the event it waits for never came
+
+
+def wait_until(happened, what: str, timeout_s: float = SAFETY_S) -> None:
+    """Return as soon as ``happened()`` (checked every 20 ms); raise if it has not after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not happened():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {what} after {timeout_s:.0f} s")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -66,13 +82,12 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     (ctx.out / f"pools-{step.id}").write_text(" ".join(pools))
     (ctx.out / f"pid-{step.id}").write_text(str(os.getpid()))
     if cfg.wait_for_record:
-        deadline = time.monotonic() + 60
-        while not any(
-            r.get("step") == cfg.wait_for_record for r in results.read_records(ctx.out / "results.jsonl")
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{step.id}: no record of {cfg.wait_for_record} while this step ran")
-            time.sleep(0.05)
+        wait_until(
+            lambda: any(
+                r.get("step") == cfg.wait_for_record for r in results.read_records(ctx.out / "results.jsonl")
+            ),
+            f"{step.id}: a record of {cfg.wait_for_record} while this step ran",
+        )
     if cfg.ckpt and not Path(cfg.ckpt).exists():
         raise RuntimeError(f"dependency checkpoint {cfg.ckpt} missing")
     if cfg.bad_input:
@@ -110,10 +125,9 @@ def run_fake(step, ctx, config_hash: str) -> list[dict]:
     )
 
 
-# "fake" steps also produce a checkpoint that "@id" references resolve to.
-FAKE_KIND = (fake_config, run_fake)
-# The registry tests hand to run_suite(kinds=...): the real kinds plus "fake"; steps.STEP_KINDS is never changed.
-FAKE_KINDS = {**STEP_KINDS, "fake": FAKE_KIND}
+def register_step_kinds() -> None:
+    """The plugin hook: "fake" steps also produce a checkpoint that "@id" references resolve to."""
+    register_step_kind("fake", fake_config, run_fake)
 
 
 def parallel_launcher(out: Path, echo=lambda line: None):
@@ -138,5 +152,4 @@ def run_in_parallel(suite_file: Path, out: Path, echo=lambda line: None, launche
         progress=False,
         echo=echo,
         launcher=launcher or parallel_launcher(out, echo),
-        kinds=FAKE_KINDS,
     )

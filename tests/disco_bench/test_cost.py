@@ -135,7 +135,7 @@ def test_voc_and_coco_training_lists_are_counted(tmp_path):
 
 
 def test_a_dry_run_step_on_a_folder_it_can_see_has_an_estimate(tiny_imagefolder):
-    from disco_bench.runner import step_cost
+    from disco_bench.listing import step_cost
     from disco_bench.suite import Step, Suite
     from pretrain.config import PretrainConfig
 
@@ -193,8 +193,8 @@ def test_a_long_pretraining_names_the_epochs_that_fit(tiny_imagefolder):
 
 
 def test_a_suite_past_ten_minutes_says_so_before_it_starts(tmp_path, monkeypatch):
+    from disco_bench.listing import suite_note
     from disco_bench.planning import build_context, plan, restrict
-    from disco_bench.runner import suite_note
     from disco_bench.suite import load_suite
 
     monkeypatch.setattr(cost, "available_cores", lambda: 2)

@@ -1,16 +1,20 @@
-"""Launchers: retries, the torchrun command, and the submitit path on submitit's local executor."""
+"""Launchers: retries, the torchrun command, the parallel launcher's step processes, and the submitit
+path on submitit's local executor. Every wait is on an event (a step's file appearing, a process
+ending); fake_steps.SAFETY_S only ends a test that would otherwise hang."""
 
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 import sys
-import time
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KINDS, parallel_launcher, run_in_parallel
+from fake_steps import SAFETY_S, parallel_launcher, run_in_parallel, wait_until
 
 from disco_bench.launchers import (
     StepRequest,
@@ -21,11 +25,14 @@ from disco_bench.launchers import (
 )
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
+from disco_bench.step_request import StepFailed
 from disco_bench.suite import load_suite
 from pretrain.errors import InputError
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent.parent
+
+def write_suite(path: Path, steps: list[dict]) -> Path:
+    path.write_text(yaml.safe_dump({"name": "jobs", "steps": steps}))
+    return path
 
 
 def test_with_retries_counts_attempts_and_never_retries_bad_input():
@@ -76,7 +83,7 @@ def test_slurm_parameters_carry_dependencies(tmp_path):
     launcher.is_slurm = True  # what the parameters would be on a SLURM cluster
 
     class Dep:
-        id = "123"
+        job_id = "123"
 
     params = launcher._parameters(True, [Dep()])
     assert params["tasks_per_node"] == 8 and params["gpus_per_node"] == 8
@@ -88,14 +95,66 @@ def test_slurm_parameters_carry_dependencies(tmp_path):
     assert alone["tasks_per_node"] == 1 and alone["slurm_additional_parameters"] == {}
 
 
+def test_the_local_launcher_hands_back_a_done_future_and_a_failed_dependency_fails_it(tmp_path, fake_kind):
+    suite_file = write_suite(tmp_path / "suite.yaml", [{"id": "a", "kind": "fake", "with": {}}])
+    launcher = make_launcher("local", tmp_path / "out", echo=lambda line: None)
+    request = StepRequest(suite=str(suite_file), step="a", out=str(tmp_path / "out"))
+    ran = launcher.submit(request, [])
+    assert ran.done() and [r["step"] for r in ran.result()] == ["a"]
+    failed: Future = Future()
+    failed.set_exception(RuntimeError("it broke"))
+    unstarted = launcher.submit(request, [ran, failed])
+    with pytest.raises(StepFailed, match="dependency failed: RuntimeError: it broke"):
+        unstarted.result()
+    assert (tmp_path / "out" / "order.txt").read_text().split() == ["a"]  # the second never started
+
+
+class FakeJob:
+    """What JobFuture uses of a submitit job; it ends when ``end()`` or ``cancel()`` is called."""
+
+    job_id = 42
+
+    def __init__(self):
+        self.ended, self.cancelled, self.records = threading.Event(), False, None
+
+    def end(self, records: list[dict]) -> None:
+        self.records = records
+        self.ended.set()
+
+    def done(self) -> bool:
+        return self.ended.is_set()
+
+    def cancel(self, check: bool) -> None:
+        self.cancelled = True
+        self.ended.set()
+
+    def results(self) -> list:
+        if self.records is None:
+            raise RuntimeError("Job 42 failed\nTraceback ...\nUncompletedJobError: cancelled")
+        return [self.records]
+
+
+def test_a_job_future_ends_with_its_job_and_cancelling_it_cancels_the_job():
+    from disco_bench.launchers import JobFuture
+
+    job = FakeJob()
+    future = JobFuture(job)
+    assert future.job_id == "42" and not future.done()  # the id dependants' afterok names
+    job.end([{"step": "a"}])
+    assert future.result(timeout=SAFETY_S) == [{"step": "a"}]
+
+    job = FakeJob()
+    future = JobFuture(job)
+    future.cancel()  # what the runner does when a step the job needs failed
+    assert job.cancelled
+    with pytest.raises(StepFailed, match="job 42 failed: UncompletedJobError: cancelled"):
+        future.result(timeout=SAFETY_S)
+
+
 @pytest.mark.slow
-def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
+def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, fake_kind):
     import submitit  # noqa: F401  (installed by .ci/setup through the slurm extra; never skipped)
 
-    # the job processes unpickle the fake step functions by module name
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(p for p in (str(HERE), str(ROOT), os.environ.get("PYTHONPATH")) if p)
-    )
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(
         yaml.safe_dump(
@@ -128,7 +187,6 @@ def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
         echo=lines.append,
         retries=1,
         launcher=launcher,
-        kinds=FAKE_KINDS,
     )
     text = "\n".join(lines)
     assert code == 1, text
@@ -140,7 +198,9 @@ def test_submitit_local_executor_runs_each_step_as_a_job(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_respects_dependencies(tmp_path):
+def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_respects_dependencies(
+    tmp_path, fake_kind
+):
     suite_file = tmp_path / "suite.yaml"
     suite_file.write_text(
         yaml.safe_dump(
@@ -180,7 +240,9 @@ def test_parallel_local_launcher_overlaps_steps_records_them_as_they_end_and_res
 
 
 @pytest.mark.slow
-def test_a_step_process_has_the_runners_environment_of_when_the_step_started(tmp_path, monkeypatch):
+def test_a_step_process_has_the_runners_environment_of_when_the_step_started(
+    tmp_path, monkeypatch, fake_kind
+):
     # the fork server the step processes come from is up before the variable is set
     starter = step_process_context().Process(target=int)
     starter.start()
@@ -198,7 +260,6 @@ RUNNER = """\
 import sys
 from pathlib import Path
 
-sys.path[:0] = [{here!r}, {root!r}]
 from fake_steps import run_in_parallel
 
 if __name__ == "__main__":
@@ -206,43 +267,47 @@ if __name__ == "__main__":
 """
 
 
-def running(pid: int) -> bool:
+def ends_within(pid: int, timeout_s: float) -> bool:
+    """Whether process ``pid`` (not a child of this one) ends within ``timeout_s``: its pidfd
+    becomes readable the moment it does."""
     try:
-        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split()[0] not in ("Z", "X")
-    except (FileNotFoundError, IndexError):
-        return False
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout_s)[0])
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
-def test_a_runners_step_has_its_thread_count_in_every_pool_and_dies_with_the_runner(tmp_path):
-    (tmp_path / "runner.py").write_text(RUNNER.format(here=str(HERE), root=str(ROOT)))
-    (tmp_path / "suite.yaml").write_text(
-        yaml.safe_dump(
-            {"name": "orphans", "steps": [{"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}}]}
-        )
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="waits for a process that is not its child (Linux)")
+def test_a_runners_step_has_its_thread_count_in_every_pool_and_dies_with_the_runner(tmp_path, fake_kind):
+    (tmp_path / "runner.py").write_text(RUNNER)
+    suite_file = write_suite(
+        tmp_path / "suite.yaml", [{"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}}]
     )
     out = tmp_path / "out"
     runner = subprocess.Popen(
-        [sys.executable, str(tmp_path / "runner.py"), str(tmp_path / "suite.yaml"), str(out)],
+        [sys.executable, str(tmp_path / "runner.py"), str(suite_file), str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         # the fork server loads OpenMP and BLAS with 3 threads; the step asks for 1
         env={**os.environ, "OMP_NUM_THREADS": "3"},
     )
-    deadline = time.monotonic() + 60
-    while not (out / "pid-a").exists():  # the step runs (and would wait 60 s for a record)
-        assert runner.poll() is None and time.monotonic() < deadline
-        time.sleep(0.05)
-    pools = (out / "pools-a").read_text().split()
-    assert (out / "started-a").read_text() == "1" and pools and all(p.endswith("=1") for p in pools), pools
-    step = int((out / "pid-a").read_text())
-    runner.kill()
-    runner.wait()
-    deadline = time.monotonic() + 10
-    while running(step) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not running(step), "the step's process outlived the runner by 10 s"
+    try:
+        # the step runs (and holds until its process is ended)
+        wait_until(lambda: (out / "pid-a").exists() or runner.poll() is not None, "step a running")
+        assert runner.poll() is None
+        pools = (out / "pools-a").read_text().split()
+        assert (out / "started-a").read_text() == "1" and pools and all(p.endswith("=1") for p in pools), (
+            pools
+        )
+        step = int((out / "pid-a").read_text())
+    finally:
+        runner.kill()
+        runner.wait()
+    assert ends_within(step, SAFETY_S), "the step's process outlived the runner"
 
 
 def test_jobs_belong_to_the_local_launcher(tmp_path):
@@ -253,20 +318,10 @@ def test_jobs_belong_to_the_local_launcher(tmp_path):
 
 
 @pytest.mark.slow
-def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path):
-    import threading
-    import time
-
-    suite_file = tmp_path / "suite.yaml"
-    suite_file.write_text(
-        yaml.safe_dump(
-            {
-                "name": "jobs",
-                "steps": [
-                    {"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}},  # would wait 60 s
-                ],
-            }
-        )
+def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path, fake_kind):
+    # a holds until its process is ended: only stop() can end it
+    suite_file = write_suite(
+        tmp_path / "suite.yaml", [{"id": "a", "kind": "fake", "with": {"wait_for_record": "never"}}]
     )
     out = tmp_path / "out"
     lines: list[str] = []
@@ -276,14 +331,11 @@ def test_stopping_the_parallel_launcher_terminates_the_running_steps(tmp_path):
         target=lambda: codes.append(run_in_parallel(suite_file, out, lines.append, launcher))
     )
     runner.start()
-    deadline = time.monotonic() + 60
-    while not (out / "started-a").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    stopped_at = time.monotonic()
+    wait_until(lambda: (out / "pid-a").exists() or not runner.is_alive(), "step a running")
     launcher.stop()  # what the runner does when Ctrl-C reaches it
-    runner.join(timeout=30)
-    assert not runner.is_alive() and time.monotonic() - stopped_at < 20
+    runner.join(timeout=SAFETY_S)
     text = "\n".join(lines)
+    assert not runner.is_alive(), text
     assert codes == [1] and "a: FAILED: StepFailed: its process ended with exit code -15" in text, text
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KINDS
 
 from disco_bench.cli import main
 from disco_bench.results import read_records
@@ -55,7 +54,6 @@ def _run(suite_file: Path, out: Path, **kwargs) -> tuple[int, list[str]]:
         {},
         progress=False,
         echo=lines.append,
-        kinds=FAKE_KINDS,
         **kwargs,
     )
     return code, lines
@@ -66,7 +64,7 @@ def _order(out: Path) -> list[str]:
 
 
 @pytest.fixture
-def base_run(tmp_path):
+def base_run(tmp_path, fake_kind):
     _write(tmp_path, "base.yaml", BASE)
     more = _write(tmp_path, "more.yaml", MORE)
     base_out = tmp_path / "base-out"
@@ -125,8 +123,7 @@ def test_a_step_whose_checkpoint_is_gone_from_the_base_run_is_run(base_run):
 def test_the_dry_run_marks_what_would_be_taken(base_run):
     folder, more, base_out = base_run
     lines: list[str] = []
-    run_suite(load_suite(str(more)), folder / "o", None, {}, dry_run=True, echo=lines.append, reuse=base_out,
-              kinds=FAKE_KINDS)  # fmt: skip
+    run_suite(load_suite(str(more)), folder / "o", None, {}, dry_run=True, echo=lines.append, reuse=base_out)
     assert [line.split()[2] for line in lines if line.startswith("[")] == ["[reuse]"] * 3 + ["[todo]"]
     assert not (folder / "o" / "results.jsonl").exists()
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fake_steps import FAKE_KINDS
 
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import load_suite
 from pretrain.errors import InputError
+
+pytestmark = pytest.mark.usefixtures("fake_kind")
 
 
 def write_suite(path: Path, step_list: list[dict]) -> Path:
@@ -38,7 +39,7 @@ def run(tmp_path, step_list, **kwargs) -> tuple[int, list[str], Path]:
     out = tmp_path / "out"
     suite = load_suite(str(write_suite(tmp_path / "suite.yaml", step_list)))
     lines: list[str] = []
-    code = run_suite(suite, out, None, {}, progress=False, echo=lines.append, kinds=FAKE_KINDS, **kwargs)
+    code = run_suite(suite, out, None, {}, progress=False, echo=lines.append, **kwargs)
     return code, lines, out
 
 
@@ -165,12 +166,32 @@ def test_records_of_a_failed_run_are_kept(tmp_path):
     assert json.loads((out / "results.jsonl").read_text().splitlines()[-1])["step"] == "c"
 
 
-def test_a_kind_registry_is_passed_in_and_the_module_registry_stays_as_it_was(tmp_path):
+def test_the_fake_kind_comes_from_the_plugin_the_fixture_names(tmp_path, monkeypatch):
+    from disco_bench.plugins import PLUGINS_VARIABLE
     from disco_bench.steps import STEP_KINDS
 
-    before = dict(STEP_KINDS)
-    code, _, _ = run(tmp_path, chain())
-    assert code == 0 and before == STEP_KINDS and "fake" not in STEP_KINDS
-    suite = load_suite(str(write_suite(tmp_path / "plain.yaml", chain())))
+    assert "fake" not in STEP_KINDS  # the earlier tests' runs registered it; the fixture took it out again
+    monkeypatch.delenv(PLUGINS_VARIABLE)
     with pytest.raises(InputError, match="unknown kind 'fake'; choose from checkpoint, eval, init, pretrain"):
-        run_suite(suite, tmp_path / "plain", None, {}, progress=False, echo=lambda line: None)
+        run(tmp_path, chain())
+    monkeypatch.setenv(PLUGINS_VARIABLE, "fake_steps")
+    assert run(tmp_path, chain())[0] == 0 and "fake" in STEP_KINDS
+
+
+@pytest.mark.parametrize(
+    ("plugins", "why"),
+    [
+        ("no_such_plugin", "cannot import 'no_such_plugin'"),
+        ("json", "module 'json' has no register_step_kinds()"),
+    ],
+)
+def test_a_plugin_that_cannot_be_loaded_is_one_error_line(tmp_path, monkeypatch, capsys, plugins, why):
+    from disco_bench.cli import main
+
+    monkeypatch.setenv("DISCO_BENCH_PLUGINS", plugins)
+    code = main(["run", "--suite", "smoke", "--out", str(tmp_path / "o"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert (
+        err.startswith(f"error: DISCO_BENCH_PLUGINS={plugins}: {why}") and "expected comma-separated" in err
+    )
