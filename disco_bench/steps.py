@@ -276,7 +276,7 @@ def eval_records(cfg: EvalConfig, result: TaskResult, **common) -> list[dict]:
 def run_eval_step(step, ctx: RunContext, config_hash: str) -> list[dict]:
     cfg = eval_config(step, ctx)
     started = results.now()
-    result = TASKS[step.task].run(cfg, progress=ctx.progress)
+    result = TASKS[step.task].evaluate(cfg, progress=ctx.progress)
     folder = Path(cfg.data).name  # tasks name their dataset by its folder (semisup: folder@1%); the suite may
     name = ctx.dataset_name(step, folder)  # name it better, e.g. 'imagenet' for the paper's comparisons
     # artifacts relative to OUT, so the records (and the leaderboard's links) move with the folder

@@ -233,8 +233,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     for m in result.measurements:
         m.split = "test"
     return result
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate

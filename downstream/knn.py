@@ -77,8 +77,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         "train_images": len(train[1]),
     } | rt.describe()
     return TaskResult("knn", measurements, cfg.protocol_dict("knn") | details, source=info)
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate

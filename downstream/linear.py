@@ -57,8 +57,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     lr = cfg.lr if cfg.lr is not None else default_probe_lr(info["arch"])
     acc, details = linear_probe(backbone, data, cfg, lr, progress)
     return topk_result("linear", acc, Path(cfg.data).name, cfg.protocol_dict("linear") | details, info)
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate

@@ -371,8 +371,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
         artifacts=[str(png), str(csv)],
         source=first_info,
     )
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate

@@ -166,8 +166,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     result = topk_result("semisup", acc, dataset, protocol | details | {"subset": desc}, info)
     result.degenerate += subset_flags(desc)
     return result
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate

@@ -1,5 +1,5 @@
 """Detection and instance segmentation transfer (docs/method.md#detection): the ``detection`` task."""
 
-from downstream.detection.task import evaluate, run
+from downstream.detection.task import evaluate
 
-__all__ = ["evaluate", "run"]
+__all__ = ["evaluate"]

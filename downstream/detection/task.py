@@ -105,8 +105,3 @@ def evaluate(cfg: EvalConfig, progress: bool = True) -> TaskResult:
     return TaskResult(
         task="detection", measurements=aggregate(trials, Path(cfg.data).name), protocol=protocol, source=info
     )
-
-
-# The entry's former name, kept while disco_bench/steps.py calls ``TASKS[task].run``; it goes once
-# that call reads ``.evaluate``.
-run = evaluate
