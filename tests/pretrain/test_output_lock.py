@@ -17,47 +17,12 @@ from disco_bench.cli import main
 from pretrain.errors import InputError
 from pretrain.outlock import LOCK_NAME, output_lock
 from tests.crash_helpers import leftovers, sigkill, start
+from tests.paused import start_paused, wait_paused
 from tests.pretrain.helpers import pretrain_args
 
 
 def long_run_args(data, out, *extra: str) -> list[str]:
     return pretrain_args(data, out, *extra, epochs=200, save_every=None)
-
-
-# ``python -m disco_bench ARGS`` that, after its first training step, waits for a line on stdin:
-# it holds its folder mid-run for as long as the test needs, whatever the machine's speed
-PAUSED = """
-import runpy, sys
-import pretrain.train as train
-step_once = train.step_once
-
-def step_then_wait(*args, **kwargs):
-    row = step_once(*args, **kwargs)
-    print("stepped", flush=True)
-    sys.stdin.readline()
-    return row
-
-train.step_once = step_then_wait
-sys.argv = sys.argv[1:]
-runpy.run_module("disco_bench", run_name="__main__", alter_sys=True)
-"""
-
-
-def start_paused(args: list[str]):
-    import subprocess
-    import sys
-
-    from tests.crash_helpers import ENV, ROOT
-
-    return subprocess.Popen(
-        [sys.executable, "-c", PAUSED, "disco_bench", *args],
-        cwd=ROOT,
-        env=ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def holder(out) -> dict:
@@ -102,8 +67,9 @@ def second_commands(data, out) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_a_folder_in_use_is_refused_and_a_dead_holders_lock_taken_over(tiny_imagefolder, tmp_path, capsys):
     out = tmp_path / "run"
-    first = start_paused(long_run_args(tiny_imagefolder, out))
-    assert first.stdout.readline() == "stepped\n", first.stderr.read()[-3000:]  # mid-run, holding the folder
+    # stopped after its first training step, holding the folder for as long as this test needs
+    first = start_paused(long_run_args(tiny_imagefolder, out), "pretrain.train.step_once")
+    assert wait_paused(first) == 1
     assert holder(out).get("pid") == first.pid
     before = sorted(p.name for p in out.iterdir())
 
