@@ -1,6 +1,7 @@
 """Crash safety: every pre-training method, and the paper-protocol linear probe, SIGKILLed
 mid-run and started again with the same command, end exactly where an uninterrupted run ends;
-after every kill, each file a reader would take for complete loads."""
+after every kill, each file a reader would take for complete loads. A run is stopped right after a
+chosen checkpoint write (tests/paused.py), so where it is killed does not depend on its speed."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pytest
 import torch
 
 from disco_bench.cli import main
-from disco_bench.embedded import EmbeddedConfig, make_embedded
 from pretrain.checkpoint import safe_load
 from pretrain.config import method_reads
 from pretrain.methods import METHODS
-from tests.crash_helpers import finish, kill_after_writes, leftovers, start, stray_files, wait_for
+from tests.crash_helpers import finish, leftovers, sigkill, start, stray_files
+from tests.paused import start_paused, wait_paused
 from tests.pretrain.helpers import pretrain_args, save_student
 
 pytestmark = pytest.mark.slow
@@ -76,9 +77,9 @@ def test_every_method_killed_mid_run_resumes_to_the_uninterrupted_weights(
 ):
     teacher = tiny_teacher_file if METHODS[method].needs_teacher else None
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    kill_after_writes(start(method_args(method, tiny_imagefolder, cut, teacher)), cut / "last.pt", writes=1)
+    kill_after_saves(method_args(method, tiny_imagefolder, cut, teacher), saves=1)
     killed_at = check_after_kill(cut)
-    assert 0 < killed_at < 6
+    assert killed_at == 2  # its first checkpoint (every 2 steps), mid-epoch
     # the same command again, no flag: it finds last.pt of the same run and continues
     assert main(method_args(method, tiny_imagefolder, cut, teacher)) == 0, capsys.readouterr().err
     assert main(method_args(method, tiny_imagefolder, whole, teacher)) == 0, capsys.readouterr().err
@@ -96,6 +97,16 @@ def test_every_method_killed_mid_run_resumes_to_the_uninterrupted_weights(
     assert leftovers(cut) == []  # the killed run's temp file and lock are gone
 
 
+SAVE = "pretrain.train.save_checkpoint"
+
+
+def kill_after_saves(args: list[str], saves: int) -> None:
+    """SIGKILL ``pretrain ARGS`` right after its ``saves``-th checkpoint."""
+    proc = start_paused(args, SAVE, after=saves)
+    assert wait_paused(proc) == saves
+    sigkill(proc)
+
+
 def check_after_kill(out) -> int:
     """No final.pt, nothing but last.pt, the log and temp siblings; last.pt loads. Returns its step."""
     assert not (out / "final.pt").exists()
@@ -107,14 +118,12 @@ def check_after_kill(out) -> int:
 
 def test_pretrain_killed_twice_resumes_to_the_uninterrupted_weights(tiny_imagefolder, tmp_path, capsys):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    kill_after_writes(
-        start(pretrain_args(tiny_imagefolder, cut)), cut / "last.pt", writes=1
-    )  # after the 1st checkpoint
+    kill_after_saves(pretrain_args(tiny_imagefolder, cut), saves=1)  # after the 1st checkpoint
     steps = [check_after_kill(cut)]
     # the resumed run, killed after its 3rd checkpoint
-    kill_after_writes(start([*pretrain_args(tiny_imagefolder, cut), "--resume"]), cut / "last.pt", writes=3)
+    kill_after_saves([*pretrain_args(tiny_imagefolder, cut), "--resume"], saves=3)
     steps.append(check_after_kill(cut))
-    assert steps[0] >= 1 and steps[1] >= steps[0] + 3 and steps[1] < 12, steps
+    assert steps == [1, 4]  # a checkpoint every step
     finisher = start([*pretrain_args(tiny_imagefolder, cut), "--resume"])
     assert main(pretrain_args(tiny_imagefolder, whole)) == 0, (
         capsys.readouterr().err
@@ -135,26 +144,18 @@ def test_pretrain_killed_twice_resumes_to_the_uninterrupted_weights(tiny_imagefo
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tiny_imagefolder, tmp_path, capsys):
     out = tmp_path / "run"
-    proc = start(pretrain_args(tiny_imagefolder, out))
-    wait_for(proc, lambda: (out / "last.pt").exists(), "its first checkpoint")
+    proc = start_paused(pretrain_args(tiny_imagefolder, out), SAVE, after=3)
+    assert wait_paused(proc) == 3  # mid-run, right after its 3rd checkpoint
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and err.endswith("interrupted; run the same command again to resume\n"), err
     assert leftovers(out) == []  # no temp file, the folder's lock released
-    stopped_at = safe_load(out / "last.pt")["step"]
-    assert 0 < stopped_at < 12
+    assert safe_load(out / "last.pt")["step"] == 3
     assert main(pretrain_args(tiny_imagefolder, out)) == 0, capsys.readouterr().err
     assert safe_load(out / "final.pt")["step"] == 12
     assert [int(r.split(",")[0]) for r in (out / "log.csv").read_text().splitlines()[1:]] == list(
         range(1, 13)
     )
-
-
-@pytest.fixture(scope="module")
-def probe_data(tmp_path_factory):
-    # 96 training images / batch 8: 12 steps an epoch, long enough to be killed between two epochs
-    cfg = EmbeddedConfig(classes=3, train_per_class=32, val_per_class=4, image_size=16)
-    return make_embedded(tmp_path_factory.mktemp("probe") / "embedded", cfg, progress=False)
 
 
 def probe_args(ckpt, data, out) -> list[str]:
@@ -187,14 +188,17 @@ def probe_outcome(out) -> tuple[dict, dict]:
     return values, safe_load(out / "eval" / "linear" / "probe_last.pt")
 
 
-def test_linear_probe_killed_twice_gives_the_uninterrupted_metrics(probe_data, tmp_path, capsys):
+def test_linear_probe_killed_twice_gives_the_uninterrupted_metrics(tiny_imagefolder, tmp_path, capsys):
     ckpt = save_student(tmp_path / "student.pt")
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     state = cut / "eval" / "linear" / "probe_last.pt"
+    probe_data = tiny_imagefolder  # 24 training images / batch 8: 3 steps an epoch
 
     epochs = []
-    for writes in (1, 1):  # after epoch 1's state, then after the resumed run's first (epoch 2)
-        kill_after_writes(start(probe_args(ckpt, probe_data, cut)), state, writes=writes)
+    for _ in range(2):  # after epoch 1's state, then after the resumed run's first (epoch 2)
+        proc = start_paused(probe_args(ckpt, probe_data, cut), "downstream.probe.atomic_torch_save")
+        assert wait_paused(proc) == 1
+        sigkill(proc)
         assert not (cut / "results.jsonl").exists()  # no record before the probe has finished
         assert stray_files(cut / "eval" / "linear", {"probe_last.pt"}) == []
         epochs.append(safe_load(state)["epoch"])

@@ -16,12 +16,12 @@ import pytest
 from disco_bench.cli import main
 from pretrain.errors import InputError
 from pretrain.outlock import LOCK_NAME, output_lock
-from tests.crash_helpers import leftovers, sigkill, start, wait_for
+from tests.crash_helpers import leftovers, sigkill, start
+from tests.paused import start_paused, wait_paused
 from tests.pretrain.helpers import pretrain_args
 
 
 def long_run_args(data, out, *extra: str) -> list[str]:
-    # 200 epochs of timm's 0.4M-parameter test_resnet: runs far longer than this test needs it to
     return pretrain_args(data, out, *extra, epochs=200, save_every=None)
 
 
@@ -67,8 +67,10 @@ def second_commands(data, out) -> dict[str, list[str]]:
 @pytest.mark.slow
 def test_a_folder_in_use_is_refused_and_a_dead_holders_lock_taken_over(tiny_imagefolder, tmp_path, capsys):
     out = tmp_path / "run"
-    first = start(long_run_args(tiny_imagefolder, out))
-    wait_for(first, lambda: holder(out).get("pid") == first.pid, "the output folder locked")
+    # stopped after its first training step, holding the folder for as long as this test needs
+    first = start_paused(long_run_args(tiny_imagefolder, out), "pretrain.train.step_once")
+    assert wait_paused(first) == 1
+    assert holder(out).get("pid") == first.pid
     before = sorted(p.name for p in out.iterdir())
 
     # a second real process with the very same command
@@ -133,21 +135,72 @@ def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
         pass
 
 
-def test_only_rank_0_of_a_torchrun_job_holds_the_folder(tmp_path, monkeypatch):
+RANK = """
+import json, sys
+from pretrain.outlock import output_lock
+# holds each folder named on the command line in turn until a line arrives on stdin
+for folder in sys.argv[1:]:
+    with output_lock(folder) as path:
+        print(json.dumps({"folder": folder, "holder": path.read_text() if path.exists() else None}), flush=True)
+        sys.stdin.readline()
+"""
+
+
+def torchrun_rank(rank: int, *folders):
+    """A process with the environment torchrun gives rank ``rank`` of a 2-process job."""
+    import subprocess
+    import sys
+
+    from tests.crash_helpers import ENV, ROOT
+
+    env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
+    env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "test"}
+    return subprocess.Popen(
+        [sys.executable, "-c", RANK, *map(str, folders)],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_only_rank_0_of_a_torchrun_job_holds_the_folder(tmp_path):
     held, free = tmp_path / "held", tmp_path / "free"
-    with output_lock(held):
+    rank0 = torchrun_rank(0, held)
+    rank1 = None
+    try:
+        inside = json.loads(rank0.stdout.readline() or "{}")  # rank 0 holds the folder now
+        assert inside and json.loads(inside["holder"])["pid"] == rank0.pid, rank0.stderr.read()
         lock = (held / LOCK_NAME).read_text()
-        with (
-            pytest.raises(InputError, match="in use"),
-            output_lock(held),
-        ):  # another rank-0 process is refused
+        # another rank-0 process (this one) is refused
+        with pytest.raises(InputError, match=f"in use by pid {rank0.pid}"), output_lock(held):
             pass
-        monkeypatch.setenv("RANK", "1")
-        with output_lock(held) as path:  # rank 1 of the same run: no lock of its own, no refusal
-            assert path == held / LOCK_NAME
-        assert (held / LOCK_NAME).read_text() == lock  # rank 0's lock untouched
-        with output_lock(free):  # rank 1 takes nothing of its own, even where nobody holds the folder
-            assert not free.exists()
+        # rank 1 of the same job goes on in the folder rank 0 holds, taking nothing of its own, and
+        # takes nothing where nobody holds the folder either
+        rank1 = torchrun_rank(1, held, free)
+        seen = json.loads(rank1.stdout.readline() or "{}")
+        assert seen == {"folder": str(held), "holder": lock}, rank1.stderr.read()
+        rank1.stdin.write("\n")
+        rank1.stdin.flush()
+        seen = json.loads(rank1.stdout.readline() or "{}")
+        assert seen == {"folder": str(free), "holder": None} and not free.exists(), rank1.stderr.read()
+        rank1.stdin.write("\n")
+        rank1.stdin.flush()
+        assert rank1.wait(timeout=60) == 0, rank1.stderr.read()
+        assert (held / LOCK_NAME).read_text() == lock  # rank 0's lock untouched, and still held:
+        with pytest.raises(InputError, match=f"in use by pid {rank0.pid}"), output_lock(held):
+            pass
+        rank0.stdin.write("\n")
+        rank0.stdin.flush()
+        assert rank0.wait(timeout=60) == 0, rank0.stderr.read()
+        assert not held.exists()  # released, and the folder it created (empty) removed
+    finally:
+        for proc in (rank0, rank1):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_a_file_system_without_locks_runs_unprotected_with_a_warning(tmp_path, monkeypatch, capsys):

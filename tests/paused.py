@@ -1,0 +1,66 @@
+"""Run ``python -m disco_bench`` in a subprocess that stops at a chosen point and waits there for the
+test: tests that kill or interrupt a run, or need it to hold its folder, act on an event the run
+reports, never on how long it has been running.
+
+``start_paused(args, "pretrain.train.save_checkpoint", after=2)`` wraps that function: after its
+2nd call returns, the run prints ``PAUSED 2`` on stdout and reads a line from stdin before it goes
+on (it exits at once if stdin is closed: the test has gone). :func:`wait_paused` reads up to that
+line; :func:`resume` sends the line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.crash_helpers import ENV, ROOT
+
+WRAPPER = """
+import importlib, os, runpy, sys
+module_name, name, after = sys.argv[1].rpartition(".")[0], sys.argv[1].rpartition(".")[2], int(sys.argv[2])
+module = importlib.import_module(module_name)
+wrapped, calls = getattr(module, name), [0]
+
+def paused(*args, **kwargs):
+    out = wrapped(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] >= after:
+        print(f"PAUSED {calls[0]}", flush=True)
+        if not sys.stdin.readline():  # the test has gone: end instead of running on
+            os._exit(3)
+    return out
+
+setattr(module, name, paused)
+sys.argv = sys.argv[2:]
+runpy.run_module("disco_bench", run_name="__main__", alter_sys=True)
+"""
+
+
+def start_paused(args: list[str], function: str, after: int = 1) -> subprocess.Popen:
+    """``python -m disco_bench ARGS`` that stops after each call of ``function`` (``module.name``, a
+    module-level function the run looks up by name) from the ``after``-th on."""
+    return subprocess.Popen(
+        [sys.executable, "-c", WRAPPER, function, str(after), *args],
+        cwd=ROOT,
+        env=ENV,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_paused(proc: subprocess.Popen) -> int:
+    """Block until ``proc`` stops at its point; the number of calls so far. Fails if it ends first."""
+    for line in proc.stdout:
+        if line.startswith("PAUSED "):
+            return int(line.split()[1])
+    proc.wait()
+    raise AssertionError(
+        f"the run ended (code {proc.returncode}) before it paused: {proc.stderr.read()[-3000:]}"
+    )
+
+
+def resume(proc: subprocess.Popen) -> None:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
