@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pretrain.allocator import keep_freed_memory
+from infra.allocator import keep_freed_memory
 
 README = Path(__file__).resolve().parent / "README.md"
 ALLOCATOR = "C allocator defaults"  # or what start_run set: part of the machine line
@@ -147,14 +147,14 @@ def command_line() -> str:
 
 def start_run(threads: int, device: str, default_allocator: bool = False) -> tuple[torch.device, str]:
     """Set torch's threads (0: keep its default), resolve ``auto`` to CUDA when present, on a CPU
-    keep freed memory mapped as pre-training does (pretrain.allocator) unless ``default_allocator``,
+    keep freed memory mapped as pre-training does (infra.allocator) unless ``default_allocator``,
     and print the machine and the load average the figures will be read against; returns (device, load)."""
     if threads:
         torch.set_num_threads(threads)
     resolved = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     global ALLOCATOR
     if resolved.type == "cpu" and not default_allocator and keep_freed_memory():
-        ALLOCATOR = "freed memory kept mapped (pretrain.allocator)"
+        ALLOCATOR = "freed memory kept mapped (infra.allocator)"
     load_before = load_average()
     print(f"machine: {machine(resolved)}\nload average before: {load_before}", flush=True)
     return resolved, load_before

@@ -1,5 +1,5 @@
 """Page faults and time of a CPU training step with glibc's default allocator settings and with
-pretrain.allocator.keep_freed_memory() (what pre-training applies on CPUs).
+infra.allocator.keep_freed_memory() (what pre-training applies on CPUs).
 
 Each measurement runs in a fresh interpreter (the allocator setting is process-wide and cannot be
 undone), alternating default / kept, and prints one row per run and the medians. The figures depend
@@ -27,7 +27,7 @@ import json, resource, sys, time, timm, torch
 torch.set_num_threads(1)
 mode, model_name, size, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 if mode == "kept":
-    from pretrain.allocator import keep_freed_memory
+    from infra.allocator import keep_freed_memory
     assert keep_freed_memory(), "keep_freed_memory() had no effect (not glibc?)"
 model = timm.create_model(model_name, num_classes=0)
 x = torch.randn(batch, 3, size, size)

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from pretrain.distributed import DistInfo  # noqa: E402
+from infra.distributed import DistInfo  # noqa: E402
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the vendors' data sheets, keyed by the
 # exact name torch.cuda.get_device_name reports: a substring match would take an H100 SXM

@@ -32,10 +32,10 @@ import torch  # noqa: E402
 
 from benchmarks._common import alternate, load_average, machine, median, section_header, write_readme_section  # noqa: E402
 from benchmarks.augment import write_jpegs  # noqa: E402
+from infra.errors import InputError  # noqa: E402
 from pretrain.augment import aug_plus_for  # noqa: E402
 from pretrain.data import MultiViewDataset, image_folder, pil_loader  # noqa: E402
 from pretrain.device_augment import GpuAugPlus  # noqa: E402
-from pretrain.errors import InputError  # noqa: E402
 
 IMPLS = {
     "torchvision": "torchvision aug+ (aug_impl=torchvision)",

@@ -15,7 +15,7 @@ the loss, and one ``.item()`` per logged loss term.
 ours (exact): ``pretrain.train.train_step`` on the project's DisCo module with the default
 settings in NCHW: multi-tensor momentum update, one host sync per step, and on GPUs one teacher forward
 over both views (same numbers with BN frozen). Its first-step loss must equal the naive one
-(printed). On CPUs both steps run with pre-training's allocator setting (pretrain/allocator.py),
+(printed). On CPUs both steps run with pre-training's allocator setting (infra/allocator.py),
 which is process-wide; ``--default-allocator`` leaves glibc's defaults for both.
 
 ours (fast): the same with this device's speed options, each recorded in the protocol and off
@@ -60,8 +60,8 @@ from benchmarks._common import (  # noqa: E402
     write_readme_section,
 )
 from benchmarks.pretrain_step import build, make_views  # noqa: E402
+from infra.distributed import all_gather_cat  # noqa: E402
 from pretrain.config import PretrainConfig  # noqa: E402
-from pretrain.distributed import all_gather_cat  # noqa: E402
 from pretrain.methods.base import info_nce, momentum_update, shuffled_forward  # noqa: E402
 from pretrain.methods.disco import DisCo  # noqa: E402
 from pretrain.train import autocast_for, train_step  # noqa: E402
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--default-allocator",
         action="store_true",
-        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)",
+        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: infra/allocator.py)",
     )
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--write-readme", action="store_true")

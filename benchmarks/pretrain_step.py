@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--default-allocator",
         action="store_true",
-        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: pretrain/allocator.py)",
+        help="leave the C allocator's defaults (pre-training raises its thresholds on CPUs: infra/allocator.py)",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--amp", default="none", choices=("none", "bf16", "fp16"))

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pretrain.errors import InputError, one_line
+from infra.errors import InputError, one_line
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -451,7 +451,7 @@ def cmd_step(args) -> int:
     from disco_bench import results
     from disco_bench.config import parse_overrides
     from disco_bench.step_request import StepRequest, run_request
-    from pretrain.checkpoint import atomic_write_text
+    from infra.checkpoint import atomic_write_text
 
     overrides = parse_overrides(args.overrides)
     _check_suite_overrides(overrides)
@@ -467,7 +467,7 @@ def cmd_step(args) -> int:
         datasets=_given_datasets(args.dataset),
     )
     records = run_request(request)
-    from pretrain.distributed import DistInfo
+    from infra.distributed import DistInfo
 
     if not DistInfo.from_env().is_main:
         return 0  # under torchrun only rank 0 hands records back
@@ -481,8 +481,8 @@ def cmd_step(args) -> int:
 
 def cmd_pretrain(args) -> int:
     from disco_bench.config import parse_overrides, refuse_unread, replace
+    from infra.distributed import DistInfo
     from pretrain.config import PretrainConfig
-    from pretrain.distributed import DistInfo
     from pretrain.train import pretrain
 
     flags = {
@@ -516,7 +516,7 @@ def cmd_eval(args) -> int:
     from disco_bench.config import parse_overrides, refuse_unread, replace
     from downstream.config import EvalConfig
     from downstream.registry import TASKS
-    from pretrain.distributed import DistInfo
+    from infra.distributed import DistInfo
     from pretrain.teachers import unfinished_checkpoints_allowed
 
     several = [name for name, task in TASKS.items() if getattr(task, "SEVERAL_CHECKPOINTS", False)]
@@ -819,12 +819,12 @@ def _check_out_outside_data(args) -> None:
 
 
 def _output_lock(args):
-    """One writer per output folder (pretrain.outlock): pretrain, eval, run (not --dry-run) and step
+    """One writer per output folder (infra.outlock): pretrain, eval, run (not --dry-run) and step
     hold their --out (a step that its suite's run started goes on under the run's lock); data make
     holds ``.SET.disco-bench.lock`` beside its set, which it swaps for a new folder."""
     from contextlib import nullcontext
 
-    from pretrain.outlock import output_lock
+    from infra.outlock import output_lock
 
     if args.command in ("pretrain", "eval", "run", "step") and not getattr(args, "dry_run", False):
         return output_lock(args.out)

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pretrain.errors import InputError
-from pretrain.validation import FieldError, coerce
+from infra.errors import InputError
+from infra.validation import FieldError, coerce
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ def replace(obj: T, data: dict, where: str = "") -> T:
     else:
         checked = {k: _check_type(type(obj), k, v, where) for k, v in data.items()}
     try:
-        return dataclasses.replace(obj, **checked)  # the class's own checks run here (pretrain.validation)
+        return dataclasses.replace(obj, **checked)  # the class's own checks run here (infra.validation)
     except FieldError as exc:
         if exc.field in data and where and not str(exc).startswith(where):
             raise FieldError(exc.field, f"{where}{exc}") from None

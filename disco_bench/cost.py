@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from pretrain.environment import available_cores
+from infra.environment import available_cores
 
 ASSUMED_FLOP_PER_GPU_SECOND = 5.5e12
 ASSUMED_FLOP_PER_CPU_CORE_SECOND = 4.8e10
@@ -269,7 +269,7 @@ def eval_train_images(task: str, cfg) -> int | None:
 
 def checkpoint_arch(path: str) -> str | None:
     """The architecture a checkpoint holds; None when it cannot be read (the task itself then says why)."""
-    from pretrain.errors import InputError
+    from infra.errors import InputError
     from pretrain.teachers import load_encoder
 
     try:

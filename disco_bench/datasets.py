@@ -14,7 +14,7 @@ from disco_bench.config import from_dict
 from disco_bench.embedded import EmbeddedConfig, make_embedded
 from disco_bench.embedded_cifar import EmbeddedCifarConfig, make_embedded_cifar
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def _imported(target: str) -> Callable:

@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pretrain.checkpoint import UMASK, atomic_write_text
-from pretrain.errors import InputError
-from pretrain.validation import Range, at_least, validate_fields
+from infra.checkpoint import UMASK, atomic_write_text
+from infra.errors import InputError
+from infra.validation import Range, at_least, validate_fields
 
 
 @dataclass
@@ -375,7 +375,7 @@ def make_embedded(out: str | Path, cfg: EmbeddedConfig, progress: bool = True) -
     return write_once(out, {"kind": "disco-bench-embedded", "version": 1, **asdict(cfg)}, build)
 
 
-# One rule per field (pretrain.validation).
+# One rule per field (infra.validation).
 FIELD_RULES = {
     "classes": Range(low=2, high=len(PATTERNS), integer=True),
     "train_per_class": at_least(1),

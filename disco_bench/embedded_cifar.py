@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from disco_bench.embedded import PATTERNS, draw, write_once
-from pretrain.checkpoint import atomic_write
-from pretrain.validation import OneOf, Range, at_least, validate_fields
+from infra.checkpoint import atomic_write
+from infra.validation import OneOf, Range, at_least, validate_fields
 
 SIDE = 32
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
@@ -113,7 +113,7 @@ def make_embedded_cifar(out: str | Path, cfg: EmbeddedCifarConfig) -> Path:
     return write_once(out, spec, lambda tmp: writer(tmp / FOLDERS[cfg.variant], cfg, names))
 
 
-# One rule per field (pretrain.validation).
+# One rule per field (infra.validation).
 FIELD_RULES = {
     "variant": OneOf(tuple(FOLDERS)),
     "classes": Range(low=2, high=len(PATTERNS), integer=True),

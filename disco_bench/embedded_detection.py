@@ -26,8 +26,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from disco_bench.embedded import write_once
-from pretrain.errors import InputError
-from pretrain.validation import Range, at_least, fraction, validate_fields
+from infra.errors import InputError
+from infra.validation import Range, at_least, fraction, validate_fields
 
 
 @dataclass
@@ -234,7 +234,7 @@ def _write_scenes(tmp: Path, cfg: EmbeddedDetectionConfig, names: list[str]) -> 
         )
 
 
-# One rule per field (pretrain.validation); objects stay inside the image (size < side).
+# One rule per field (infra.validation); objects stay inside the image (size < side).
 FIELD_RULES = {
     "classes": Range(low=1, high=len(SHAPES), integer=True),
     "train_images": at_least(1),

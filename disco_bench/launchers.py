@@ -40,8 +40,8 @@ from concurrent.futures import Future
 from pathlib import Path
 
 from disco_bench.step_request import Plan, StepFailed, StepRequest, failure_text, plan_request, with_retries
-from pretrain.environment import available_cores
-from pretrain.errors import InputError
+from infra.environment import available_cores
+from infra.errors import InputError
 
 LAUNCHERS = ("local", "torchrun", "slurm")
 # Eval tasks whose paper protocol shards its work over torchrun ranks (downstream/probe.py);

@@ -12,7 +12,7 @@ from pathlib import Path
 from disco_bench.datasets import prepare_datasets
 from disco_bench.steps import STEP_KINDS, RunContext, step_config, step_hash
 from disco_bench.suite import Step, Suite, select_steps, used_datasets
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 DATA_ROOT_PLACEHOLDER = Path("$DATA_ROOT")  # how a dry run without --data-root shows dataset paths
 CHECKPOINT_KINDS = {"pretrain", "checkpoint", "init"}  # kinds whose output other steps read as "@id"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 PLUGINS_VARIABLE = "DISCO_BENCH_PLUGINS"
 HOOK = "register_step_kinds"

@@ -14,7 +14,7 @@ import math
 import re
 from typing import Any
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 # tasks that are not downstream tasks: the pre-training step's own numbers, and a checkpoint a
 # suite reads from a file or initialises at random (its backbone size)

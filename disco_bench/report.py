@@ -10,7 +10,7 @@ from disco_bench.leaderboard.export import cells_csv
 from disco_bench.leaderboard.markdown import render
 from disco_bench.leaderboard.table import export_csv, tidy
 from disco_bench.results import read_records
-from pretrain.checkpoint import atomic_write_text
+from infra.checkpoint import atomic_write_text
 
 
 def write_report(out: str | Path) -> Path:

@@ -2,7 +2,7 @@
 
 Besides ``REQUIRED_FIELDS`` a record carries ``run``, its environment: the process count, per-process batch,
 accelerator, torch threads and library versions of the process that measured it
-(``pretrain.environment``); an eval record's pre-training ``run`` is in ``protocol.pretrain.run``.
+(``infra.environment``); an eval record's pre-training ``run`` is in ``protocol.pretrain.run``.
 Records written before these existed lack them; they read as unknown.
 
 Appends rewrite the file atomically (temp file + rename), so a crash never leaves a partial line,
@@ -23,9 +23,9 @@ from pathlib import Path
 from disco_bench import __version__
 from disco_bench.record_rules import check_record
 from downstream.result import TaskResult, with_degenerate
-from pretrain.checkpoint import atomic_write_text
-from pretrain.environment import process_environment
-from pretrain.errors import InputError
+from infra.checkpoint import atomic_write_text
+from infra.environment import process_environment
+from infra.errors import InputError
 
 # torch is imported by the functions that describe the process measuring a number: reading and
 # writing records (report) needs none

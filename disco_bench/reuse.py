@@ -20,7 +20,7 @@ from disco_bench import results
 from disco_bench.planning import CHECKPOINT_KINDS
 from disco_bench.steps import RunContext, step_checkpoint
 from disco_bench.suite import Step
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pretrain.errors import InputError, one_line
+from infra.errors import InputError, one_line
 
 
 class StepFailed(RuntimeError):
@@ -74,7 +74,7 @@ class StepRequest:
             import submitit
 
             submitit.helpers.TorchDistributedEnvironment().export()
-        from pretrain.distributed import DistInfo
+        from infra.distributed import DistInfo
 
         records = run_request(self)
         return records if DistInfo.from_env().is_main else []

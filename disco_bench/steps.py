@@ -13,10 +13,10 @@ from disco_bench.config import layered, refuse_unread, replace, scoped
 from downstream.config import EvalConfig
 from downstream.registry import TASKS
 from downstream.result import Measurement, TaskResult
-from pretrain.checkpoint import file_sha256
+from infra.checkpoint import file_sha256
+from infra.errors import InputError
+from infra.validation import FREE, at_least, validate_fields
 from pretrain.config import PretrainConfig
-from pretrain.errors import InputError
-from pretrain.validation import FREE, at_least, validate_fields
 
 
 def step_checkpoint(out: Path, step_id: str) -> Path:
@@ -367,7 +367,7 @@ class InitConfig:
         validate_fields(self, INIT_FIELD_RULES)
 
 
-# One rule per field (pretrain.validation), as pre-training's own for the same fields.
+# One rule per field (infra.validation), as pre-training's own for the same fields.
 INIT_FIELD_RULES = {
     "student": FREE,  # resolved (with suggestions) by pretrain.models.resolve_arch when built
     "seed": at_least(0),

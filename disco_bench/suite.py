@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from disco_bench.config import load_yaml
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 SUITES_DIR = Path(__file__).parent / "suites"
 SUITE_KEYS = {"name", "description", "datasets", "defaults", "steps"}

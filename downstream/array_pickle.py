@@ -1,6 +1,6 @@
 """The safe loader for plain pickles of numpy arrays (CIFAR's python batches, Detectron2 ``.pkl``
 weights): an unpickler that builds only numpy arrays, numpy scalars and plain containers, so a
-tampered file cannot run code. Torch checkpoints go through ``pretrain.checkpoint.safe_load``.
+tampered file cannot run code. Torch checkpoints go through ``infra.checkpoint.safe_load``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 try:  # numpy >= 2 moved the pickle helpers; files written by numpy 1 (and the official ones) name the old module
     from numpy._core.multiarray import _reconstruct, scalar

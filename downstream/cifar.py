@@ -32,8 +32,8 @@ from downstream.config import EvalConfig
 from downstream.linear import topk_result
 from downstream.probe import ProbeData, linear_probe
 from downstream.result import TaskResult
+from infra.errors import InputError
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
-from pretrain.errors import InputError
 
 CIFAR_LR = 3.0  # docs/method.md#cifar
 SIDE = 32

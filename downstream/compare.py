@@ -8,7 +8,7 @@ be large), and tag every measurement with who it belongs to, because a record ca
 from __future__ import annotations
 
 from downstream.config import EvalConfig
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def checkpoint_paths(cfg: EvalConfig) -> list[str]:

@@ -7,8 +7,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass
 
-from pretrain.config import AMPS
-from pretrain.validation import (
+from infra.validation import (
     SEED,
     Device,
     Each,
@@ -24,6 +23,7 @@ from pretrain.validation import (
     setting,
     validate_fields,
 )
+from pretrain.config import AMPS
 
 # Who reads a field (its ``readers``, a Reads): which tasks, under which probe protocol, whether only
 # with a KD teacher. A setting the task does not read is refused where it is given (the CLI, a suite

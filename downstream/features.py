@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device
+from infra.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device
 
 
 @dataclass(frozen=True)

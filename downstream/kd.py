@@ -28,14 +28,14 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from downstream.features import Runtime, backbone_features, extract_features, freeze_backbone
-from pretrain.checkpoint import (
+from infra.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
     file_sha256,
     load_state_strict,
     safe_load,
 )
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.models import build_backbone, feature_dim
 
 CLASSIFIER_KIND = "classifier"

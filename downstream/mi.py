@@ -44,8 +44,8 @@ from downstream.probe import (
     new_head,
 )
 from downstream.result import Measurement, TaskResult, with_degenerate
-from pretrain.checkpoint import atomic_write, atomic_write_text
-from pretrain.errors import InputError
+from infra.checkpoint import atomic_write, atomic_write_text
+from infra.errors import InputError
 from pretrain.models import feature_dim
 
 SEVERAL_CHECKPOINTS = True  # `eval mi --ckpt A --ckpt B`: one curve each

@@ -36,8 +36,8 @@ from downstream.features import Runtime, backbone_features, extract_features, fr
 from downstream.kd import SoftTargets, fold_standardisation, kd_teacher_for, save_probe_classifier
 from downstream.metrics import topk_accuracy, topk_correct
 from downstream.result import DEGENERATE
-from pretrain.checkpoint import atomic_torch_save, safe_load
-from pretrain.errors import InputError
+from infra.checkpoint import atomic_torch_save, safe_load
+from infra.errors import InputError
 from pretrain.models import feature_dim
 
 TOPK = (1, 5)

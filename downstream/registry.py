@@ -4,7 +4,7 @@
 A task's module is imported when the task is looked up, so listing the names imports no torch.
 """
 
-from pretrain.lazy_registry import LazyRegistry
+from infra.lazy_registry import LazyRegistry
 
 TASKS = LazyRegistry(
     {

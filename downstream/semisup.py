@@ -30,7 +30,7 @@ from downstream.config import EvalConfig
 from downstream.linear import image_folder_probe_data, topk_result
 from downstream.probe import ProbeData, linear_probe
 from downstream.result import TaskResult
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 SEMISUP_LR = 3.0  # docs/method.md#semisup, every architecture
 SIMCLR_LISTS = {0.01: "1percent.txt", 0.1: "10percent.txt"}  # SimCLR's imagenet_subsets/ file per fraction

@@ -32,10 +32,10 @@ from downstream.compare import Labeller, checkpoint_paths, identity
 from downstream.config import EvalConfig
 from downstream.features import extract_features, make_runtime
 from downstream.result import Measurement, TaskResult
+from infra.checkpoint import atomic_write, atomic_write_text
+from infra.errors import InputError
 from pretrain.augment import eval_transform
-from pretrain.checkpoint import atomic_write, atomic_write_text
 from pretrain.data import image_folder
-from pretrain.errors import InputError
 
 SEVERAL_CHECKPOINTS = True  # `eval tsne --ckpt A --ckpt B`: one panel each
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass
 
-from pretrain.errors import InputError
-from pretrain.validation import (
+from infra.errors import InputError
+from infra.validation import (
     SEED,
     Device,
     Each,

@@ -12,7 +12,7 @@ import timm
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 # Names the paper uses, mapped to timm names. Any other timm model name is accepted as is.
 ALIASES = {

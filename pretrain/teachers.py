@@ -33,8 +33,8 @@ from typing import Any
 
 import torch
 
-from pretrain.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_state_strict, safe_load
-from pretrain.errors import InputError
+from infra.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_state_strict, safe_load
+from infra.errors import InputError
 from pretrain.models import ALIASES, Encoder, ProjectionHead, build_backbone, feature_dim, infer_resnet_arch
 
 Loaded = tuple[Encoder, dict]

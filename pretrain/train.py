@@ -35,20 +35,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pretrain.allocator import keep_freed_memory
-from pretrain.augment import aug_plus_for
-from pretrain.checkpoint import (
+from infra.allocator import keep_freed_memory
+from infra.checkpoint import (
     CHECKPOINT_FORMAT,
     atomic_torch_save,
     atomic_write_text,
     load_state_strict,
     safe_load,
 )
+from infra.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
+from infra.environment import process_environment
+from infra.errors import InputError
+from pretrain.augment import aug_plus_for
 from pretrain.config import PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, default_workers, image_folder
-from pretrain.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
-from pretrain.environment import process_environment
-from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.base import FrozenTeacher
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim

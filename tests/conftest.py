@@ -19,7 +19,7 @@ from disco_bench.embedded import EmbeddedConfig, make_embedded  # noqa: E402
 def pytest_xdist_auto_num_workers(config):
     """``pytest -n auto``: one worker per core this process may run on (its affinity mask, a
     CPU-limited container's share), not the host's count."""
-    from pretrain.environment import available_cores
+    from infra.environment import available_cores
 
     return available_cores()
 

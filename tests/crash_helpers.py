@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from pretrain.outlock import LOCK_NAME
+from infra.outlock import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {

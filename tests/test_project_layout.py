@@ -17,7 +17,7 @@ import pytest
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pretrain", "downstream", "disco_bench")
+PACKAGES = ("infra", "pretrain", "downstream", "disco_bench")
 LOCAL = {*PACKAGES, "tests", "benchmarks"}
 # imported only where installed on purpose, never by `pip install -e .`: detectron2 comes from
 # scripts/install_detectron2.sh (official source, or a hash-pinned wheel of it)
@@ -116,8 +116,10 @@ def repo_imports(path: Path) -> set[str]:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
+        # the shared infrastructure serves the three packages and imports none of them
+        ("infra", ("pretrain", "downstream", "disco_bench")),
         ("pretrain", ("downstream", "disco_bench")),
-        # downstream uses pretrain's infrastructure, never a method or the training loop
+        # downstream uses pretrain's models, data and teacher loading, never a method or the training loop
         ("downstream", ("disco_bench", "pretrain.methods", "pretrain.train")),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 PAPER_FILE = Path(__file__).resolve().parent.parent / "paper_numbers.yaml"
 BLOCK_KEYS = {

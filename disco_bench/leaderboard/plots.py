@@ -10,7 +10,7 @@ import pandas as pd
 
 from disco_bench.leaderboard.cells import Cell
 from disco_bench.leaderboard.paper import PaperTable
-from pretrain.checkpoint import atomic_write
+from infra.checkpoint import atomic_write
 
 
 def _pyplot():

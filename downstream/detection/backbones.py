@@ -18,8 +18,8 @@ from torch import nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from downstream.backbone import load_backbone
-from pretrain.checkpoint import load_state_strict
-from pretrain.errors import InputError
+from infra.checkpoint import load_state_strict
+from infra.errors import InputError
 from pretrain.models import EXTRA_ARCHS, resolve_arch
 
 # Top-level modules after the last feature stage (pooled-feature head), which features_only drops.

@@ -25,8 +25,8 @@ import torch
 
 from downstream.array_pickle import load_array_pickle
 from downstream.backbone import load_backbone
-from pretrain.checkpoint import atomic_write
-from pretrain.errors import InputError
+from infra.checkpoint import atomic_write
+from infra.errors import InputError
 
 # ResNets Detectron2 builds: plain stem, basic blocks (18, 34) or bottlenecks (50+).
 D2_RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101, "resnet152": 152}

@@ -34,8 +34,8 @@ from pathlib import Path
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from infra.errors import InputError
 from pretrain.data import too_large
-from pretrain.errors import InputError
 
 VOC_CLASSES = (
     "aeroplane",

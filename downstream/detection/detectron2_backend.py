@@ -71,8 +71,8 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction, encode_masks
 from downstream.detection.schedule import Schedule, diverged, loss_curve
-from pretrain.distributed import pick_device
-from pretrain.errors import InputError
+from infra.distributed import pick_device
+from infra.errors import InputError
 
 # docs/method.md#detection: converted torchvision-style weights expect RGB input normalised like ImageNet.
 PIXEL_MEAN = [123.675, 116.280, 103.530]

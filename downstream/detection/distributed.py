@@ -9,7 +9,7 @@ rank, masks RLE-encoded as they are produced; the predictions are gathered once,
 (``gather_on_main``), which evaluates them and shares the metrics (``share_from_main``): no raw
 mask crosses processes, and records are written once (by rank 0, see ``disco-bench step``). The
 other ranks wait for the metrics in a collective, under the process group's timeout
-(``pretrain.distributed.process_group_timeout``, long enough for a COCO evaluation).
+(``infra.distributed.process_group_timeout``, long enough for a COCO evaluation).
 
 Detectron2 reads the process group through ``detectron2.utils.comm``, which asks
 ``torch.distributed`` for the world size and rank; only its per-machine group is created by
@@ -28,8 +28,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from downstream.detection.data import DetectionSet
-from pretrain.distributed import DistInfo, init_distributed, is_distributed
-from pretrain.errors import InputError
+from infra.distributed import DistInfo, init_distributed, is_distributed
+from infra.errors import InputError
 
 
 def join(device: torch.device) -> tuple[DistInfo, torch.device]:

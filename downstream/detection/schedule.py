@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from downstream.config import EvalConfig
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,10 @@ from downstream.detection.distributed import (
 )
 from downstream.detection.metrics import Prediction, encode_masks
 from downstream.detection.schedule import Schedule, diverged, loss_curve
+from infra.distributed import pick_device
+from infra.errors import InputError
 from pretrain.augment import IMAGENET_MEAN, IMAGENET_STD
 from pretrain.data import too_large
-from pretrain.distributed import pick_device
-from pretrain.errors import InputError
 
 FPN_CHANNELS = 256
 

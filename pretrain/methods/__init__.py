@@ -14,7 +14,7 @@ The registry imports a method's module when the method is looked up: listing the
 argparse choices) imports no torch.
 """
 
-from pretrain.lazy_registry import LazyRegistry
+from infra.lazy_registry import LazyRegistry
 
 METHODS = LazyRegistry(
     {

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.methods.disco import DisCo, disco_distill_loss
 from pretrain.methods.moco import MoCo
 

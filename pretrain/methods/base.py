@@ -9,7 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.distributed import AMP_DTYPES, all_gather_cat, is_distributed
+from infra.distributed import AMP_DTYPES, all_gather_cat, is_distributed
 from pretrain.models import Encoder
 
 

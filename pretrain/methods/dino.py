@@ -33,8 +33,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.distributed import is_distributed
-from pretrain.errors import InputError
+from infra.distributed import is_distributed
+from infra.errors import InputError
 from pretrain.methods.base import Method, momentum_update
 from pretrain.methods.disco import with_disco_term
 from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views

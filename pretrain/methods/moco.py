@@ -10,7 +10,7 @@ import copy
 import torch
 from torch import nn
 
-from pretrain.distributed import all_gather_cat
+from infra.distributed import all_gather_cat
 from pretrain.methods.base import EmbeddingQueue, Method, info_nce, momentum_update, shuffled_forward
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from infra.errors import InputError
 from pretrain.augment import multi_crop
-from pretrain.errors import InputError
 
 
 def multicrop_views(cfg) -> int:

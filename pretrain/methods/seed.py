@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.distributed import all_gather_cat
+from infra.distributed import all_gather_cat
 from pretrain.methods.base import EmbeddingQueue, Method
 from pretrain.models import Encoder, ProjectionHead, feature_dim
 

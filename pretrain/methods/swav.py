@@ -26,7 +26,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from pretrain.distributed import all_gather_cat, is_distributed
+from infra.distributed import all_gather_cat, is_distributed
 from pretrain.methods.base import Method
 from pretrain.methods.disco import with_disco_term
 from pretrain.methods.multicrop import MultiCropMixin, encode_by_size, multicrop_views

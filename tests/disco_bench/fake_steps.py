@@ -27,7 +27,7 @@ from disco_bench import results
 from disco_bench.config import replace
 from disco_bench.steps import register_step_kind
 from downstream.result import Measurement, TaskResult
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 SAFETY_S = 120.0  # a wait that lasts this long has failed: the event it waits for never came
 

@@ -191,7 +191,7 @@ def test_data_make_removes_the_partial_set_of_a_killed_build_but_not_one_being_b
 
 
 def test_two_data_makes_of_one_folder_are_one_writer(tmp_path):
-    from pretrain.outlock import output_lock
+    from infra.outlock import output_lock
 
     out = tmp_path / "set"
     with output_lock(tmp_path, ["disco-bench", "data", "make"], name=".set.disco-bench.lock"):
@@ -203,7 +203,7 @@ def test_two_data_makes_of_one_folder_are_one_writer(tmp_path):
 
 def test_a_generated_set_gets_the_modes_mkdir_and_open_give(tmp_path):
     """Built in a mkdtemp folder (0700) with mkstemp files (0600): a set no teammate could read."""
-    from pretrain.checkpoint import UMASK
+    from infra.checkpoint import UMASK
 
     assert make(tmp_path / "set")[0] == 0
     assert (tmp_path / "set").stat().st_mode & 0o777 == 0o777 & ~UMASK

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from disco_bench.embedded import PATTERNS, EmbeddedConfig, make_embedded
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from disco_bench.cli import main
-from pretrain.checkpoint import file_sha256
+from infra.checkpoint import file_sha256
 from pretrain.teachers import load_encoder
 from tests.pretrain.helpers import save_student
 

@@ -1,4 +1,4 @@
-"""Every typed config field is checked in one place (its class's rule table, pretrain.validation), so
+"""Every typed config field is checked in one place (its class's rule table, infra.validation), so
 every command that builds the config rejects a bad value the same way: exit 2, one ``error:`` line
 naming the field and what is expected, no traceback, nothing left in ``--out``.
 
@@ -26,7 +26,7 @@ import disco_bench.embedded_detection as embedded_detection
 import disco_bench.steps as steps
 import downstream.config as eval_config
 import pretrain.config as pretrain_config
-from pretrain.validation import FieldError, wrong_type_value
+from infra.validation import FieldError, wrong_type_value
 from tests.pretrain.helpers import pretrain_args, run_main
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,7 +27,7 @@ from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.step_request import StepFailed
 from disco_bench.suite import load_suite
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def write_suite(path: Path, steps: list[dict]) -> Path:

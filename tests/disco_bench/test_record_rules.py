@@ -14,7 +14,7 @@ from paper_records import written_record
 
 from disco_bench.cli import main
 from disco_bench.results import append_records, read_records
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[2]
 

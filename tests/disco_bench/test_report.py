@@ -17,7 +17,7 @@ from disco_bench.leaderboard.markdown import render
 from disco_bench.leaderboard.matching import cell_matches
 from disco_bench.leaderboard.paper import paper_tables
 from disco_bench.report import write_report
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 

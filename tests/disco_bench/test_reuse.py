@@ -15,7 +15,7 @@ from disco_bench.cli import main
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import give_datasets, load_suite
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 TINY = {
     "kind": "imagefolder",

@@ -11,7 +11,7 @@ import yaml
 from disco_bench.results import read_records
 from disco_bench.runner import run_suite
 from disco_bench.suite import load_suite
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("fake_kind")
 

@@ -11,7 +11,7 @@ from disco_bench.cli import main
 from disco_bench.leaderboard.matching import cell_matches
 from disco_bench.leaderboard.paper import paper_tables
 from disco_bench.suite import available_suites, load_suite, select_steps
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 SUBSETS = [
     "table1",

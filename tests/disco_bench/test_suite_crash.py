@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from disco_bench import results
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from tests.crash_helpers import finish, kill_after_writes, start
 
 pytestmark = pytest.mark.slow

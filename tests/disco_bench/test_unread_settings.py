@@ -13,8 +13,8 @@ import pytest
 from disco_bench.cli import main
 from disco_bench.steps import RunContext, eval_config, pretrain_config
 from disco_bench.suite import Step, available_suites
+from infra.errors import InputError
 from pretrain.config import PretrainConfig
-from pretrain.errors import InputError
 from tests.pretrain.helpers import pretrain_args, run_main
 
 DISTILLERS = "at, at+disco, dino+disco, disco, disco*, distill-only, rkd, rkd+disco, seed, swav+disco"

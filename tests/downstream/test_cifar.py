@@ -16,7 +16,7 @@ from disco_bench.embedded_cifar import EmbeddedCifarConfig, draw_split
 from downstream import cifar
 from downstream.cifar import find_cifar, load_cifar, read_batch
 from downstream.kd import load_classifier
-from pretrain.errors import InputError
+from infra.errors import InputError
 from tests.pretrain.helpers import hand_topk_accuracy
 
 

@@ -19,7 +19,7 @@ from downstream.detection.backbones import load_features, load_features_state
 from downstream.detection.data import read_train_test
 from downstream.detection.schedule import effective_schedule
 from downstream.detection.torchvision_backend import build_detector, precise_bn, train_detector
-from pretrain.errors import InputError
+from infra.errors import InputError
 from tests.downstream.detection_helpers import require_detectron2, write_foreign_coco
 from tests.pretrain.helpers import save_student
 

@@ -17,7 +17,7 @@ from downstream.detection.convert import (
     read_detectron2_weights,
     resnet_to_detectron2,
 )
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.models import build_backbone
 from tests.pretrain.helpers import PlantsMarker, save_student
 

@@ -16,7 +16,7 @@ from pycocotools import mask as mask_utils
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
 from downstream.detection.data import read_train_test
 from downstream.detection.torchvision_backend import DetectionTrainData
-from pretrain.errors import InputError
+from infra.errors import InputError
 from tests.downstream.detection_helpers import FOREIGN_CATEGORY_IDS, write_foreign_coco
 
 

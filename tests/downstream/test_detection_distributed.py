@@ -18,8 +18,8 @@ import pytest
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
 from disco_bench.launchers import runs_distributed
 from downstream.detection.distributed import per_process_batch, rank_seed
-from pretrain.distributed import DistInfo
-from pretrain.errors import InputError
+from infra.distributed import DistInfo
+from infra.errors import InputError
 from tests.downstream.detection_helpers import require_detectron2
 from tests.pretrain.helpers import save_student
 

@@ -19,7 +19,7 @@ from downstream.detection.metrics import (
 )
 from downstream.detection.schedule import effective_schedule
 from downstream.detection.task import aggregate
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def _square(x1, y1, x2, y2):

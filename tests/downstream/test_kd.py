@@ -13,8 +13,8 @@ from downstream import linear
 from downstream.config import EvalConfig
 from downstream.kd import SoftTargets, fold_standardisation, kd_loss, load_classifier
 from downstream.probe import fit_logistic_lbfgs
-from pretrain.checkpoint import atomic_torch_save
-from pretrain.errors import InputError
+from infra.checkpoint import atomic_torch_save
+from infra.errors import InputError
 from tests.pretrain.helpers import save_student
 
 

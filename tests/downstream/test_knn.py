@@ -12,7 +12,7 @@ from downstream import knn
 from downstream.backbone import load_backbone
 from downstream.knn import knn_accuracy, knn_scores
 from downstream.probe import frozen_features
-from pretrain.errors import InputError
+from infra.errors import InputError
 from tests.pretrain.helpers import hand_topk_accuracy
 
 # Train points on the unit circle at 0, 90 and 180 degrees (classes 0, 1, 1); the query at 0 degrees

@@ -13,7 +13,7 @@ from PIL import Image
 
 from disco_bench.cli import main
 from downstream import mi
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:

@@ -252,7 +252,7 @@ def test_holdout_is_stratified_only_where_sklearn_can():
 
 
 def test_unknown_protocol_is_a_one_line_error(eval_cfg):
-    from pretrain.errors import InputError
+    from infra.errors import InputError
 
     with pytest.raises(InputError, match="protocol='slow': expected one of paper, fast"):
         probe.linear_probe(

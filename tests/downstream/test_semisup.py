@@ -16,8 +16,8 @@ from downstream.semisup import (
     stratified_subset,
     subset_sha256,
 )
+from infra.errors import InputError
 from pretrain.data import image_folder
-from pretrain.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from disco_bench.cli import main
 from downstream import tsne
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 def clusters(per_class: int = 20, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

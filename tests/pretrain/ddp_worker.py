@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from infra.errors import one_line
 from pretrain.config import PretrainConfig
-from pretrain.errors import one_line
 from pretrain.train import pretrain
 
 

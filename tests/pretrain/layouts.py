@@ -8,7 +8,7 @@ import argparse
 import torch
 from torch import nn
 
-from pretrain.checkpoint import CHECKPOINT_FORMAT
+from infra.checkpoint import CHECKPOINT_FORMAT
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
 
 

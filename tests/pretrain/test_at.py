@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.at import at_loss, stage_modules
 from pretrain.models import build_backbone

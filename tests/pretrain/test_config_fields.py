@@ -1,4 +1,4 @@
-"""Each config field is declared once (pretrain.validation.setting): its rule, whether it is in the
+"""Each config field is declared once (infra.validation.setting): its rule, whether it is in the
 protocol and who reads it. The rule tables, the protocols and the per-method and per-task field
 lists all come from that declaration; these tests hold the declarations to the registries."""
 
@@ -10,9 +10,9 @@ import pytest
 
 from downstream.config import EvalConfig, Reads
 from downstream.registry import TASKS
+from infra.validation import readers_of
 from pretrain.config import FIELD_RULES, PretrainConfig, method_reads
 from pretrain.methods import METHODS
-from pretrain.validation import readers_of
 
 
 def test_every_method_a_field_names_is_registered():

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from disco_bench.cli import main
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from pretrain.config import method_reads
 from pretrain.methods import METHODS
 from tests.crash_helpers import finish, leftovers, sigkill, start, stray_files

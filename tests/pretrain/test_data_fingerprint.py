@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from disco_bench.cli import main
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from pretrain.data import data_identity, fingerprint_images, image_folder
 from tests.pretrain.helpers import pretrain_args
 

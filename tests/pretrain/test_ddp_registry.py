@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from disco_bench.embedded import EmbeddedConfig, make_embedded
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from pretrain.config import PretrainConfig
 from pretrain.methods import METHODS
 from pretrain.train import build_method, pretrain

@@ -12,10 +12,10 @@ import tempfile
 import pytest
 import torch
 
-import pretrain.checkpoint as checkpoint
+import infra.checkpoint as checkpoint
 from disco_bench.cli import main
-from pretrain.checkpoint import safe_load
-from pretrain.outlock import output_lock
+from infra.checkpoint import safe_load
+from infra.outlock import output_lock
 from tests.crash_helpers import leftovers
 from tests.pretrain.helpers import pretrain_args, save_student
 

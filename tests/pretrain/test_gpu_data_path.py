@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 
 import pretrain.train as train
 from disco_bench.cli import main
+from infra.checkpoint import safe_load
 from pretrain.augment import aug_plus_for
-from pretrain.checkpoint import safe_load
 from pretrain.data import EpochBatchSampler, MultiViewDataset, default_workers, image_folder
 from tests.pretrain.helpers import pretrain_args
 
@@ -107,7 +107,7 @@ def test_a_gpu_path_run_with_workers_resumed_ends_where_one_without_them_ends(
 def test_a_truncated_jpeg_is_one_error_naming_it_on_the_gpu_path_too(tmp_path):
     from PIL import Image
 
-    from pretrain.errors import InputError
+    from infra.errors import InputError
 
     folder = tmp_path / "train" / "a"
     folder.mkdir(parents=True)

@@ -80,7 +80,7 @@ def test_teacher_queue_is_never_copied_into_the_student(teacher_ckpt):
 
 
 def test_teacher_embedding_width_must_match_dim(teacher_ckpt):
-    from pretrain.errors import InputError
+    from infra.errors import InputError
 
     with pytest.raises(
         InputError, match=r"teacher embedding size 128 .* differs from the student's dim 64; set dim=128"

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.models import build_backbone
 from pretrain.optim import LARS, ClippedAdamW, apply_schedule, build_optimizer, family, warmup_cosine

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from disco_bench.cli import main
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from tests.pretrain.helpers import pretrain_args
 from tests.pretrain.layouts import dino_checkpoint, moco_checkpoint, own_checkpoint, swav_state
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from pretrain.config import PretrainConfig
 from pretrain.train import build_method
 from tests.crash_helpers import finish, leftovers, start

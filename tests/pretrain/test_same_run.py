@@ -12,7 +12,7 @@ import pytest
 
 import pretrain.train as train
 from disco_bench.cli import main
-from pretrain.checkpoint import safe_load
+from infra.checkpoint import safe_load
 from tests.pretrain.helpers import pretrain_args
 
 

@@ -108,7 +108,7 @@ def test_gathering_channels_last_views_keeps_every_value_in_place(monkeypatch):
     """Views arrive channels_last on GPU runs. NCCL writes each rank's bytes into the buffers flat,
     whatever their strides: the gather must hand it buffers in the input's (contiguous) order.
     Two ranks simulated in one process, each buffer written as NCCL writes it."""
-    import pretrain.distributed as distributed
+    import infra.distributed as distributed
 
     def flat_all_gather(parts, x):
         for r, buf in enumerate(parts):

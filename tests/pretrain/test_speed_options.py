@@ -12,12 +12,12 @@ from contextlib import nullcontext
 import pytest
 import torch
 
+from infra.validation import FieldError
 from pretrain.augment import FastAugPlus, aug_plus_for
 from pretrain.config import PretrainConfig
 from pretrain.methods.base import FrozenTeacher, momentum_update
 from pretrain.models import Encoder, ProjectionHead, build_backbone, feature_dim
 from pretrain.train import autocast_for, build_method, train_step
-from pretrain.validation import FieldError
 from tests.pretrain.helpers import tiny_cfg, views_for
 
 SPEED_OPTIONS = {
@@ -184,7 +184,7 @@ def test_whole_step_bf16_and_channels_last_run_the_student_in_bf16_and_keep_fp32
 
 
 def test_fp16_whole_step_is_refused_on_a_cpu():
-    from pretrain.errors import InputError
+    from infra.errors import InputError
 
     with pytest.raises(InputError, match="amp='fp16' needs CUDA"):
         autocast_for(dataclasses.replace(PretrainConfig(), amp="fp16"), torch.device("cpu"))

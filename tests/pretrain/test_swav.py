@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
+from infra.errors import InputError
 from pretrain.data import MultiViewDataset, image_folder
-from pretrain.errors import InputError
 from pretrain.methods import METHODS
 from pretrain.methods.swav import sinkhorn_knopp, swapped_prediction_loss
 from pretrain.models import build_backbone

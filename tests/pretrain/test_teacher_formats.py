@@ -14,7 +14,7 @@ import torchvision
 from torch import nn
 
 from downstream.backbone import load_backbone
-from pretrain.errors import InputError
+from infra.errors import InputError
 from pretrain.models import build_backbone, feature_dim, infer_resnet_arch
 from pretrain.teachers import detect_format, load_encoder, load_teacher, unfinished_checkpoints_allowed
 from tests.pretrain.layouts import dino_checkpoint, moco_checkpoint, own_checkpoint, swav_state

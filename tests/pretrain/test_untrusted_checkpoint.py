@@ -184,8 +184,8 @@ def test_a_file_that_is_not_a_checkpoint_is_one_line_without_bad_advice(
 
 
 def test_the_refusal_names_what_the_file_asked_for_never_torchs_advice(tmp_path):
-    from pretrain.checkpoint import safe_load
-    from pretrain.errors import InputError
+    from infra.checkpoint import safe_load
+    from infra.errors import InputError
 
     marker = tmp_path / "marker"
     with pytest.raises(InputError) as exc:

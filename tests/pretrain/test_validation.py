@@ -1,4 +1,4 @@
-"""pretrain.validation: the type coercion and the rules every config field goes through."""
+"""infra.validation: the type coercion and the rules every config field goes through."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from pretrain.validation import (
+from infra.validation import (
     FREE,
     Each,
     FieldError,
@@ -131,8 +131,8 @@ def _methods() -> list[str]:
 def test_every_method_takes_a_teacher_exactly_when_it_reads_one(method):
     """Built with a teacher whatever it declares, a method's forward calls that teacher exactly when
     the method says it needs one, and the config asks for a teacher file exactly then."""
+    from infra.errors import InputError
     from pretrain.config import PretrainConfig
-    from pretrain.errors import InputError
     from pretrain.methods import METHODS
     from pretrain.models import build_backbone
     from tests.pretrain.helpers import tiny_cfg, tiny_teacher, views_for
@@ -163,8 +163,8 @@ def test_every_method_takes_a_teacher_exactly_when_it_reads_one(method):
 
 def test_a_teacher_may_come_before_the_method_that_reads_it_and_the_finished_config_must_agree():
     from disco_bench.config import replace
+    from infra.errors import InputError
     from pretrain.config import PretrainConfig
-    from pretrain.errors import InputError
 
     # the CLI's flags (--teacher-ckpt) before its --set method=disco; a suite's defaults before its step
     finished = replace(PretrainConfig(teacher_ckpt="t.pt"), {"method": "disco"})

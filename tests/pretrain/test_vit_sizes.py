@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from pretrain.checkpoint import load_state_strict
+from infra.checkpoint import load_state_strict
 from pretrain.models import build_backbone
 
 

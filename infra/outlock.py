@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 LOCK_NAME = ".disco-bench.lock"
 HELD_ENV = "DISCO_BENCH_OUTPUT_LOCK"
@@ -53,7 +53,7 @@ def output_lock(
     their own there, and they must not refuse the folder their rank 0 holds. A process started by
     the holder of ``folder`` (:func:`held_by_parent`) takes none either.
     """
-    from pretrain.distributed import DistInfo  # torch: imported only by the commands that write
+    from infra.distributed import DistInfo  # torch: imported only by the commands that write
 
     folder, path = Path(folder), lock_path(folder, name)
     if not DistInfo.from_env().is_main or held_by_parent(path):

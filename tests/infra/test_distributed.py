@@ -7,8 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from pretrain.distributed import TIMEOUT_ENV, process_group_timeout
-from pretrain.errors import InputError
+from infra.distributed import TIMEOUT_ENV, process_group_timeout
+from infra.errors import InputError
 
 
 def test_default_timeout_outlasts_a_coco_evaluation(monkeypatch):

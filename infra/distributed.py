@@ -10,7 +10,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 # autocast dtype of each ``amp`` setting the configs admit (PretrainConfig, EvalConfig); none: fp32
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}

@@ -1,4 +1,4 @@
-"""One writer per output folder (pretrain.outlock): a second pretrain/eval/run on a folder in use
+"""One writer per output folder (infra.outlock): a second pretrain/eval/run on a folder in use
 exits 2 with one line naming the process that holds it; a lock left by a killed process is taken
 over; a command refused before writing anything leaves nothing behind."""
 
@@ -14,8 +14,8 @@ import socket
 import pytest
 
 from disco_bench.cli import main
-from pretrain.errors import InputError
-from pretrain.outlock import LOCK_NAME, output_lock
+from infra.errors import InputError
+from infra.outlock import LOCK_NAME, output_lock
 from tests.crash_helpers import leftovers, sigkill, start
 from tests.paused import start_paused, wait_paused
 from tests.pretrain.helpers import pretrain_args
@@ -137,7 +137,7 @@ def test_an_unusable_output_folder_is_one_line(tmp_path, capsys):
 
 RANK = """
 import json, sys
-from pretrain.outlock import output_lock
+from infra.outlock import output_lock
 # holds each folder named on the command line in turn until a line arrives on stdin
 for folder in sys.argv[1:]:
     with output_lock(folder) as path:
@@ -219,11 +219,11 @@ def test_a_file_system_without_locks_runs_unprotected_with_a_warning(tmp_path, m
 
 HOLD = """
 import subprocess, sys, time
-from pretrain.outlock import output_lock
+from infra.outlock import output_lock
 with output_lock(sys.argv[1]):
     # a process this holder starts (a suite's step process) goes on under its lock
     child = subprocess.run(
-        [sys.executable, "-c", "import sys; from pretrain.outlock import held_by_parent, lock_path; "
+        [sys.executable, "-c", "import sys; from infra.outlock import held_by_parent, lock_path; "
          "print(held_by_parent(lock_path(sys.argv[1])))", sys.argv[1]],
         capture_output=True, text=True,
     )

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 
 class FieldError(InputError):

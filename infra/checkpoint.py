@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pretrain.errors import InputError
+from infra.errors import InputError
 
 if TYPE_CHECKING:
     import torch

@@ -1,4 +1,4 @@
-"""pretrain.allocator: what glibc does with a large freed block, with and without keep_freed_memory(),
+"""infra.allocator: what glibc does with a large freed block, with and without keep_freed_memory(),
 read from glibc's own accounting (mallinfo2) in fresh interpreters whose allocator settings are
 untouched. These are allocator rules, the same on every glibc machine; how many page faults that
 saves a training step depends on the machine and is measured by benchmarks/allocator.py."""
@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from pretrain import allocator
+from infra import allocator
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK = 24 * 2**20  # above glibc's default mmap threshold (128 KiB), below the kept one (32 MiB)
 
 ONE_BLOCK = f"""
 import ctypes, ctypes.util, sys
-from pretrain.allocator import keep_freed_memory
+from infra.allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
