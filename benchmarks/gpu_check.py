@@ -84,6 +84,9 @@ class Sizes:
     det_iters: int
     det_image_size: int
     det_backbone: str
+    det_train_images: int  # the generated scenes
+    det_val_images: int
+    det_cpu_batch: int  # on a GPU the batch is 4
 
 
 FULL = Sizes(
@@ -99,6 +102,9 @@ FULL = Sizes(
     det_iters=20,
     det_image_size=512,
     det_backbone="resnet50",
+    det_train_images=8,
+    det_val_images=4,
+    det_cpu_batch=2,
 )
 DRY = Sizes(
     student="test_resnet",
@@ -111,8 +117,11 @@ DRY = Sizes(
     loader_batches=3,
     teacher_batches=2,
     det_iters=1,
-    det_image_size=64,
+    det_image_size=32,
     det_backbone="resnet18",
+    det_train_images=4,
+    det_val_images=2,
+    det_cpu_batch=1,
 )
 
 
@@ -177,7 +186,11 @@ def make_inputs(work: Path, sizes: Sizes, processes: int) -> dict[str, str]:
     scenes = make_embedded_detection(
         work / "scenes",
         EmbeddedDetectionConfig(
-            classes=3, train_images=8, val_images=4, image_size=sizes.det_image_size, max_objects=2
+            classes=3,
+            train_images=sizes.det_train_images,
+            val_images=sizes.det_val_images,
+            image_size=sizes.det_image_size,
+            max_objects=2,
         ),
         progress=False,
     )
@@ -452,7 +465,7 @@ def stage_detection(inputs: dict, sizes: Sizes, device: torch.device, work: Path
         import detectron2  # noqa: F401
     except ImportError:
         return Stage(name, note="skipped: Detectron2 is not installed (bash scripts/install_detectron2.sh)")
-    batch = 4 if device.type == "cuda" else 2
+    batch = 4 if device.type == "cuda" else sizes.det_cpu_batch
     cfg = EvalConfig(
         ckpt=inputs["det_student"],
         data=inputs["scenes"],
