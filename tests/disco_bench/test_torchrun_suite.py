@@ -32,6 +32,13 @@ steps:
 """
 
 
+def in_process(*args: str) -> None:
+    """The CLI in this process: the local run and the step command need no process of their own."""
+    from disco_bench.cli import main
+
+    assert main(list(args)) == 0
+
+
 def cli(*args: str) -> subprocess.CompletedProcess:
     proc = subprocess.run(
         [sys.executable, "-m", "disco_bench", *args],
@@ -55,12 +62,12 @@ def shape(recs: list[dict]) -> dict:
 
 
 @pytest.mark.slow
-def test_torchrun_suite_and_step_command_give_records_of_the_local_form(tmp_path):
+def test_torchrun_suite_and_step_command_give_records_of_the_local_form(tmp_path, capsys):
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE)
     common = ["--suite", str(suite), "--quiet"]  # the data set is generated under each OUT/data
 
-    cli("run", *common, "--out", str(tmp_path / "local"))
+    in_process("run", *common, "--out", str(tmp_path / "local"))
     cli("run", *common, "--out", str(tmp_path / "ddp"), "--launcher", "torchrun", "--nproc", "2")
     local, ddp = records(tmp_path / "local"), records(tmp_path / "ddp")
     assert {r["step"] for r in ddp} == {"moco", "linear-moco"}
@@ -73,7 +80,8 @@ def test_torchrun_suite_and_step_command_give_records_of_the_local_form(tmp_path
 
     # the step command on its own (one process, the data the local run generated), records appended to OUT/results.jsonl
     out = tmp_path / "step"
-    done = cli(
+    capsys.readouterr()
+    in_process(
         "step",
         "--suite",
         str(suite),
@@ -85,5 +93,5 @@ def test_torchrun_suite_and_step_command_give_records_of_the_local_form(tmp_path
         str(tmp_path / "local" / "data"),
         "--quiet",
     )
-    assert "moco: " in done.stdout
+    assert "moco: " in capsys.readouterr().out
     assert shape(records(out)) == {k: v for k, v in shape(local).items() if k[0] == "moco"}
