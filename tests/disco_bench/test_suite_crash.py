@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from disco_bench import results
+from disco_bench.cli import main
 from infra.checkpoint import safe_load
 from tests.crash_helpers import finish, kill_after_writes, start
 
@@ -33,7 +34,14 @@ def check_records(path) -> list[dict]:
     return records
 
 
-def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path):
+def in_process(args: list[str], capsys) -> str:
+    """The CLI in this process (a run nobody kills needs no process of its own); what it printed."""
+    capsys.readouterr()
+    assert main(args) == 0
+    return capsys.readouterr().out
+
+
+def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path, capsys):
     (tmp_path / "suite.yaml").write_text(SUITE)
     out = tmp_path / "out"
     args = [
@@ -55,7 +63,7 @@ def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path):
     after_a = check_records(out / "results.jsonl")
     assert {r["step"] for r in after_a} == {"a"}
 
-    log = finish(start(args))
+    log = in_process(args, capsys)
     assert "[1/3] a: skipped, already done" in log
     assert "[2/3] b: finished" in log and "[3/3] c: finished" in log
     assert "0 failed or skipped" in log
@@ -65,7 +73,7 @@ def test_a_killed_suite_redoes_only_unfinished_steps(tmp_path):
     assert safe_load(out / "checkpoints" / "a" / "final.pt")["step"] == 5
 
 
-def test_an_edited_step_starts_afresh_and_keeps_the_previous_runs_folder(tmp_path):
+def test_an_edited_step_starts_afresh_and_keeps_the_previous_runs_folder(tmp_path, capsys):
     """The suite's step ``a`` ran at 2 epochs; the suite now says 3: its finished folder (last.pt of
     the 2-epoch run) is set aside, never deleted, and the new run trains from step 0 to its end."""
     suite = tmp_path / "suite.yaml"
@@ -80,4 +88,4 @@ def test_an_edited_step_starts_afresh_and_keeps_the_previous_runs_folder(tmp_pat
     assert f"that run is kept in {kept}" in log
     assert safe_load(kept / "final.pt")["step"] == first["step"]  # the 2-epoch run, untouched
     assert safe_load(out / "checkpoints" / "a" / "final.pt")["step"] == first["step"] * 3 // 2
-    assert finish(start(args)).count("skipped, already done") == 1  # the same config again: done
+    assert in_process(args, capsys).count("skipped, already done") == 1  # the same config again: done
