@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -22,6 +23,21 @@ def require_detectron2():
         if os.environ.get("CI"):
             pytest.fail("detectron2 is not importable: CI must run scripts/install_detectron2.sh first")
         pytest.skip("detectron2 is not installed (run scripts/install_detectron2.sh)")
+
+
+def score_few_rois(monkeypatch) -> None:
+    """Detection runs made in this process score 16 RoIs per image. Detectron2's C4 head runs res5 on
+    every RoI, and the schedule's floors (64 sampled RoIs per training image, 100 proposals per test
+    image) make that most of a toy run's CPU; the records' form, the architecture, the weights
+    carried and the error lines do not depend on how many RoIs the head sees."""
+    from downstream.detection import task
+
+    schedule_of = task.effective_schedule
+    monkeypatch.setattr(
+        task,
+        "effective_schedule",
+        lambda cfg: dataclasses.replace(schedule_of(cfg), rois_per_image=16, test_proposals_per_image=16),
+    )
 
 
 # --- datasets written the way other tools write them ------------------------------------------------

@@ -20,7 +20,7 @@ from downstream.detection.data import read_train_test
 from downstream.detection.schedule import effective_schedule
 from downstream.detection.torchvision_backend import build_detector, precise_bn, train_detector
 from infra.errors import InputError
-from tests.downstream.detection_helpers import require_detectron2, write_foreign_coco
+from tests.downstream.detection_helpers import require_detectron2, score_few_rois, write_foreign_coco
 from tests.pretrain.helpers import save_student
 
 VOC = {"AP", "AP50", "AP75"}
@@ -48,6 +48,11 @@ def foreign_coco(tmp_path_factory):
 def students(tmp_path_factory):
     root = tmp_path_factory.mktemp("students")
     return {arch: save_student(root / f"{arch}.pt", arch) for arch in ("mobilenetv3_small_050", "resnet18")}
+
+
+@pytest.fixture
+def few_rois(monkeypatch):
+    score_few_rois(monkeypatch)
 
 
 def _argv(ckpt, data, out, dataset, backend, *sets, size=48, max_iter=2):
@@ -90,7 +95,9 @@ def _check(records, metrics, arch, dataset_folder):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_coco_written_by_other_tools_trains_and_evaluates(backend, foreign_coco, students, tmp_path):
+def test_coco_written_by_other_tools_trains_and_evaluates(
+    backend, foreign_coco, students, tmp_path, few_rois
+):
     if backend == "detectron2":
         require_detectron2()
     records = _eval(students["resnet18"], foreign_coco, tmp_path, "coco", backend, size=32)
@@ -114,7 +121,7 @@ def test_torchvision_voc_records_the_voc_metrics(det_data, students, tmp_path):
     assert protocol["evaluator"].startswith("Detectron2 PASCAL VOC") and "VOC2012" in protocol["fallback"]
 
 
-def test_detectron2_faster_rcnn_c4_resnet18_on_embedded_voc(det_data, students, tmp_path):
+def test_detectron2_faster_rcnn_c4_resnet18_on_embedded_voc(det_data, students, tmp_path, few_rois):
     require_detectron2()
     records = _eval(students["resnet18"], det_data, tmp_path, "voc", "detectron2")
     _check(records, VOC, "resnet18", "det")
@@ -135,7 +142,9 @@ def test_detectron2_mask_rcnn_timm_fpn_on_embedded_coco(det_data, students, tmp_
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_a_diverging_loss_is_one_error_line_with_exit_2(backend, det_data, students, tmp_path, capsys):
+def test_a_diverging_loss_is_one_error_line_with_exit_2(
+    backend, det_data, students, tmp_path, capsys, few_rois
+):
     if backend == "detectron2":
         require_detectron2()
     argv = _argv(
@@ -156,9 +165,9 @@ def test_a_diverging_loss_is_one_error_line_with_exit_2(backend, det_data, stude
 
 
 def test_fine_tuning_lowers_the_loss(det_data, students):
-    """20 iterations on the embedded scenes: the loss of the last five is well below the first five."""
+    """12 iterations on the embedded scenes: the loss of the last five is well below the first five."""
     cfg = EvalConfig(
-        det_dataset="coco", det_max_iter=20, det_image_size=48, det_batch_size=2, det_lr=0.02, device="cpu"
+        det_dataset="coco", det_max_iter=12, det_image_size=48, det_batch_size=2, det_lr=0.02, device="cpu"
     )
     schedule = effective_schedule(cfg)
     train, _ = read_train_test("coco", det_data)
@@ -166,7 +175,7 @@ def test_fine_tuning_lowers_the_loss(det_data, students):
     torch.manual_seed(0)
     model = build_detector(body, len(train.classes), True, schedule)
     losses = train_detector(model, train, True, schedule, seed=0, progress=False)
-    assert len(losses) == 20 and all(np.isfinite(losses))
+    assert len(losses) == 12 and all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
 

@@ -15,12 +15,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from disco_bench.cli import main
 from disco_bench.embedded_detection import EmbeddedDetectionConfig, make_embedded_detection
 from disco_bench.launchers import runs_distributed
 from downstream.detection.distributed import per_process_batch, rank_seed
 from infra.distributed import DistInfo
 from infra.errors import InputError
-from tests.downstream.detection_helpers import require_detectron2
+from tests.downstream.detection_helpers import require_detectron2, score_few_rois
 from tests.pretrain.helpers import save_student
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,7 +68,7 @@ def test_detection_steps_run_on_every_torchrun_process_whatever_the_probe_protoc
 
 
 @pytest.mark.slow
-def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path):
+def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monkeypatch):
     require_detectron2()
     data = tmp_path / "data"
     make_embedded_detection(
@@ -85,16 +86,29 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path):
     save_student(data / "student.pt", "resnet18")
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE)
-    runs = {}
-    for name, launcher in (("local", []), ("ddp", ["--launcher", "torchrun", "--nproc", "2"])):
-        out = tmp_path / name
-        proc = subprocess.run(
-            [sys.executable, "-m", "disco_bench", "run", "--suite", str(suite), "--data-root", str(data), "--out",
-             str(out), "--quiet", *launcher],
-            cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
-        )  # fmt: skip
-        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        runs[name] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    # the one-process run, in this process (the form of its records is what the 2-process run must match)
+    score_few_rois(monkeypatch)
+    local = [
+        "run",
+        "--suite",
+        str(suite),
+        "--data-root",
+        str(data),
+        "--out",
+        str(tmp_path / "local"),
+        "--quiet",
+    ]
+    assert main(local) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "disco_bench", "run", "--suite", str(suite), "--data-root", str(data), "--out",
+         str(tmp_path / "ddp"), "--quiet", "--launcher", "torchrun", "--nproc", "2"],
+        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = {
+        name: [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+        for name in ("local", "ddp")
+    }
     # the same records, field for field and protocol key for protocol key, as one process writes
     assert shape(runs["ddp"]) == shape(runs["local"])
     assert {
