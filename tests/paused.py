@@ -10,6 +10,7 @@ line; :func:`resume` sends the line.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -64,3 +65,15 @@ def wait_paused(proc: subprocess.Popen) -> int:
 def resume(proc: subprocess.Popen) -> None:
     proc.stdin.write("\n")
     proc.stdin.flush()
+
+
+def interrupt(proc: subprocess.Popen, timeout: float = 120) -> str:
+    """Ctrl-C a paused run and wait until it has ended; its stderr. Its stdin stays open until then:
+    closed, the run could end because the test has gone (exit 3) before the signal reaches its
+    main thread, as under load it did."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)  # what it writes after pausing is one line: the pipes cannot fill
+    finally:
+        proc.stdin.close()
+    return proc.stderr.read()

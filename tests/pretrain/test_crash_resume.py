@@ -6,7 +6,6 @@ chosen checkpoint write (tests/paused.py), so where it is killed does not depend
 from __future__ import annotations
 
 import json
-import signal
 
 import pytest
 import torch
@@ -16,7 +15,7 @@ from infra.checkpoint import safe_load
 from pretrain.config import method_reads
 from pretrain.methods import METHODS
 from tests.crash_helpers import finish, leftovers, sigkill, start, stray_files
-from tests.paused import start_paused, wait_paused
+from tests.paused import interrupt, start_paused, wait_paused
 from tests.pretrain.helpers import pretrain_args, save_student
 
 pytestmark = pytest.mark.slow
@@ -146,8 +145,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tiny_imagefolder, tmp
     out = tmp_path / "run"
     proc = start_paused(pretrain_args(tiny_imagefolder, out), SAVE, after=3)
     assert wait_paused(proc) == 3  # mid-run, right after its 3rd checkpoint
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    err = interrupt(proc)
     assert proc.returncode == 130 and err.endswith("interrupted; run the same command again to resume\n"), err
     assert leftovers(out) == []  # no temp file, the folder's lock released
     assert safe_load(out / "last.pt")["step"] == 3
