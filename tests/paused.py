@@ -17,18 +17,34 @@ import sys
 from tests.crash_helpers import ENV, ROOT
 
 WRAPPER = """
-import importlib, os, runpy, sys
+import importlib, os, runpy, select, signal, socket, sys
 module_name, name, after = sys.argv[1].rpartition(".")[0], sys.argv[1].rpartition(".")[2], int(sys.argv[2])
 module = importlib.import_module(module_name)
 wrapped, calls = getattr(module, name), [0]
+# A signal may be taken by any thread (torch starts its own), and then the main thread's read of
+# stdin is not interrupted: the wake-up socket makes every signal end the wait, so its handler
+# (Ctrl-C's KeyboardInterrupt) runs in the main thread as it would in a running step.
+woken, waker = socket.socketpair()
+woken.setblocking(False)
+waker.setblocking(False)
+signal.set_wakeup_fd(waker.fileno())
+
+def wait_for_the_test():
+    while True:
+        ready, _, _ = select.select([0, woken], [], [])
+        if woken in ready:
+            woken.recv(64)  # a signal arrived: its Python handler runs on return from here
+            continue
+        if not os.read(0, 4096):  # the test has gone: end instead of running on
+            os._exit(3)
+        return
 
 def paused(*args, **kwargs):
     out = wrapped(*args, **kwargs)
     calls[0] += 1
     if calls[0] >= after:
         print(f"PAUSED {calls[0]}", flush=True)
-        if not sys.stdin.readline():  # the test has gone: end instead of running on
-            os._exit(3)
+        wait_for_the_test()
     return out
 
 setattr(module, name, paused)
@@ -69,8 +85,7 @@ def resume(proc: subprocess.Popen) -> None:
 
 def interrupt(proc: subprocess.Popen, timeout: float = 120) -> str:
     """Ctrl-C a paused run and wait until it has ended; its stderr. Its stdin stays open until then:
-    closed, the run could end because the test has gone (exit 3) before the signal reaches its
-    main thread, as under load it did."""
+    closed, the run could end because the test has gone (exit 3) before the signal's handler ran."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=timeout)  # what it writes after pausing is one line: the pipes cannot fill
