@@ -21,10 +21,16 @@ ENV = {
 }  # one thread: bit-exact and fast on 2 cores
 
 
+def sigint_as_on_a_terminal() -> None:
+    """A child's SIGINT back to its default (a ``preexec_fn``): a test runner started in the
+    background (``cmd &``) ignores it, and a Python started with SIGINT ignored never turns Ctrl-C
+    into KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
-    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository root.
-    SIGINT is reset to its default in the child: a test runner started in the background (``cmd &``)
-    ignores it, and a Python started with SIGINT ignored never turns Ctrl-C into KeyboardInterrupt."""
+    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository
+    root, with SIGINT as on a terminal (``sigint_as_on_a_terminal``)."""
     return subprocess.Popen(
         [sys.executable, "-m", module, *args],
         cwd=ROOT,
@@ -32,7 +38,7 @@ def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_on_a_terminal,
     )
 
 

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from tests.crash_helpers import ENV, ROOT
+from tests.crash_helpers import ENV, ROOT, sigint_as_on_a_terminal
 
 WRAPPER = """
 import importlib, os, runpy, select, signal, socket, sys
@@ -64,6 +64,7 @@ def start_paused(args: list[str], function: str, after: int = 1) -> subprocess.P
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=sigint_as_on_a_terminal,
     )
 
 
@@ -84,8 +85,8 @@ def resume(proc: subprocess.Popen) -> None:
 
 
 def interrupt(proc: subprocess.Popen, timeout: float = 120) -> str:
-    """Ctrl-C a paused run and wait until it has ended; its stderr. Its stdin stays open until then:
-    closed, the run could end because the test has gone (exit 3) before the signal's handler ran."""
+    """Ctrl-C a paused run and wait until it has ended; its stderr. Its stdin stays open until then,
+    so the run ends by the interrupt, never because the test has gone (exit 3)."""
     proc.send_signal(signal.SIGINT)
     try:
         proc.wait(timeout=timeout)  # what it writes after pausing is one line: the pipes cannot fill

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.crash_helpers import ENV, ROOT, wait_for
+from tests.crash_helpers import ENV, ROOT, sigint_as_on_a_terminal, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +39,7 @@ def test_ctrl_c_of_parallel_steps_ends_with_the_interrupted_line_alone(tmp_path)
          "--jobs", "2", "--quiet"],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,  # its own process group: the SIGINT below reaches the run alone, as Ctrl-C would
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=sigint_as_on_a_terminal,
     )  # fmt: skip
     try:
         # both steps training (their progress bars, and with them their locks, exist)
