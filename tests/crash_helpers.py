@@ -28,18 +28,25 @@ def sigint_as_on_a_terminal() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
-    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) from the repository
-    root, with SIGINT as on a terminal (``sigint_as_on_a_terminal``)."""
+def python(argv: list[str], env: dict | None = None, stdin=None, **popen) -> subprocess.Popen:
+    """``python ARGV`` from the repository root in ``ENV`` (or ``env``), stdout and stderr piped as
+    text, SIGINT as on a terminal (``sigint_as_on_a_terminal``): every child a test starts."""
     return subprocess.Popen(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *argv],
         cwd=ROOT,
-        env=ENV,
+        env=ENV if env is None else env,
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=sigint_as_on_a_terminal,
+        **popen,
     )
+
+
+def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
+    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) (``python``)."""
+    return python(["-m", module, *args])
 
 
 def finish(proc: subprocess.Popen, timeout: float = 180) -> str:

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 
-from tests.crash_helpers import ENV, ROOT, sigint_as_on_a_terminal
+from tests.crash_helpers import python
 
 WRAPPER = """
 import importlib, os, runpy, select, signal, socket, sys
@@ -56,16 +55,7 @@ runpy.run_module("disco_bench", run_name="__main__", alter_sys=True)
 def start_paused(args: list[str], function: str, after: int = 1) -> subprocess.Popen:
     """``python -m disco_bench ARGS`` that stops after each call of ``function`` (``module.name``, a
     module-level function the run looks up by name) from the ``after``-th on."""
-    return subprocess.Popen(
-        [sys.executable, "-c", WRAPPER, function, str(after), *args],
-        cwd=ROOT,
-        env=ENV,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=sigint_as_on_a_terminal,
-    )
+    return python(["-c", WRAPPER, function, str(after), *args], stdin=subprocess.PIPE)
 
 
 def wait_paused(proc: subprocess.Popen) -> int:

@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
 
-from tests.crash_helpers import ENV, ROOT, sigint_as_on_a_terminal, wait_for
+from tests.crash_helpers import python, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +32,10 @@ steps:
 def test_ctrl_c_of_parallel_steps_ends_with_the_interrupted_line_alone(tmp_path):
     (tmp_path / "suite.yaml").write_text(SUITE)
     out = tmp_path / "out"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "disco_bench", "run", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out),
-         "--jobs", "2", "--quiet"],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    run = python(
+        ["-m", "disco_bench", "run", "--suite", str(tmp_path / "suite.yaml"), "--out", str(out), "--jobs", "2",
+         "--quiet"],
         start_new_session=True,  # its own process group: the SIGINT below reaches the run alone, as Ctrl-C would
-        preexec_fn=sigint_as_on_a_terminal,
     )  # fmt: skip
     try:
         # both steps training (their progress bars, and with them their locks, exist)

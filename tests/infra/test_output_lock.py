@@ -149,21 +149,12 @@ for folder in sys.argv[1:]:
 def torchrun_rank(rank: int, *folders):
     """A process with the environment torchrun gives rank ``rank`` of a 2-process job."""
     import subprocess
-    import sys
 
-    from tests.crash_helpers import ENV, ROOT
+    from tests.crash_helpers import ENV, python
 
     env = {**ENV, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}
     env |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29400", "TORCHELASTIC_RUN_ID": "test"}
-    return subprocess.Popen(
-        [sys.executable, "-c", RANK, *map(str, folders)],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return python(["-c", RANK, *map(str, folders)], env=env, stdin=subprocess.PIPE)
 
 
 def test_only_rank_0_of_a_torchrun_job_holds_the_folder(tmp_path):
