@@ -1,14 +1,27 @@
 """Helpers for the crash tests: run ``python -m disco_bench`` (or torchrun) in a subprocess and
 SIGKILL it at a chosen point, observed on disk (a file appearing or being replaced), never after a
-blind sleep."""
+blind sleep.
+
+A run the test only kills, resumes or waits for (:func:`start`, ``tests.paused.start_paused``) is a
+:class:`ForkedCli`: a process forked from a fork server that imported torch and the package once
+per test process, so each such run skips the ~4 s import (half of what a tiny crash test costs).
+It is a process of its own (its pid, its exit status, its pipes; SIGKILL kills it and nothing else),
+entering ``disco_bench.cli.main`` as ``python -m disco_bench`` does. A test that needs a fresh
+interpreter (Ctrl-C to a process group, the command's start-up, torchrun) uses :func:`python`.
+"""
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit hook (join every child) registered first, so ours runs before it
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from multiprocessing import reduction
 from pathlib import Path
 
 from infra.outlock import LOCK_NAME
@@ -30,7 +43,7 @@ def sigint_as_on_a_terminal() -> None:
 
 def python(argv: list[str], env: dict | None = None, stdin=None, **popen) -> subprocess.Popen:
     """``python ARGV`` from the repository root in ``ENV`` (or ``env``), stdout and stderr piped as
-    text, SIGINT as on a terminal (``sigint_as_on_a_terminal``): every child a test starts."""
+    text, SIGINT as on a terminal (``sigint_as_on_a_terminal``): every fresh interpreter a test starts."""
     return subprocess.Popen(
         [sys.executable, *argv],
         cwd=ROOT,
@@ -44,12 +57,121 @@ def python(argv: list[str], env: dict | None = None, stdin=None, **popen) -> sub
     )
 
 
-def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen:
-    """``python -m MODULE ARGS`` (``module='torch.distributed.run'`` for torchrun) (``python``)."""
-    return python(["-m", module, *args])
+def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen | ForkedCli:
+    """``python -m MODULE ARGS``: a :class:`ForkedCli` for the package's own command line, a fresh
+    ``python`` for another module (``module='torch.distributed.run'`` for torchrun)."""
+    return ForkedCli(args) if module == "disco_bench" else python(["-m", module, *args])
 
 
-def finish(proc: subprocess.Popen, timeout: float = 180) -> str:
+# What every forked run imports: loaded once, in the fork server, before any run is forked.
+WARM_MODULES = ["torch", "torchvision", "timm", "disco_bench.cli", "disco_bench.runner", "pretrain.train"]
+_fork_server: list = []
+_forked: list[ForkedCli] = []
+
+
+@atexit.register
+def _kill_forked_runs() -> None:
+    """SIGKILL the forked runs a failed test left (paused, say): the test process waits for its
+    multiprocessing children at exit, and would wait for ever."""
+    for run in _forked:
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+
+
+def fork_server() -> multiprocessing.context.BaseContext:
+    """The forkserver context, its server preloaded with ``WARM_MODULES`` (started at its first fork)."""
+    if not _fork_server:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(WARM_MODULES)
+        _fork_server.append(context)
+    return _fork_server[0]
+
+
+class _PipeEnd:
+    """A pipe's file descriptor, handed to a forked child over the fork server's socket."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def __reduce__(self):
+        return _received_fd, (reduction.DupFd(self.fd),)
+
+
+def _received_fd(dup) -> int:
+    return dup.detach()
+
+
+def _cli_child(argv: list[str], stdio: tuple[int, int, int], before) -> None:
+    """The forked child: the pipes as its stdin/stdout/stderr, SIGINT raising KeyboardInterrupt (as a
+    fresh ``python`` has it), ``before`` (a picklable ``(function, args)``) called, then the command."""
+    for fd, standard in zip(stdio, (0, 1, 2)):
+        os.dup2(fd, standard)
+        os.close(fd)
+    sys.stdin = open(0, closefd=False)  # noqa: SIM115  (multiprocessing had pointed it at /dev/null)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(ROOT)
+    if before is not None:
+        before[0](*before[1])
+    from disco_bench.cli import main
+
+    sys.argv = [str(ROOT / "disco_bench" / "__main__.py"), *argv]  # as ``python -m`` sets it
+    sys.exit(main(argv))
+
+
+class ForkedCli:
+    """``python -m disco_bench ARGV`` forked from the warm :func:`fork_server`, with the parts of
+    ``subprocess.Popen`` the tests use: ``pid``, ``returncode``, text ``stdin``/``stdout``/``stderr``
+    pipes, ``poll``, ``wait``, ``communicate`` and ``send_signal``."""
+
+    def __init__(self, argv: list[str], before=None):
+        self.args = argv
+        (in_r, in_w), (out_r, out_w), (err_r, err_w) = os.pipe(), os.pipe(), os.pipe()
+        ends = (_PipeEnd(in_r), _PipeEnd(out_w), _PipeEnd(err_w))
+        self._process = fork_server().Process(target=_cli_child, args=(argv, ends, before))
+        self._process.start()
+        for fd in (in_r, out_w, err_w):  # the child has its own copies: EOF comes when it ends
+            os.close(fd)
+        self.stdin, self.stdout, self.stderr = open(in_w, "w"), open(out_r), open(err_r)  # noqa: SIM115
+        self.pid = self._process.pid
+        _forked.append(self)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode  # -N when killed by signal N, as Popen has it
+
+    def poll(self) -> int | None:
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        if self.returncode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Close stdin, read stdout and stderr to their end and wait for the exit."""
+        if not self.stdin.closed:
+            self.stdin.close()
+        texts: dict[str, str] = {}
+        readers = [
+            threading.Thread(target=lambda n=name, f=pipe: texts.__setitem__(n, f.read()), daemon=True)
+            for name, pipe in (("out", self.stdout), ("err", self.stderr))
+        ]
+        for reader in readers:
+            reader.start()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for reader in readers:
+            reader.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(self.args, timeout)
+        self.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return texts["out"], texts["err"]
+
+
+def finish(proc: subprocess.Popen | ForkedCli, timeout: float = 180) -> str:
     out, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
     return out
