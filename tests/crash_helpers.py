@@ -13,6 +13,7 @@ interpreter (Ctrl-C to a process group, the command's start-up, torchrun) uses :
 from __future__ import annotations
 
 import atexit
+import functools
 import multiprocessing
 import multiprocessing.util  # its exit hook (join every child) registered first, so ours runs before it
 import os
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from multiprocessing import reduction
 from pathlib import Path
 
@@ -65,26 +67,25 @@ def start(args: list[str], module: str = "disco_bench") -> subprocess.Popen | Fo
 
 # What every forked run imports: loaded once, in the fork server, before any run is forked.
 WARM_MODULES = ["torch", "torchvision", "timm", "disco_bench.cli", "disco_bench.runner", "pretrain.train"]
-_fork_server: list = []
-_forked: list[ForkedCli] = []
+# The runs still referenced: one a test has dropped has its pipes closed (a paused run then ends itself).
+_forked: weakref.WeakSet[ForkedCli] = weakref.WeakSet()
 
 
 @atexit.register
 def _kill_forked_runs() -> None:
     """SIGKILL the forked runs a failed test left (paused, say): the test process waits for its
     multiprocessing children at exit, and would wait for ever."""
-    for run in _forked:
+    for run in list(_forked):
         if run.poll() is None:
             run.send_signal(signal.SIGKILL)
 
 
+@functools.cache
 def fork_server() -> multiprocessing.context.BaseContext:
     """The forkserver context, its server preloaded with ``WARM_MODULES`` (started at its first fork)."""
-    if not _fork_server:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(WARM_MODULES)
-        _fork_server.append(context)
-    return _fork_server[0]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WARM_MODULES)
+    return context
 
 
 class _PipeEnd:
@@ -133,7 +134,7 @@ class ForkedCli:
             os.close(fd)
         self.stdin, self.stdout, self.stderr = open(in_w, "w"), open(out_r), open(err_r)  # noqa: SIM115
         self.pid = self._process.pid
-        _forked.append(self)
+        _forked.add(self)
 
     @property
     def returncode(self) -> int | None:

@@ -44,7 +44,6 @@ def pause_after(function: str, after: int) -> None:
             return
 
     def paused(*args, **kwargs):
-        assert waker.fileno() >= 0  # held here: once closed, the wake-up socket reads as ready for ever
         out = wrapped(*args, **kwargs)
         calls[0] += 1
         if calls[0] >= after:
@@ -52,6 +51,7 @@ def pause_after(function: str, after: int) -> None:
             wait_for_the_test()
         return out
 
+    paused.wake_up = (woken, waker)  # held for the run's life: a closed waker reads as ready for ever
     setattr(module, name, paused)
 
 
