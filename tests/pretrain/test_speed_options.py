@@ -30,16 +30,8 @@ SPEED_OPTIONS = {
 
 
 def disco_cfg(teacher_ckpt: str, **extra) -> PretrainConfig:
-    return tiny_cfg(
-        "disco",
-        teacher_ckpt=teacher_ckpt,
-        batch_size=8,
-        image_size=16,
-        queue_size=32,
-        dim=128,
-        hidden=None,
-        **extra,
-    )
+    sizes = dict(batch_size=8, image_size=16, queue_size=32, dim=128, hidden=None)
+    return tiny_cfg("disco", teacher_ckpt=teacher_ckpt, **(sizes | extra))
 
 
 def test_a_default_run_uses_none_of_the_speed_options_but_the_measured_channels_last(teacher_ckpt):
@@ -141,11 +133,11 @@ def test_train_step_returns_a_non_finite_loss_without_stepping():
 
 def whole_step(teacher_ckpt: str, **options) -> tuple[dict, dict[str, torch.Tensor], list]:
     """One DisCo train_step as pretrain() runs it with ``options``: (loss terms, student weights after,
-    (dtype, channels_last?) of the student's first convolution output)."""
-    cfg = disco_cfg(teacher_ckpt, **options)
+    (dtype, channels_last?) of the student's first convolution output). 32 px: see the bf16 pretrain test."""
+    cfg = disco_cfg(teacher_ckpt, image_size=32, **options)
     torch.manual_seed(0)
     method, _ = build_method(cfg)
-    views = views_for(method)
+    views = views_for(method, size=cfg.image_size)
     if cfg.channels_last:  # what pretrain() does to the model and to every batch
         method.to(memory_format=torch.channels_last)
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
@@ -181,6 +173,7 @@ def test_whole_step_bf16_and_channels_last_run_the_student_in_bf16_and_keep_fp32
     )
     moved = [k for k in weights if not torch.equal(weights[k], ref_weights[k])]
     assert moved  # the step did change the numbers (it is not silently the fp32 path)
+    assert all(torch.isfinite(w).all() for w in weights.values())
 
 
 def test_fp16_whole_step_is_refused_on_a_cpu():
@@ -210,7 +203,10 @@ def test_pretrain_runs_every_step_in_bf16_and_channels_last_and_records_it(tiny_
         return original(model, views, optimizer, scaler, autocast)
 
     monkeypatch.setattr(train, "train_step", spy)
-    cfg = dataclasses.replace(tiny_pretrain_cfg, amp="bf16", channels_last=True, max_steps=2)
+    # 32 px, not the fixture's 16: at 16 px resnet10t's last stride-2 3x3 convolution sees a 1x1 map, where
+    # the CPU bf16 weight-gradient kernel reads uninitialised memory (torch 2.14.1; NaN weights in about
+    # one step in three once freed memory holds garbage, benchmarks/bf16_conv_edge.py)
+    cfg = dataclasses.replace(tiny_pretrain_cfg, amp="bf16", channels_last=True, max_steps=2, image_size=32)
     summary = train.pretrain(cfg, progress=False)
     assert seen == [(torch.bfloat16, True, True)] * 2
     final = torch.load(summary["checkpoint"], weights_only=True)
