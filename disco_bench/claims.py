@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from disco_bench.leaderboard.table import rows_of
 from disco_bench.stats import (
     ALPHA,
     MAX_SEEDS,
@@ -300,9 +301,17 @@ class Obs:
     probe: str | None = None  # a linear probe's protocol: fast or paper
 
 
+# the table's columns an observation reads
+OBSERVED = (
+    "record", "value", "checkpoint_sha256", "method", "student", "pretrain_seed", "pretrain", "pretrain_data",
+    "pretrained_on", "pool", "setting", "eval_context", "dataset", "split", "kd_probe", "teacher_sha256",
+    "step", "config_hash", "degenerate", "settings", "task",
+)  # fmt: skip
+
+
 def observations(df: pd.DataFrame) -> list[Obs]:
     out = []
-    for row in df.itertuples(index=False):
+    for row in rows_of(df, *OBSERVED):
         record = row.record
         extra = record.get("extra") or {}
         several = "arch" in extra
@@ -635,7 +644,18 @@ def probe_agreement(df: pd.DataFrame) -> list[dict]:
         return []
     by: dict[tuple, dict[str, dict[str, tuple[float, str]]]] = {}
     sub = df[(df.task == "linear") & (df.metric == "top1")]
-    for row in sub.itertuples(index=False):
+    read = (
+        "settings",
+        "checkpoint_sha256",
+        "record",
+        "dataset",
+        "pretrain_seed",
+        "label",
+        "method",
+        "student",
+        "value",
+    )
+    for row in rows_of(sub, *read):
         probe = row.settings.get("eval.protocol")
         if (
             probe not in ("fast", "paper")

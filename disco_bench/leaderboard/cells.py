@@ -11,6 +11,7 @@ import pandas as pd
 
 from disco_bench.leaderboard.matching import cell_matches
 from disco_bench.leaderboard.paper import PaperTable
+from disco_bench.leaderboard.table import rows_of
 
 
 def fmt(values: pd.Series | list[float]) -> str:
@@ -79,7 +80,7 @@ def table_cells(table: PaperTable, df: pd.DataFrame) -> list[list[Cell]]:
         for col, paper in zip(table.columns, paper_values, strict=True):
             fits = [
                 (r.setting, r.record)
-                for r in mine.itertuples(index=False)
+                for r in rows_of(mine, "setting", "record", "settings")
                 if cell_matches(r.record, table, col, student, have=r.settings)
             ]
             groups: dict[str, list[dict]] = {}
