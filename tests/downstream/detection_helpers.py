@@ -25,19 +25,39 @@ def require_detectron2():
         pytest.skip("detectron2 is not installed (run scripts/install_detectron2.sh)")
 
 
+FEW_ROIS = 16
+# Put first on a child's PYTHONPATH: its sitecustomize.py makes every process started with it (torchrun
+# and each rank) score FEW_ROIS RoIs too, as score_few_rois does in the test's own process.
+FEW_ROIS_STARTUP = Path(__file__).resolve().parent / "few_rois"
+
+
+def few_rois(schedule_of):
+    """``schedule_of`` (task.effective_schedule) with FEW_ROIS RoIs per training and per test image."""
+
+    def schedule(cfg):
+        return dataclasses.replace(
+            schedule_of(cfg), rois_per_image=FEW_ROIS, test_proposals_per_image=FEW_ROIS
+        )
+
+    return schedule
+
+
 def score_few_rois(monkeypatch) -> None:
-    """Detection runs made in this process score 16 RoIs per image. Detectron2's C4 head runs res5 on
-    every RoI, and the schedule's floors (64 sampled RoIs per training image, 100 proposals per test
-    image) make that most of a toy run's CPU; the records' form, the architecture, the weights
-    carried and the error lines do not depend on how many RoIs the head sees."""
+    """Detection runs made in this process score FEW_ROIS RoIs per image. Detectron2's C4 head runs
+    res5 on every RoI, and the schedule's floors (64 sampled RoIs per training image, 100 proposals
+    per test image) make that most of a toy run's CPU; the records' form, the architecture, the
+    weights carried and the error lines do not depend on how many RoIs the head sees."""
     from downstream.detection import task
 
-    schedule_of = task.effective_schedule
-    monkeypatch.setattr(
-        task,
-        "effective_schedule",
-        lambda cfg: dataclasses.replace(schedule_of(cfg), rois_per_image=16, test_proposals_per_image=16),
-    )
+    monkeypatch.setattr(task, "effective_schedule", few_rois(task.effective_schedule))
+
+
+def scoring_few_rois(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a child process whose Python processes all score FEW_ROIS RoIs (FEW_ROIS_STARTUP)."""
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(FEW_ROIS_STARTUP), env.get("PYTHONPATH")))),
+    }
 
 
 # --- datasets written the way other tools write them ------------------------------------------------

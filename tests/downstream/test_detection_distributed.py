@@ -21,7 +21,7 @@ from disco_bench.launchers import runs_distributed
 from downstream.detection.distributed import per_process_batch, rank_seed
 from infra.distributed import DistInfo
 from infra.errors import InputError
-from tests.downstream.detection_helpers import require_detectron2, score_few_rois
+from tests.downstream.detection_helpers import FEW_ROIS, require_detectron2, score_few_rois, scoring_few_rois
 from tests.pretrain.helpers import save_student
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,8 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
     save_student(data / "student.pt", "resnet18")
     suite = tmp_path / "tiny.yaml"
     suite.write_text(SUITE)
-    # the one-process run, in this process (the form of its records is what the 2-process run must match)
+    # the one-process run, in this process (the form of its records is what the 2-process run must match);
+    # both runs score few RoIs (the torchrun job through its processes' start-up)
     score_few_rois(monkeypatch)
     local = [
         "run",
@@ -102,7 +103,7 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
     proc = subprocess.run(
         [sys.executable, "-m", "disco_bench", "run", "--suite", str(suite), "--data-root", str(data), "--out",
          str(tmp_path / "ddp"), "--quiet", "--launcher", "torchrun", "--nproc", "2"],
-        cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600,
+        cwd=ROOT, env=scoring_few_rois(ENV), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = {
@@ -126,6 +127,7 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
             assert r["run"]["processes"] == 2, step
             assert r["run"]["per_process_batch"] == 1, step  # the global batch 2 split over 2 processes
             assert r["protocol"]["eval"]["schedule"]["batch_size"] == 2, step
+            assert r["protocol"]["eval"]["schedule"]["rois_per_image"] == FEW_ROIS, step
             assert 0.0 <= r["value"] <= 100.0, step
     details = {s: recs[0]["protocol"]["eval"]["trial_details"][0] for s, recs in by_step.items()}
     assert (
