@@ -213,3 +213,19 @@ def load_state_strict(
     if problems:
         raise InputError(f"{source} does not fit {type(module).__name__}: " + "; ".join(problems))
     module.load_state_dict(state, strict=False)
+
+
+def nonfinite_keys(state: dict[str, Any]) -> list[str]:
+    """Keys of the floating-point tensors of ``state`` holding a NaN or an Inf, in ``state``'s order.
+
+    A finite state (every save of a healthy run, every sound file loaded) costs one L1 reduction
+    over all its tensors (torch's multi-tensor norm: grouped kernels on a GPU and one host sync,
+    where a check per tensor syncs once per tensor); NaN and Inf carry through a sum, so only a
+    non-finite total (or one that overflowed) takes the exact scan, tensor by tensor."""
+    import torch
+    from torch.nn.utils import get_total_norm
+
+    floats = {k: v for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and v.numel()}
+    if not floats or torch.isfinite(get_total_norm(list(floats.values()), norm_type=1.0)):
+        return []
+    return [k for k, v in floats.items() if not torch.isfinite(v).all()]

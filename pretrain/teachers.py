@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from infra.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_state_strict, safe_load
+from infra.checkpoint import CHECKPOINT_FORMAT, file_sha256, load_state_strict, nonfinite_keys, safe_load
 from infra.errors import InputError
 from pretrain.models import ALIASES, Encoder, ProjectionHead, build_backbone, feature_dim, infer_resnet_arch
 
@@ -100,11 +100,7 @@ def head_from_state(
 def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
     """Weights holding NaN/Inf (a diverged run) are refused at load time, naming the tensors, rather than
     failing later in some other guise (a probe's 'backbone changed' check, a NaN distillation loss)."""
-    bad = [
-        k
-        for k, v in state.items()
-        if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()
-    ]
+    bad = nonfinite_keys(state)
     if bad:
         shown = ", ".join(sorted(bad)[:4]) + (f", ... ({len(bad)} in all)" if len(bad) > 4 else "")
         raise InputError(

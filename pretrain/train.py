@@ -41,6 +41,7 @@ from infra.checkpoint import (
     atomic_torch_save,
     atomic_write_text,
     load_state_strict,
+    nonfinite_keys,
     safe_load,
 )
 from infra.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_device, shutdown_distributed
@@ -514,10 +515,10 @@ def save_checkpoint(setup: TrainingSetup, loop: LoopState, final: bool) -> Path:
     if not setup.dist_info.is_main:
         return path
     weights = method_state(setup.method)
-    bad = next((k for k, v in weights.items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
-    if bad is not None:
+    bad = nonfinite_keys(weights)
+    if bad:
         raise TrainingDiverged(
-            f"{bad} became NaN/Inf after step {loop.step} (epoch {loop.step // setup.per_epoch}); "
+            f"{bad[0]} became NaN/Inf after step {loop.step} (epoch {loop.step // setup.per_epoch}); "
             f"last good checkpoint: {loop.last_good(setup.last_path)}; likely causes: base_lr too high, "
             "a temperature near 0, or NaN/Inf inputs (teacher, data)"
         )

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 import math
 from contextlib import nullcontext
+from pathlib import Path
 
 import pytest
 import torch
@@ -251,3 +252,29 @@ def test_channels_last_left_unset_is_decided_by_the_device_and_recorded_as_decid
 
 def astuple_cl(cfg: PretrainConfig) -> tuple:
     return cfg.channels_last, cfg.teacher_channels_last
+
+
+def test_weights_that_become_nan_under_a_finite_loss_stop_the_run_before_any_save(
+    tiny_pretrain_cfg, monkeypatch
+):
+    # what the CPU bf16 kernel at 16 px does (see the bf16 pretrain test): the loss is finite, one
+    # gradient is not; the save-time check names the tensor and no checkpoint holds it
+    from pretrain import train
+
+    original = train.train_step
+
+    def poisoning(model, views, optimizer, scaler, autocast):
+        values = original(model, views, optimizer, scaler, autocast)
+        with torch.no_grad():
+            model.encoder_q.backbone.layer4[0].conv1.weight[0, 0, 0, 0] = float("nan")
+        return values
+
+    monkeypatch.setattr(train, "train_step", poisoning)
+    cfg = dataclasses.replace(tiny_pretrain_cfg, max_steps=2)
+    with pytest.raises(
+        train.TrainingDiverged,
+        match=r"^encoder_q\.backbone\.layer4\.0\.conv1\.weight became NaN/Inf after step 2 \(epoch 0\); "
+        r"last good checkpoint: none;",
+    ):
+        train.pretrain(cfg, progress=False)
+    assert not list(Path(cfg.out).glob("*.pt"))
