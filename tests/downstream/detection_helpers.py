@@ -53,10 +53,12 @@ def score_few_rois(monkeypatch) -> None:
 
 
 def scoring_few_rois(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for a child process whose Python processes all score FEW_ROIS RoIs (FEW_ROIS_STARTUP)."""
+    """``env`` for a child process whose Python processes all score FEW_ROIS RoIs: FEW_ROIS_STARTUP
+    first on PYTHONPATH, then the repository root (its sitecustomize imports ``tests``), then ``env``'s."""
+    root = str(FEW_ROIS_STARTUP.parents[2])
     return {
         **env,
-        "PYTHONPATH": os.pathsep.join(filter(None, (str(FEW_ROIS_STARTUP), env.get("PYTHONPATH")))),
+        "PYTHONPATH": os.pathsep.join(filter(None, (str(FEW_ROIS_STARTUP), root, env.get("PYTHONPATH")))),
     }
 
 

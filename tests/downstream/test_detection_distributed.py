@@ -6,6 +6,7 @@ rank 0), say ``processes: 2``, and have the form of a one-process run's."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 from pathlib import Path
@@ -102,7 +103,14 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
     # of their own (tests/disco_bench/test_torchrun_suite.py runs the whole command as one too)
     monkeypatch.setenv("PYTHONPATH", scoring_few_rois(ENV)["PYTHONPATH"])
     ddp = [*local[:-2], str(tmp_path / "ddp"), "--quiet", "--launcher", "torchrun", "--nproc", "2"]
-    assert main(ddp) == 0
+    # a rendezvous or collective that hangs ends this test process (with every thread's stack), not CI's clock
+    faulthandler.dump_traceback_later(600, exit=True)
+    try:
+        code = main(ddp)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+    logs = sorted((tmp_path / "ddp" / "logs").glob("*.torchrun.log"))
+    assert code == 0, "\n".join(f"{p.name}:\n{p.read_text()[-3000:]}" for p in logs)
     runs = {
         name: [json.loads(line) for line in (tmp_path / name / "results.jsonl").read_text().splitlines()]
         for name in ("local", "ddp")
@@ -110,10 +118,14 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
     # the same records, field for field and protocol key for protocol key, as one process writes
     assert shape(runs["ddp"]) == shape(runs["local"])
     assert {
-        (r["run"]["processes"], r["run"]["per_process_batch"])
+        (
+            r["run"]["processes"],
+            r["run"]["per_process_batch"],
+            r["protocol"]["eval"]["schedule"]["rois_per_image"],
+        )
         for r in runs["local"]
         if r["task"] == "detection"
-    } == {(1, 2)}
+    } == {(1, 2, FEW_ROIS)}
     records = runs["ddp"]
     by_step = {s: [r for r in records if r["step"] == s] for s in ("det-tv", "det-d2")}
     # each metric once: only rank 0 handed records back
