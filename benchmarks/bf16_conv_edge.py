@@ -4,9 +4,9 @@ A 3x3 convolution with stride 2 and padding 1 whose input map is 1x1 (what ResNe
 at 16 px images) gets its bf16 weight gradient from a CPU kernel that reads memory it never wrote:
 with glibc keeping freed memory (infra.allocator.keep_freed_memory, which pre-training applies on
 CPUs) and that memory holding old data, the gradient is wrong in a large share of backward passes,
-NaN/Inf in some of them. fp32, a 2x2 input and stride 1 are not affected. Pre-training stops a run
-whose weights become NaN/Inf (TrainingDiverged, naming the tensor, at the next save); a finite wrong
-gradient it cannot see. The tests run bf16 at 32 px for this reason.
+NaN/Inf in some of them. fp32, a 2x2 input and stride 1 are not affected. Pre-training therefore
+refuses amp=bf16 on a CPU where a strided convolution of the student would see a 1-pixel map
+(pretrain.train.refuse_cpu_bf16_on_a_1x1_map), and the tests run bf16 at 32 px.
 
 Each row runs the same backward ``--trials`` times, after filling freed memory with random bytes,
 and counts the weight gradients that are not finite and those that are wrong: non-finite, or not

@@ -31,6 +31,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -48,7 +49,7 @@ from infra.distributed import AMP_DTYPES, DistInfo, init_distributed, pick_devic
 from infra.environment import process_environment
 from infra.errors import InputError
 from pretrain.augment import aug_plus_for
-from pretrain.config import PretrainConfig
+from pretrain.config import MULTICROP, PretrainConfig
 from pretrain.data import EpochBatchSampler, MultiViewDataset, data_identity, default_workers, image_folder
 from pretrain.methods import METHODS
 from pretrain.methods.base import FrozenTeacher
@@ -157,6 +158,52 @@ def autocast_for(cfg: PretrainConfig, device: torch.device):
     if device.type == "cpu" and dtype is torch.float16:
         raise InputError("amp='fp16' needs CUDA (loss scaling runs on GPUs only); use amp='bf16' on a CPU")
     return torch.autocast(device.type, dtype=dtype)
+
+
+def student_view_sizes(cfg: PretrainConfig) -> list[int]:
+    """The sides (px) of the views the student trains on: the global size, and the small multi-crop
+    size where the method takes small crops."""
+    small = cfg.multicrop_small_size if cfg.method in MULTICROP and cfg.multicrop_small_crops else None
+    return sorted({cfg.image_size, *([small] if small else [])})
+
+
+def refuse_cpu_bf16_on_a_1x1_map(cfg: PretrainConfig, student: nn.Module, device: torch.device) -> None:
+    """amp='bf16' on a CPU where a strided convolution with a kernel wider than 1 sees a 1-pixel map
+    is refused: torch's CPU bf16 weight gradient there reads memory the kernel never wrote, so it is
+    wrong in most steps, and only sometimes NaN (benchmarks/bf16_conv_edge.py; a ResNet's last stage
+    at 16 px). One no-grad forward per view size finds such convolutions before any training."""
+    if device.type != "cpu" or cfg.amp != "bf16":
+        return
+    found: list[str] = []
+
+    def on_a_1x1_map(name: str):
+        def hook(conv, inputs, _output):
+            spatial = inputs[0].shape[-2:]
+            if any(n == 1 and s > 1 and k > 1 for n, s, k in zip(spatial, conv.stride, conv.kernel_size)):
+                found.append(name)
+
+        return hook
+
+    convs = [(n, m) for n, m in student.named_modules() if isinstance(m, nn.Conv2d)]
+    handles = [m.register_forward_hook(on_a_1x1_map(n)) for n, m in convs]
+    was_training = student.training
+    try:
+        student.eval()  # no BatchNorm statistics move
+        with torch.no_grad():
+            for size in student_view_sizes(cfg):
+                found.clear()
+                student(torch.zeros(1, 3, size, size))
+                if found:
+                    raise InputError(
+                        f"amp='bf16' on a CPU at {size} px: {cfg.student}'s {found[0]} (a strided convolution) "
+                        "sees a 1x1 map, where torch's CPU bf16 weight gradient can be wrong "
+                        "(benchmarks/bf16_conv_edge.py); expected larger images (image_size / "
+                        "multicrop_small_size) or amp='none'"
+                    )
+    finally:
+        student.train(was_training)
+        for handle in handles:
+            handle.remove()
 
 
 def train_step(model, views: list[torch.Tensor], optimizer, scaler, autocast) -> dict[str, float]:
@@ -340,6 +387,7 @@ def set_up(cfg: PretrainConfig, data_name: str | None = None) -> TrainingSetup:
     local_batch = cfg.batch_size // dist_info.world_size
     check_teacher_is_not_an_output(cfg)
     method, teacher_info = build_method(cfg)
+    refuse_cpu_bf16_on_a_1x1_map(cfg, method.student, device)
     dataset, sampler, per_epoch, device_aug = build_data(cfg, method, dist_info, local_batch)
     data = data_identity(cfg.data, [path for path, _ in dataset.base.samples], data_name)
     total_steps = per_epoch * cfg.epochs

@@ -665,6 +665,11 @@ CASES = [
         untouched=False,
     ),
     Case(
+        "amp=bf16 on a CPU at 16 px (a strided convolution sees a 1x1 map)",
+        lambda t: pretrain(t, "--set", "amp=bf16", "queue_size=16"),
+        ("amp='bf16'", "16 px", "backbone.layer4.0.conv1", "amp='none'"),
+    ),
+    Case(
         "OUT/last.pt is a copy of final.pt (no training state)",
         final_copied_to_last,
         ("<tmp>/out/last.pt", "no training state", "--restart"),
