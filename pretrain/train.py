@@ -184,8 +184,11 @@ def refuse_cpu_bf16_on_a_1x1_map(cfg: PretrainConfig, student: nn.Module, device
 
         return hook
 
-    convs = [(n, m) for n, m in student.named_modules() if isinstance(m, nn.Conv2d)]
-    handles = [m.register_forward_hook(on_a_1x1_map(n)) for n, m in convs]
+    handles = [
+        m.register_forward_hook(on_a_1x1_map(n))
+        for n, m in student.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
     was_training = student.training
     try:
         student.eval()  # no BatchNorm statistics move

@@ -52,14 +52,11 @@ def score_few_rois(monkeypatch) -> None:
     monkeypatch.setattr(task, "effective_schedule", few_rois(task.effective_schedule))
 
 
-def scoring_few_rois(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for a child process whose Python processes all score FEW_ROIS RoIs: FEW_ROIS_STARTUP
-    first on PYTHONPATH, then the repository root (its sitecustomize imports ``tests``), then ``env``'s."""
+def few_rois_pythonpath() -> str:
+    """PYTHONPATH for child processes whose Python processes all score FEW_ROIS RoIs: FEW_ROIS_STARTUP
+    first, then the repository root (its sitecustomize imports ``tests``), then this process's entries."""
     root = str(FEW_ROIS_STARTUP.parents[2])
-    return {
-        **env,
-        "PYTHONPATH": os.pathsep.join(filter(None, (str(FEW_ROIS_STARTUP), root, env.get("PYTHONPATH")))),
-    }
+    return os.pathsep.join(filter(None, (str(FEW_ROIS_STARTUP), root, os.environ.get("PYTHONPATH"))))
 
 
 # --- datasets written the way other tools write them ------------------------------------------------

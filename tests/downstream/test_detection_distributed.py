@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import faulthandler
 import json
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,11 +19,14 @@ from disco_bench.launchers import runs_distributed
 from downstream.detection.distributed import per_process_batch, rank_seed
 from infra.distributed import DistInfo
 from infra.errors import InputError
-from tests.downstream.detection_helpers import FEW_ROIS, require_detectron2, score_few_rois, scoring_few_rois
+from tests.downstream.detection_helpers import (
+    FEW_ROIS,
+    few_rois_pythonpath,
+    require_detectron2,
+    score_few_rois,
+)
 from tests.pretrain.helpers import save_student
 
-ROOT = Path(__file__).resolve().parents[2]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 VOC = {"AP", "AP50", "AP75"}
 COCO = {"box_AP", "box_AP50", "box_AP75", "mask_AP", "mask_AP50", "mask_AP75"}
 
@@ -101,7 +103,7 @@ def test_both_backends_fine_tune_on_two_processes_and_record_once(tmp_path, monk
     assert main(local) == 0
     # the torchrun run, launched from this process: its torchrun jobs and their ranks are processes
     # of their own (tests/disco_bench/test_torchrun_suite.py runs the whole command as one too)
-    monkeypatch.setenv("PYTHONPATH", scoring_few_rois(ENV)["PYTHONPATH"])
+    monkeypatch.setenv("PYTHONPATH", few_rois_pythonpath())
     ddp = [*local[:-2], str(tmp_path / "ddp"), "--quiet", "--launcher", "torchrun", "--nproc", "2"]
     # a rendezvous or collective that hangs ends this test process (with every thread's stack), not CI's clock
     faulthandler.dump_traceback_later(600, exit=True)

@@ -1,5 +1,5 @@
 """Run by Python at start-up in a process whose PYTHONPATH starts with this folder
-(tests.downstream.detection_helpers.scoring_few_rois): the detection steps of that process score
+(tests.downstream.detection_helpers.few_rois_pythonpath): the detection steps of that process score
 FEW_ROIS RoIs per image, as tests.downstream.detection_helpers.score_few_rois makes them in a test's
 own process. It reaches every process a child starts, the ranks of a torchrun job included."""
 
