@@ -1,11 +1,16 @@
-"""infra.checkpoint.nonfinite_keys: the one finiteness check of saved and loaded weights."""
+"""infra.checkpoint: nonfinite_keys, the one finiteness check of saved and loaded weights; file_sha256,
+which hashes each version of a file once."""
 
 from __future__ import annotations
+
+import hashlib
+import os
 
 import pytest
 import torch
 
-from infra.checkpoint import nonfinite_keys
+import infra.checkpoint
+from infra.checkpoint import atomic_write, file_sha256, nonfinite_keys
 
 NAN, INF = float("nan"), float("inf")
 
@@ -40,3 +45,24 @@ def test_large_finite_weights_whose_sum_overflows_are_not_reported():
     assert not torch.isfinite(big.abs().sum())
     assert nonfinite_keys({"big": big, "also": big.clone()}) == []
     assert nonfinite_keys({"big": big, "bad": torch.tensor([NAN])}) == ["bad"]
+
+
+def test_a_files_hash_is_read_once_per_version_of_the_file(tmp_path, monkeypatch):
+    def expected(content: bytes) -> str:
+        return real(content).hexdigest()
+
+    reads = []
+    real = hashlib.sha256
+    monkeypatch.setattr(infra.checkpoint.hashlib, "sha256", lambda: reads.append(1) or real())
+    path = tmp_path / "teacher.pt"
+    path.write_bytes(b"a" * 3_000_000)  # three 1 MiB chunks and a rest
+    assert file_sha256(path) == file_sha256(path) == expected(b"a" * 3_000_000) and len(reads) == 1
+    # replaced the way this project writes (a new file renamed over it): the same size, a new hash
+    atomic_write(path, lambda handle: handle.write(b"b" * 3_000_000))
+    assert file_sha256(path) == expected(b"b" * 3_000_000) and len(reads) == 2
+    # edited in place, the same size: its timestamps change, so it is read again
+    with open(path, "r+b") as handle:
+        handle.write(b"c")
+    stamp = path.stat().st_mtime_ns + 1_000_000_000
+    os.utime(path, ns=(stamp, stamp))
+    assert file_sha256(path) == expected(b"c" + b"b" * 2_999_999) and len(reads) == 3
