@@ -281,3 +281,69 @@ def test_an_unfinished_checkpoint_is_refused_unless_allowed_and_then_says_so(tmp
         load_encoder(path)
     _, info = load_encoder(save(tmp_path, ckpt, "final.pt"))
     assert "unfinished" not in info["protocol"]
+
+
+def tensors(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {**dict(module.named_parameters()), **dict(module.named_buffers())}
+
+
+TEACHER_FILES = {
+    "disco-bench": lambda: own_checkpoint("resnet18", hidden=32, out_dim=16)[0],
+    "moco": lambda: moco_r18()[0],
+    "swav": lambda: swav_r18()[0],
+    "dino": lambda: dino_r18(True)[0],
+}
+
+
+def spy_on_builds(monkeypatch, extra=None) -> list[str]:
+    """The device each backbone build of pretrain.teachers is made on (meta: no initialisation runs)."""
+    import pretrain.teachers as teachers
+
+    devices = []
+
+    def build(arch: str) -> nn.Module:
+        devices.append(torch.empty(()).device.type)
+        backbone = build_backbone(arch)
+        return extra(backbone) if extra else backbone
+
+    monkeypatch.setattr(teachers, "build_backbone", build)
+    return devices
+
+
+@pytest.mark.parametrize("fmt", TEACHER_FILES)
+def test_a_teacher_built_without_random_init_is_the_encoder_the_file_holds(fmt, tmp_path, monkeypatch):
+    path = save(tmp_path, TEACHER_FILES[fmt]())
+    devices = spy_on_builds(monkeypatch)
+    teacher, _ = load_teacher(path)  # backbone built on the meta device and handed the file's tensors
+    encoder, _ = load_encoder(path)  # built and initialised, then loaded: the evaluation path
+    assert devices == ["meta", "cpu"]
+    got, want = tensors(teacher), tensors(encoder)
+    assert got.keys() == want.keys()
+    for name, tensor in got.items():
+        assert tensor.device.type == "cpu" and tensor.dtype == want[name].dtype, name
+        assert torch.equal(tensor, want[name]) and tensor.requires_grad == want[name].requires_grad, name
+    assert torch.equal(embed(teacher), embed(encoder))
+
+
+def test_a_half_precision_teacher_file_loads_as_the_models_dtypes(tmp_path):
+    ckpt, reference_encoder = own_checkpoint("resnet18", hidden=32, out_dim=16)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["encoder"]["backbone"].items()}
+    ckpt = ckpt | {"encoder": ckpt["encoder"] | {"backbone": half}}
+    teacher, _ = load_teacher(save(tmp_path, ckpt))
+    assert {t.dtype for t in teacher.backbone.parameters()} == {torch.float32}
+    for name, tensor in teacher.backbone.state_dict().items():
+        assert torch.equal(tensor, half[name].to(tensor.dtype)), name
+
+
+def test_a_backbone_with_a_tensor_the_file_cannot_fill_is_built_the_usual_way(tmp_path, monkeypatch):
+    def with_a_derived_buffer(backbone: nn.Module) -> nn.Module:  # a non-persistent buffer: in no state dict
+        backbone.register_buffer("scale", torch.full((1,), 2.0), persistent=False)
+        return backbone
+
+    ckpt, reference_encoder = own_checkpoint("resnet18", hidden=32, out_dim=16)
+    devices = spy_on_builds(monkeypatch, with_a_derived_buffer)
+    teacher, _ = load_teacher(save(tmp_path, ckpt))
+    assert devices == ["meta", "cpu"]  # tried on meta, then built and initialised
+    assert not any(t.is_meta for t in tensors(teacher).values())
+    assert torch.equal(teacher.backbone.scale, torch.full((1,), 2.0))
+    assert torch.equal(embed(teacher), embed(reference_encoder))
