@@ -1,26 +1,33 @@
 """benchmarks/loader.py: on an ImageFolder it times every data path and ends with the comparison
-line; on JPEGs it writes itself too; a folder that is no ImageFolder is one error line."""
+line; on JPEGs it writes itself too; a folder that is no ImageFolder is one error line.
+
+The script's ``main`` runs in the test process (what ``python benchmarks/loader.py ARGS`` runs after
+its imports): a fresh interpreter would add ~5 s of importing torch per test and check nothing more."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
+from types import SimpleNamespace
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "loader.py"
+import pytest
+
+from benchmarks.loader import main
+
 TINY = ["--images", "3", "--size", "32", "--repeats", "1", "--warmup", "0", "--batch", "2"]
 LAST = re.compile(r"cpu-side samples/s per core: [0-9.]+ \(gpu path\) vs [0-9.]+ \(torchvision aug\+\)")
 
 
-def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
+@pytest.fixture()
+def run(capsys):
+    def run(*args: str) -> SimpleNamespace:
+        code = main(list(args))
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run
 
 
-def test_times_each_path_of_an_image_folder_and_ends_with_the_comparison(tiny_imagefolder):
+def test_times_each_path_of_an_image_folder_and_ends_with_the_comparison(run, tiny_imagefolder):
     proc = run("--data", str(tiny_imagefolder), *TINY)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
@@ -30,13 +37,13 @@ def test_times_each_path_of_an_image_folder_and_ends_with_the_comparison(tiny_im
     assert f"ImageFolder {tiny_imagefolder / 'train'}" in proc.stdout
 
 
-def test_writes_imagenet_like_jpegs_without_data():
+def test_writes_imagenet_like_jpegs_without_data(run):
     proc = run("--generate", "3", "--source-size", "80x60", *TINY)
     assert proc.returncode == 0, proc.stderr
     assert "3 generated JPEGs of 80x60 px" in proc.stdout and LAST.fullmatch(proc.stdout.splitlines()[-1])
 
 
-def test_a_folder_without_classes_is_one_error_line(tmp_path):
+def test_a_folder_without_classes_is_one_error_line(run, tmp_path):
     proc = run("--data", str(tmp_path), *TINY)
     assert proc.returncode == 2 and proc.stdout.count("error") == 0
     assert proc.stderr.strip().startswith("error: no class folders in") and proc.stderr.count("\n") == 1
