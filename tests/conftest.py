@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 # Tests run tiny models, where thread start-up costs more than it saves; on a 2-core CI machine
 # one thread per process (subprocesses included) is several times faster.
@@ -16,11 +14,7 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 from disco_bench.embedded import EmbeddedConfig, make_embedded  # noqa: E402
-
-# How long each test module took in a whole run (setup, call and teardown summed, module fixtures
-# included), written by ``pytest -n auto --dist loadscope --store-module-durations``. It only orders the
-# modules; a module it does not list runs after those it does.
-MODULE_DURATIONS = Path(__file__).with_name("module_durations.json")
+from tests.module_order import MODULE_DURATIONS, longest_first, module_of, store  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -35,20 +29,13 @@ def pytest_configure(config):
     """Under ``--dist loadscope`` xdist hands out whole modules, by default most tests first. That sends the
     slowest modules (one or two end-to-end tests each: torchrun, detection, Ctrl-C) out last, and one
     worker ran on alone for ~30 s at the end. Hand them out in collection order, which
-    ``pytest_collection_modifyitems`` makes longest first."""
+    ``pytest_collection_modifyitems`` makes longest first (``tests/module_order.py``)."""
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
 
-def module_of(nodeid: str) -> str:
-    return nodeid.split("::", 1)[0]
-
-
 def pytest_collection_modifyitems(config, items):
-    """Longest module first (the greedy order that leaves the least for the last worker); the order of the
-    tests inside a module, and of modules that took equally long, stays as collected."""
-    seconds = json.loads(MODULE_DURATIONS.read_text()) if MODULE_DURATIONS.exists() else {}
-    items.sort(key=lambda item: -seconds.get(module_of(item.nodeid), 0.0))
+    longest_first(items)
 
 
 _module_seconds: dict[str, float] = {}
@@ -63,8 +50,7 @@ def pytest_runtest_logreport(report):
 def pytest_sessionfinish(session):
     config = session.config
     if config.getoption("store_module_durations") and not hasattr(config, "workerinput"):
-        ranked = sorted(_module_seconds.items(), key=lambda kv: (-kv[1], kv[0]))
-        MODULE_DURATIONS.write_text(json.dumps({m: round(s, 1) for m, s in ranked}, indent=1) + "\n")
+        store(_module_seconds)
 
 
 def pytest_xdist_auto_num_workers(config):
