@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,19 +96,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """The file's sha256, read once per version of the file in this process: a suite's steps load the same
-    teacher (a ResNet-50: ~100 MB) in every distillation step, and each load names it by its hash. A
-    version is the file's identity and its change stamps; this project replaces files by renaming a new
-    one over them (a new inode), and an edit in place changes the size or a timestamp."""
+    """The file's sha256, read once per version of the file in this process: the steps a runner runs in
+    one process load the same teacher (a ResNet-50: ~100 MB) in every distillation step, and each load
+    names it by its hash (a step in a process of its own reads it once, as before). A version is the
+    file's identity and its change stamps: this project replaces files by renaming a new one over them (a
+    new inode), and an edit in place changes the size or a timestamp. A file modified in the last
+    ``RACY_SECONDS`` is hashed but not remembered, as git does with its index: on a file system with
+    coarse timestamps, a second edit within the same tick would leave the stamps as they were."""
     with open(path, "rb") as handle:
         info = os.fstat(handle.fileno())
         version = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        if version not in _sha256_of:
-            digest = hashlib.sha256()
-            while block := handle.read(chunk):
-                digest.update(block)
-            _sha256_of[version] = digest.hexdigest()
-    return _sha256_of[version]
+        if version in _sha256_of:
+            return _sha256_of[version]
+        digest = hashlib.sha256()
+        while block := handle.read(chunk):
+            digest.update(block)
+    if time.time_ns() - info.st_mtime_ns > RACY_SECONDS * 1_000_000_000:
+        _sha256_of[version] = digest.hexdigest()
+    return digest.hexdigest()
+
+
+RACY_SECONDS = 2
 
 
 _sha256_of: dict[tuple[int, ...], str] = {}

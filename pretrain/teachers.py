@@ -139,13 +139,18 @@ _SKIP_RANDOM_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("skip_r
 
 def _loaded_backbone(arch: str, state: dict[str, torch.Tensor], source: str) -> torch.nn.Module:
     """``arch`` holding ``state`` (strictly). Without random initialisation where allowed: built on the
-    meta device and handed the file's tensors (cast to the model's dtypes); a model with a tensor the file
-    cannot fill (a non-persistent buffer) is built the usual way."""
+    meta device and handed the file's tensors (in the model's dtypes and layout); a model with a tensor the
+    file cannot fill (a non-persistent buffer) is built the usual way."""
     if _SKIP_RANDOM_INIT.get():
         with torch.device("meta"):
             backbone = build_backbone(arch)
         own = backbone.state_dict()
-        cast = {k: v.to(own[k].dtype) if k in own else v for k, v in state.items()}
+        # the model's own dtypes and its contiguous layout, as copying into an initialised model gives
+        # (a checkpoint of a channels_last run holds NHWC-strided weights)
+        cast = {
+            k: v.to(own[k].dtype, memory_format=torch.contiguous_format) if k in own else v
+            for k, v in state.items()
+        }
         load_state_strict(backbone, cast, source, assign=True)
         if not any(t.is_meta for t in [*backbone.parameters(), *backbone.buffers()]):
             return backbone

@@ -23,5 +23,8 @@ def longest_first(items: list, durations: Path = MODULE_DURATIONS) -> None:
 
 
 def store(seconds_by_module: dict[str, float], durations: Path = MODULE_DURATIONS) -> None:
-    ranked = sorted(seconds_by_module.items(), key=lambda kv: (-kv[1], kv[0]))
+    """Update the file with the modules this run measured; the others keep their entries (a run of a few
+    files, or one stopped early, changes only what it ran)."""
+    known = json.loads(durations.read_text()) if durations.exists() else {}
+    ranked = sorted((known | seconds_by_module).items(), key=lambda kv: (-kv[1], kv[0]))
     durations.write_text(json.dumps({m: round(s, 1) for m, s in ranked}, indent=1) + "\n")

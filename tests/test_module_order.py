@@ -34,10 +34,12 @@ def test_modules_go_longest_first_keeping_the_order_inside_each(tmp_path):
         "tests/a.py::y",
         "tests/new.py::z",
     ]
+    store({"tests/a.py": 40.0}, durations)  # a run of one file updates that file's entry only
+    assert json.loads(durations.read_text()) == {"tests/a.py": 40.0, "tests/b.py": 30.0, "tests/c.py": 5.0}
 
 
 def test_this_session_collected_longest_first_and_xdist_keeps_that_order(request, pytestconfig):
-    pytest.importorskip("xdist")
+    pytest.importorskip("xdist", minversion="3.8")  # the release that made loadscope's reordering optional
     assert pytestconfig.option.loadscopereorder is False
     listed = json.loads((pytestconfig.rootpath / "tests" / "module_durations.json").read_text())
     order = [item.nodeid.split("::")[0] for item in request.session.items]

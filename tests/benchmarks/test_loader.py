@@ -1,17 +1,22 @@
 """benchmarks/loader.py: on an ImageFolder it times every data path and ends with the comparison
 line; on JPEGs it writes itself too; a folder that is no ImageFolder is one error line.
 
-The script's ``main`` runs in the test process (what ``python benchmarks/loader.py ARGS`` runs after
-its imports): a fresh interpreter would add ~5 s of importing torch per test and check nothing more."""
+The timings run the script's ``main`` in the test process (what ``python benchmarks/loader.py ARGS`` runs
+after its imports), sparing ~5 s of importing torch each; the error case runs it as a command."""
 
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from benchmarks.loader import main
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "loader.py"
 
 TINY = ["--images", "3", "--size", "32", "--repeats", "1", "--warmup", "0", "--batch", "2"]
 LAST = re.compile(r"cpu-side samples/s per core: [0-9.]+ \(gpu path\) vs [0-9.]+ \(torchvision aug\+\)")
@@ -43,7 +48,12 @@ def test_writes_imagenet_like_jpegs_without_data(run):
     assert "3 generated JPEGs of 80x60 px" in proc.stdout and LAST.fullmatch(proc.stdout.splitlines()[-1])
 
 
-def test_a_folder_without_classes_is_one_error_line(run, tmp_path):
-    proc = run("--data", str(tmp_path), *TINY)
+def test_a_folder_without_classes_is_one_error_line(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--data", str(tmp_path), *TINY],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2 and proc.stdout.count("error") == 0
     assert proc.stderr.strip().startswith("error: no class folders in") and proc.stderr.count("\n") == 1

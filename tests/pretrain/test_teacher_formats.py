@@ -325,6 +325,18 @@ def test_a_teacher_built_without_random_init_is_the_encoder_the_file_holds(fmt, 
     assert torch.equal(embed(teacher), embed(encoder))
 
 
+def test_a_channels_last_teacher_file_gives_the_initialised_paths_layout_and_embedding(tmp_path):
+    ckpt, _ = own_checkpoint("resnet18", hidden=32, out_dim=16)
+    nhwc = {  # as a checkpoint of a channels_last run holds its convolution weights
+        k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v
+        for k, v in ckpt["encoder"]["backbone"].items()
+    }
+    path = save(tmp_path, ckpt | {"encoder": ckpt["encoder"] | {"backbone": nhwc}})
+    teacher, encoder = load_teacher(path)[0], load_encoder(path)[0]
+    assert all(t.is_contiguous() for t in teacher.backbone.parameters())
+    assert torch.equal(embed(teacher), embed(encoder))
+
+
 def test_a_half_precision_teacher_file_loads_as_the_models_dtypes(tmp_path):
     ckpt, reference_encoder = own_checkpoint("resnet18", hidden=32, out_dim=16)
     half = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["encoder"]["backbone"].items()}
