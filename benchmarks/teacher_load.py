@@ -38,6 +38,10 @@ from benchmarks._common import (  # noqa: E402
 from pretrain.teachers import load_encoder, load_teacher  # noqa: E402
 from pretrain.train import save_random_encoder  # noqa: E402
 
+BEFORE = "init + copy, hashed every load"
+FRESH = "load_teacher, hashed afresh (a step in a process of its own)"
+NOW = "load_teacher"
+
 
 def hashed_afresh(path: Path, load_file):
     """``load_file(path)`` with the process's hash memo emptied first, as in a new process: the load
@@ -68,16 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         size_mb = path.stat().st_size / 1e6
         times = alternate(
             {
-                "init + copy, hashed every load": hashed_afresh(path, load_encoder),
-                "load_teacher, hashed afresh (a step in a process of its own)": hashed_afresh(
-                    path, load_teacher
-                ),
-                "load_teacher": lambda: load_teacher(path),
+                BEFORE: hashed_afresh(path, load_encoder),
+                FRESH: hashed_afresh(path, load_teacher),
+                NOW: lambda: load_teacher(path),
             },
             args.repeats,
         )
-    before, after = (times[k] for k in ("init + copy, hashed every load", "load_teacher"))
-    ratio = median(before) / median(after)
+    ratio, fresh = (median(times[BEFORE]) / median(times[k]) for k in (NOW, FRESH))
     settings = f"{args.arch} teacher, 2048-128 head, {size_mb:.0f} MB file; 1 torch thread; medians of {args.repeats} alternated loads"
     table = "\n".join(
         [
@@ -86,7 +87,6 @@ def main(argv: list[str] | None = None) -> int:
             *(f"| {name} | {spread(t)} |" for name, t in times.items()),
         ]
     )
-    fresh = median(before) / median(times["load_teacher, hashed afresh (a step in a process of its own)"])
     final = (
         f"teacher load: {ratio:.1f}x faster than init + copy with the file hashed every load "
         f"({fresh:.1f}x in a process of its own)"

@@ -95,6 +95,10 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write(path, lambda handle: handle.write(text), mode="w")
 
 
+RACY_SECONDS = 2  # file_sha256 does not remember a file modified this recently
+_sha256_of: dict[tuple[int, ...], str] = {}  # file_sha256's memo: version of a file -> its hash
+
+
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """The file's sha256, read once per version of the file in this process: the steps a runner runs in
     one process load the same teacher (a ResNet-50: ~100 MB) in every distillation step, and each load
@@ -111,15 +115,10 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         digest = hashlib.sha256()
         while block := handle.read(chunk):
             digest.update(block)
+    sha = digest.hexdigest()
     if time.time_ns() - info.st_mtime_ns > RACY_SECONDS * 1_000_000_000:
-        _sha256_of[version] = digest.hexdigest()
-    return digest.hexdigest()
-
-
-RACY_SECONDS = 2
-
-
-_sha256_of: dict[tuple[int, ...], str] = {}
+        _sha256_of[version] = sha
+    return sha
 
 
 def _refusal_reason(exc: BaseException) -> str:

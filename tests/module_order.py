@@ -15,16 +15,20 @@ def module_of(nodeid: str) -> str:
     return nodeid.split("::", 1)[0]
 
 
+def recorded(durations: Path = MODULE_DURATIONS) -> dict[str, float]:
+    """Seconds per module as the file lists them ({} without the file)."""
+    return json.loads(durations.read_text()) if durations.exists() else {}
+
+
 def longest_first(items: list, durations: Path = MODULE_DURATIONS) -> None:
     """Sort ``items`` (pytest items) in place, longest module first: the greedy order that leaves the
     least for the last worker. Tests inside a module, and modules that took equally long, keep their order."""
-    seconds = json.loads(durations.read_text()) if durations.exists() else {}
+    seconds = recorded(durations)
     items.sort(key=lambda item: -seconds.get(module_of(item.nodeid), 0.0))
 
 
 def store(seconds_by_module: dict[str, float], durations: Path = MODULE_DURATIONS) -> None:
     """Update the file with the modules this run measured; the others keep their entries (a run of a few
     files, or one stopped early, changes only what it ran)."""
-    known = json.loads(durations.read_text()) if durations.exists() else {}
-    ranked = sorted((known | seconds_by_module).items(), key=lambda kv: (-kv[1], kv[0]))
+    ranked = sorted((recorded(durations) | seconds_by_module).items(), key=lambda kv: (-kv[1], kv[0]))
     durations.write_text(json.dumps({m: round(s, 1) for m, s in ranked}, indent=1) + "\n")

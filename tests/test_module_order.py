@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.module_order import longest_first, store
+from tests.module_order import longest_first, module_of, recorded, store
 
 
 def test_modules_go_longest_first_keeping_the_order_inside_each(tmp_path):
@@ -41,7 +41,7 @@ def test_modules_go_longest_first_keeping_the_order_inside_each(tmp_path):
 def test_this_session_collected_longest_first_and_xdist_keeps_that_order(request, pytestconfig):
     pytest.importorskip("xdist", minversion="3.8")  # the release that made loadscope's reordering optional
     assert pytestconfig.option.loadscopereorder is False
-    listed = json.loads((pytestconfig.rootpath / "tests" / "module_durations.json").read_text())
-    order = [item.nodeid.split("::")[0] for item in request.session.items]
+    listed = recorded()
+    order = [module_of(item.nodeid) for item in request.session.items]
     ranks = [-listed.get(module, 0.0) for module in dict.fromkeys(order)]
     assert ranks == sorted(ranks)

@@ -34,7 +34,8 @@ STAGES = [
 def test_dry_run_goes_through_every_stage(tmp_path, capsys):
     pytest.importorskip("detectron2", reason="the Detectron2 stages need it (CI installs it)")
     out = tmp_path / "table.md"
-    # in this process (the script's main after its imports); its pretrain stage starts torchrun's own
+    # the script's main in this process (what the command runs after its imports); its pretrain stage
+    # still starts 2 processes of its own through torchrun
     code = main(["--dry-run", "--work", str(tmp_path / "work"), "--out", str(out)])
     printed = capsys.readouterr()
     assert code == 0, printed.out[-3000:] + printed.err[-3000:]
